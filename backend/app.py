@@ -1,0 +1,199 @@
+"""The ML backend over HTTP, speaking the Label Studio protocol: GET /health and /, POST /setup, /predict,
+/webhook, GET /metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from pydantic import BaseModel, Field, ValidationError
+
+from backend.label_config import LabelConfigError
+from backend.model import PrelabelModel
+from backend.pipeline import Engine
+from backend.settings import Settings
+
+log = logging.getLogger("prelabel")
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class SetupRequest(BaseModel):
+    project: str | int | None = None
+    label_config: str | None = Field(None, alias="schema")
+    hostname: str | None = None
+    access_token: str | None = None
+    extra_params: Any = None
+
+
+class PredictRequest(BaseModel):
+    tasks: list[Any]
+    project: str | int | None = None
+    label_config: str | None = None
+    params: dict[str, Any] | None = None
+
+
+class Counters:
+    """Per-process counters for /metrics (the store holds the cross-process LLM totals)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values: dict[str, float] = {}
+
+    def add(self, name: str, amount: float = 1.0) -> None:
+        with self._lock:
+            self.values[name] = self.values.get(name, 0.0) + amount
+
+
+def project_id(value: Any) -> str | None:
+    """Label Studio sends the project as "<id>.<timestamp>" in /setup and /predict."""
+    if value is None:
+        return None
+    return str(value).split(".", 1)[0]
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
+    settings = settings or Settings()
+    engine = engine or Engine(settings)
+    app = Flask("prelabel")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    counters = Counters()
+    app.extensions["prelabel.engine"] = engine
+
+    def error(status: int, message: str) -> tuple[Response, int]:
+        return jsonify({"status": "error", "error": message}), status
+
+    def label_config_for(project: str | None, sent: str | None) -> str | None:
+        if sent:
+            if project:
+                engine.store.save_project_config(project, sent)
+            return sent
+        return engine.store.project_config(project) if project else None
+
+    @app.before_request
+    def basic_auth() -> Any:
+        user = settings.basic_auth_user
+        if not user:
+            return None
+        password = settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""
+        auth = request.authorization
+        if (
+            auth is None
+            or not hmac.compare_digest((auth.username or "").encode(), user.encode())
+            or not hmac.compare_digest((auth.password or "").encode(), password.encode())
+        ):
+            return Response(
+                '{"status": "error", "error": "unauthorized"}',
+                401,
+                {"WWW-Authenticate": 'Basic realm="prelabel"', "Content-Type": "application/json"},
+            )
+        return None
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Any:
+        return jsonify(
+            {
+                "status": "UP",
+                "model_class": "PrelabelModel",
+                "annotator": engine.annotator_ref.spec,
+                "judge": engine.judge_ref.spec,
+                "warning": engine.family_warning,
+            }
+        )
+
+    @app.post("/setup")
+    def setup() -> Any:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return error(400, "/setup expects a JSON object")
+        try:
+            payload = SetupRequest.model_validate(body)
+        except ValidationError as problem:
+            return error(400, f"/setup: {problem.errors()[0]['loc']}: {problem.errors()[0]['msg']}")
+        project = project_id(payload.project)
+        xml = label_config_for(project, payload.label_config)
+        try:
+            model = PrelabelModel(engine, xml, project)
+            version = model.model_version
+        except LabelConfigError as problem:
+            return error(400, f"project {project}: {problem}")
+        counters.add("setup_requests_total")
+        return jsonify({"model_version": version})
+
+    @app.post("/predict")
+    def predict() -> Any:
+        started = time.perf_counter()
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return error(400, "/predict expects a JSON object with a tasks list")
+        try:
+            payload = PredictRequest.model_validate(body)
+        except ValidationError as problem:
+            first = problem.errors()[0]
+            return error(400, f"/predict field {'.'.join(map(str, first['loc']))}: {first['msg']}")
+        project = project_id(payload.project)
+        xml = label_config_for(project, payload.label_config)
+        model = PrelabelModel(engine, xml, project)
+        try:
+            results = model.predict(payload.tasks, context=(payload.params or {}).get("context"))
+        except LabelConfigError as problem:
+            return error(400, f"project {project}: {problem}")
+        failed = sum(1 for item in results if not item["result"])
+        counters.add("predict_requests_total")
+        counters.add("predict_tasks_total", len(results))
+        counters.add("predict_tasks_failed_total", failed)
+        counters.add("predict_seconds_total", time.perf_counter() - started)
+        return jsonify({"results": results, "model_version": results[0]["model_version"] if results else None})
+
+    @app.post("/webhook")
+    def webhook() -> Any:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or "action" not in body:
+            return error(400, "/webhook expects a Label Studio event with an action")
+        action = str(body["action"])
+        counters.add("webhook_events_total")
+        project = body.get("project")
+        pid = project_id(project.get("id") if isinstance(project, dict) else project)
+        model = PrelabelModel(engine, engine.store.project_config(pid) if pid else None, pid)
+        try:
+            outcome = model.fit(action, body)
+        except (ValueError, LabelConfigError) as problem:
+            counters.add("webhook_errors_total")
+            return error(400, f"event {action}: {problem}")
+        return jsonify({"status": "ok", **outcome}), 201
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        lines = []
+        for name, value in sorted(counters.values.items()):
+            lines += [f"# TYPE prelabel_{name} counter", f"prelabel_{name} {value:g}"]
+        lines.append("# TYPE prelabel_llm_calls_total counter")
+        for row in engine.store.usage_totals():
+            labels = f'role="{row["role"]}",provider="{row["provider"]}",model="{row["model"]}"'
+            for field in ("calls", "cache_hits", "errors", "input_tokens", "output_tokens"):
+                lines.append(f"prelabel_llm_{field}_total{{{labels}}} {row[field] or 0}")
+        for table, count in engine.store.counts().items():
+            lines.append(f'prelabel_store_rows{{table="{table}"}} {count}')
+        return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+
+    @app.errorhandler(413)
+    def too_large(_: Any) -> Any:
+        return error(413, f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MB")
+
+    @app.errorhandler(Exception)
+    def unexpected(problem: Exception) -> Any:
+        from werkzeug.exceptions import HTTPException
+
+        if isinstance(problem, HTTPException):
+            return error(problem.code or 500, problem.description or problem.name)
+        log.exception("unexpected error in %s", request.path)
+        return error(500, f"internal error ({type(problem).__name__}); see the backend log")
+
+    return app
+

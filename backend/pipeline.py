@@ -1,0 +1,312 @@
+"""The labeling pipeline: input -> annotator -> judge, per task, and bounded-concurrency batches.
+
+`Engine` is built once per process (clients, store, thread pool, the family check); `engine.labeler(config)`
+gives the per-project `Labeler` that knows the task kind and the prompts. `Labeler.label_task` never raises:
+every failure becomes an outcome with an error that names the task and the field, so one bad task never
+sinks a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from backend.dialogue import InputError, parse_dialogue, parse_text, render_dialogue, truncate
+from backend.families import ModelRef, check_families
+from backend.judge import JUDGE_SCHEMA, JUDGE_SCHEMA_NAME, JudgeParseError, Verdict, expected_level, parse_verdict
+from backend.label_config import LabelConfig
+from backend.prompts import PromptSet, render
+from backend.providers import CallParams, Completion, LLMClient, ProviderError, make_client
+from backend.settings import Settings
+from backend.store import Store, cache_key
+
+log = logging.getLogger("prelabel")
+
+Parsed = TypeVar("Parsed")
+
+
+class LabelOutcome(BaseModel):
+    """The result of labeling one task. `error` set means no label; `unrated_reason` set means no rating."""
+
+    task_id: Any = None
+    model_version: str
+    label: str | None = None
+    verdict: Verdict | None = None
+    unrated_reason: str | None = None
+    judge_raw: str | None = None
+    error: str | None = None
+    truncated: bool = False
+    warnings: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.label is not None
+
+    @property
+    def score(self) -> float | None:
+        return self.verdict.score if self.verdict else None
+
+
+class Engine:
+    """Process-wide state: provider clients, the store, one thread pool that bounds concurrency."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        annotator_client: LLMClient | None = None,
+        judge_client: LLMClient | None = None,
+    ):
+        self.settings = settings
+        self.annotator_ref: ModelRef = settings.annotator
+        self.judge_ref: ModelRef = settings.judge
+        # Raises SameFamilyError at start, before any call is made.
+        self.family_warning = check_families(
+            self.annotator_ref, self.judge_ref, settings.prelabel_allow_same_family
+        )
+        if self.family_warning:
+            log.warning(self.family_warning)
+        self.store = store or Store(settings.store_path)
+        client_options = dict(
+            openai_api_key=settings.openai_api_key,
+            anthropic_api_key=settings.anthropic_api_key,
+            openai_base_url=settings.openai_base_url,
+            anthropic_base_url=settings.anthropic_base_url,
+            timeout=settings.prelabel_timeout,
+            max_retries=settings.prelabel_max_retries,
+        )
+        self.annotator = annotator_client or make_client(self.annotator_ref, **client_options)
+        self.judge = judge_client or make_client(self.judge_ref, **client_options)
+        self._pool = ThreadPoolExecutor(max_workers=settings.prelabel_concurrency, thread_name_prefix="prelabel")
+        self._labelers: dict[str, Labeler] = {}
+        self._lock = threading.Lock()
+
+    def prompts_for(self, kind: str) -> PromptSet:
+        return PromptSet.load(
+            kind,
+            self.settings.prelabel_annotator_prompt,
+            self.settings.prelabel_judge_prompt,
+            self.settings.prelabel_prompt_name,
+        )
+
+    def labeler(self, config: LabelConfig, prompts: PromptSet | None = None) -> "Labeler":
+        """The labeler for a label config (cached per config and prompt version)."""
+        prompts = prompts or self.prompts_for(config.kind)
+        key = f"{config.xml}\x00{prompts.content_hash}\x00{prompts.name}"
+        with self._lock:
+            if key not in self._labelers:
+                self._labelers[key] = Labeler(self, config, prompts)
+            return self._labelers[key]
+
+    def call(
+        self,
+        role: str,
+        client: LLMClient,
+        prompt: str,
+        params: CallParams,
+        parse: Callable[[Completion], Parsed],
+        read_cache: bool = True,
+    ) -> tuple[Completion, Parsed]:
+        """One LLM call through the cache. Only answers that parse are cached, so a retry asks afresh."""
+        ref = client.ref
+        key = cache_key(ref.provider, ref.model, ref.base_url, params.cache_fields(), prompt)
+        use_cache = self.settings.prelabel_cache
+        if use_cache and read_cache:
+            hit = self.store.cached_completion(key)
+            if hit is not None:
+                try:
+                    parsed = parse(hit)
+                except ValueError:
+                    pass  # an entry that no longer parses (e.g. a changed label set): ask again
+                else:
+                    self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=hit)
+                    return hit, parsed
+        try:
+            completion = client.complete(prompt, params)
+        except ProviderError as error:
+            self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=None,
+                                error=str(error))
+            raise
+        self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=completion)
+        parsed = parse(completion)  # raises ValueError for the caller to handle
+        if use_cache:
+            self.store.save_completion(key, ref.provider, ref.model, completion)
+        return completion, parsed
+
+    def run_batch(
+        self, labeler: "Labeler", tasks: list[dict[str, Any]], deadline_s: float | None = None
+    ) -> list[LabelOutcome]:
+        """Label tasks concurrently; answers in input order. Tasks unfinished at the deadline fail."""
+        futures: list[Future[LabelOutcome]] = [self._pool.submit(labeler.label_task, task) for task in tasks]
+        wait(futures, timeout=deadline_s)
+        outcomes = []
+        for task, future in zip(tasks, futures):
+            if future.done():
+                outcomes.append(future.result())
+            else:
+                future.cancel()  # not started: frees the slot; started: finishes and fills the cache
+                outcomes.append(
+                    labeler.failed(task, f"not finished within the {deadline_s:.0f} s deadline of this request")
+                )
+        return outcomes
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Labeler:
+    """Labels the tasks of one label config with one prompt version."""
+
+    def __init__(self, engine: Engine, config: LabelConfig, prompts: PromptSet):
+        self.engine = engine
+        self.config = config
+        self.prompts = prompts
+        settings = engine.settings
+        # Classification is judged only when the config has somewhere to show the rating.
+        self.uses_judge = config.kind == "summarization" or config.rating is not None
+        self.model_version = prompts.model_version(
+            engine.annotator_ref, engine.judge_ref if self.uses_judge else None, bool(engine.family_warning)
+        )
+        labels = config.class_labels
+        self._annotator_params = CallParams(
+            max_tokens=settings.prelabel_annotator_max_tokens,
+            temperature=settings.prelabel_temperature,
+            schema_name="choose_label" if labels else None,
+            json_schema=_label_schema(labels) if labels else None,
+        )
+        self._judge_params = CallParams(
+            max_tokens=settings.prelabel_judge_max_tokens,
+            temperature=settings.prelabel_temperature,
+            schema_name=JUDGE_SCHEMA_NAME,
+            json_schema=JUDGE_SCHEMA,
+            logprobs=settings.prelabel_judge_logprobs and engine.judge_ref.provider == "openai",
+        )
+
+    def failed(self, task: Any, error: str) -> LabelOutcome:
+        task_id = task.get("id") if isinstance(task, dict) else None
+        return LabelOutcome(task_id=task_id, model_version=self.model_version, error=f"task {task_id}: {error}")
+
+    def read_input(self, task: Any) -> tuple[str, bool]:
+        """The task's input as the prompts show it, and whether it was truncated."""
+        if not isinstance(task, dict):
+            raise InputError("task", f"must be an object, not {type(task).__name__}")
+        data = task.get("data", task)
+        if not isinstance(data, dict):
+            raise InputError("data", f"must be an object, not {type(data).__name__}")
+        key = self.config.data_key
+        if key not in data:
+            raise InputError(f"data.{key}", "is missing")
+        if self.config.kind == "summarization":
+            text = render_dialogue(parse_dialogue(data[key], f"data.{key}"))
+        else:
+            text = parse_text(data[key], f"data.{key}")
+        return truncate(text, self.engine.settings.prelabel_max_input_chars)
+
+    def label_task(self, task: Any) -> LabelOutcome:
+        try:
+            return self._label(task)
+        except InputError as error:
+            return self.failed(task, f"bad input: {error}")
+        except ProviderError as error:
+            return self.failed(task, f"annotator call failed: {error}")
+        except Exception as error:  # a bug must not sink the batch; it is logged with its traceback
+            log.exception("unexpected error labeling task %s", task.get("id") if isinstance(task, dict) else None)
+            return self.failed(task, f"internal error: {type(error).__name__}: {error}")
+
+    def _label(self, task: Any) -> LabelOutcome:
+        text, truncated = self.read_input(task)
+        outcome = LabelOutcome(task_id=task.get("id"), model_version=self.model_version, truncated=truncated)
+        if truncated:
+            outcome.warnings.append(
+                f"input truncated to {self.engine.settings.prelabel_max_input_chars} characters"
+            )
+        if self.engine.family_warning:
+            outcome.warnings.append(self.engine.family_warning)
+        outcome.label = self._annotate(text)
+        if self.uses_judge:
+            self._judge(text, outcome)
+        return outcome
+
+    def _annotate(self, text: str) -> str:
+        prompt = render(self.prompts.annotator, input=text, labels=self.config.class_labels)
+        parse = self._parse_class_label if self.config.class_labels else _parse_free_text
+        try:
+            _, label = self.engine.call("annotator", self.engine.annotator, prompt, self._annotator_params, parse)
+        except ValueError as first:
+            try:
+                _, label = self.engine.call(
+                    "annotator", self.engine.annotator, prompt, self._annotator_params, parse, read_cache=False
+                )
+            except ValueError as second:
+                raise ProviderError(f"unusable answer twice: {first}; then {second}") from None
+        return label
+
+    def _parse_class_label(self, completion: Completion) -> str:
+        text = completion.text.strip()
+        try:
+            value = json.loads(text)
+            answer = value.get("label") if isinstance(value, dict) else value
+        except json.JSONDecodeError:
+            answer = text
+        if isinstance(answer, str):
+            for label in self.config.class_labels:
+                if answer.strip().strip("\"'.").lower() == label.lower():
+                    return label
+        raise ValueError(f"answer {answer!r} is not one of the labels {self.config.class_labels}")
+
+    def _judge(self, text: str, outcome: LabelOutcome) -> None:
+        prompt = render(self.prompts.judge, input=text, label=outcome.label or "")
+        errors: list[str] = []
+        for attempt in range(2):
+            try:
+                completion, verdict = self.engine.call(
+                    "judge", self.engine.judge, prompt, self._judge_params, _parse_judge, read_cache=attempt == 0
+                )
+            except ProviderError as error:
+                outcome.unrated_reason = f"judge call failed: {error}"
+                return
+            except JudgeParseError as error:
+                errors.append(str(error))
+                outcome.judge_raw = getattr(error, "raw", None)
+                continue
+            outcome.judge_raw = completion.text
+            if completion.tokens and completion.top_logprobs:
+                weighted = expected_level(completion.tokens, completion.top_logprobs)
+                if weighted is not None:
+                    verdict = verdict.model_copy(
+                        update={"expected_level": round(weighted[0], 4), "level_probabilities": weighted[1]}
+                    )
+            outcome.verdict = verdict
+            return
+        outcome.unrated_reason = "judge answer did not parse twice: " + " | ".join(errors)
+
+
+def _parse_free_text(completion: Completion) -> str:
+    text = completion.text.strip()
+    if not text:
+        raise ValueError("the annotator returned an empty answer")
+    return text
+
+
+def _parse_judge(completion: Completion) -> Verdict:
+    try:
+        return parse_verdict(completion.text)
+    except JudgeParseError as error:
+        error.raw = completion.text  # type: ignore[attr-defined]
+        raise
+
+
+def _label_schema(labels: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": labels}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }

@@ -1,0 +1,37 @@
+"""Running the backend under gunicorn, from `prelabel serve` or the Dockerfile (backend._wsgi:app)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, options: dict[str, Any]):
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from backend._wsgi import app
+
+        return app
+
+
+def run_gunicorn(host: str, port: int, workers: int = 1, threads: int = 8) -> None:
+    _Gunicorn(
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            # Longer than the predict deadline (85 s by default), shorter than nothing Label Studio waits for.
+            "timeout": 120,
+            "graceful_timeout": 10,
+            "accesslog": "-",
+        }
+    ).run()

@@ -1,0 +1,91 @@
+"""Settings read from the environment (and an optional .env file).
+
+The names are the public contract documented in README.md; docker-compose.yml is checked against them.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.families import ModelRef
+
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Models, as "provider:model"
+    prelabel_annotator: str = Field("openai:gpt-4o-mini", alias="PRELABEL_ANNOTATOR")
+    prelabel_judge: str = Field("anthropic:claude-haiku-4-5", alias="PRELABEL_JUDGE")
+    prelabel_annotator_base_url: str | None = Field(None, alias="PRELABEL_ANNOTATOR_BASE_URL")
+    prelabel_judge_base_url: str | None = Field(None, alias="PRELABEL_JUDGE_BASE_URL")
+    prelabel_annotator_family: str | None = Field(None, alias="PRELABEL_ANNOTATOR_FAMILY")
+    prelabel_judge_family: str | None = Field(None, alias="PRELABEL_JUDGE_FAMILY")
+    prelabel_allow_same_family: bool = Field(False, alias="PRELABEL_ALLOW_SAME_FAMILY")
+
+    # Prompt templates (files); None means the packaged default for the task kind
+    prelabel_annotator_prompt: Path | None = Field(None, alias="PRELABEL_ANNOTATOR_PROMPT")
+    prelabel_judge_prompt: Path | None = Field(None, alias="PRELABEL_JUDGE_PROMPT")
+    prelabel_prompt_name: str | None = Field(None, alias="PRELABEL_PROMPT_NAME")
+
+    # Provider keys: the SDKs' own variables, never logged
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
+    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
+    anthropic_base_url: str | None = Field(None, alias="ANTHROPIC_BASE_URL")
+
+    # Call behaviour
+    prelabel_concurrency: int = Field(16, alias="PRELABEL_CONCURRENCY", ge=1, le=512)
+    prelabel_timeout: float = Field(60.0, alias="PRELABEL_TIMEOUT", gt=0)
+    prelabel_max_retries: int = Field(2, alias="PRELABEL_MAX_RETRIES", ge=0)
+    prelabel_predict_deadline: float = Field(85.0, alias="PRELABEL_PREDICT_DEADLINE", gt=0)
+    prelabel_max_input_chars: int = Field(24000, alias="PRELABEL_MAX_INPUT_CHARS", gt=100)
+    prelabel_annotator_max_tokens: int = Field(512, alias="PRELABEL_ANNOTATOR_MAX_TOKENS", gt=0)
+    prelabel_judge_max_tokens: int = Field(256, alias="PRELABEL_JUDGE_MAX_TOKENS", gt=0)
+    prelabel_temperature: float = Field(0.0, alias="PRELABEL_TEMPERATURE", ge=0)
+    prelabel_judge_logprobs: bool = Field(True, alias="PRELABEL_JUDGE_LOGPROBS")
+    prelabel_cache: bool = Field(True, alias="PRELABEL_CACHE")
+
+    # Label Studio ML backend convention
+    label_studio_url: str | None = Field(None, alias="LABEL_STUDIO_URL")
+    label_studio_api_key: SecretStr | None = Field(None, alias="LABEL_STUDIO_API_KEY")
+    basic_auth_user: str | None = Field(None, alias="BASIC_AUTH_USER")
+    basic_auth_pass: SecretStr | None = Field(None, alias="BASIC_AUTH_PASS")
+    model_dir: Path = Field(Path(".prelabel"), alias="MODEL_DIR")
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator("prelabel_annotator", "prelabel_judge")
+    @classmethod
+    def _provider_model(cls, value: str) -> str:
+        ModelRef.parse(value)  # raises a clear error on a malformed value
+        return value
+
+    @cached_property
+    def annotator(self) -> ModelRef:
+        return ModelRef.parse(
+            self.prelabel_annotator,
+            base_url=self.prelabel_annotator_base_url,
+            family=self.prelabel_annotator_family,
+        )
+
+    @cached_property
+    def judge(self) -> ModelRef:
+        return ModelRef.parse(
+            self.prelabel_judge,
+            base_url=self.prelabel_judge_base_url,
+            family=self.prelabel_judge_family,
+        )
+
+    @property
+    def store_path(self) -> Path:
+        return self.model_dir / "prelabel.sqlite3"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; keyword overrides use the environment names."""
+    return Settings(**overrides)  # type: ignore[arg-type]

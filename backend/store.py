@@ -1,0 +1,270 @@
+"""The local store under MODEL_DIR: the LLM call cache, the usage log, served predictions, and reviewers'
+corrections from the webhook.
+
+One SQLite file in WAL mode with a busy timeout, one connection per thread, so several gunicorn workers
+and their threads can share it. Each write is one short transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from backend.providers import Completion
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    completion TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    role TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    cache_key TEXT NOT NULL,
+    cached INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    project TEXT,
+    task_id TEXT,
+    model_version TEXT NOT NULL,
+    label TEXT,
+    level INTEGER,
+    score REAL,
+    reason TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS predictions_task ON predictions (task_id);
+CREATE TABLE IF NOT EXISTS corrections (
+    annotation_id TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    action TEXT NOT NULL,
+    project TEXT,
+    task_id TEXT,
+    parent_prediction TEXT,
+    corrected_label TEXT,
+    reviewer_level INTEGER,
+    was_cancelled INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projects (
+    project TEXT PRIMARY KEY,
+    label_config TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+def cache_key(provider: str, model: str, base_url: str | None, params: dict[str, Any], prompt: str) -> str:
+    payload = json.dumps(
+        {"provider": provider, "model": model, "base_url": base_url or "", "params": params, "prompt": prompt},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._transaction() as db:
+            db.executescript(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+        return db
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._connection())
+
+    # -- LLM cache and usage -------------------------------------------------------------------------
+
+    def cached_completion(self, key: str) -> Completion | None:
+        row = self._connection().execute("SELECT completion FROM llm_cache WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        completion = Completion.model_validate_json(row["completion"])
+        return completion.model_copy(update={"cached": True, "latency_s": 0.0})
+
+    def save_completion(self, key: str, provider: str, model: str, completion: Completion) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO llm_cache (key, provider, model, completion, created_at) VALUES (?,?,?,?,?)",
+                (key, provider, model, completion.model_dump_json(), time.time()),
+            )
+
+    def log_call(
+        self,
+        *,
+        role: str,
+        provider: str,
+        model: str,
+        key: str,
+        completion: Completion | None,
+        error: str | None = None,
+    ) -> None:
+        usage = completion.usage if completion and not completion.cached else None
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO llm_calls (at, role, provider, model, cache_key, cached, input_tokens, output_tokens,"
+                " latency_ms, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    time.time(),
+                    role,
+                    provider,
+                    model,
+                    key,
+                    int(bool(completion and completion.cached)),
+                    usage.input_tokens if usage else 0,
+                    usage.output_tokens if usage else 0,
+                    (completion.latency_s * 1000) if completion else 0.0,
+                    error,
+                ),
+            )
+
+    def usage_totals(self) -> list[dict[str, Any]]:
+        rows = self._connection().execute(
+            "SELECT role, provider, model, COUNT(*) AS calls, SUM(cached) AS cache_hits,"
+            " SUM(error IS NOT NULL) AS errors, SUM(input_tokens) AS input_tokens,"
+            " SUM(output_tokens) AS output_tokens FROM llm_calls GROUP BY role, provider, model"
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    # -- predictions and projects --------------------------------------------------------------------
+
+    def record_prediction(
+        self,
+        *,
+        project: str | None,
+        task_id: Any,
+        model_version: str,
+        label: str | None,
+        level: int | None,
+        score: float | None,
+        reason: str | None,
+        error: str | None,
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO predictions (at, project, task_id, model_version, label, level, score, reason, error)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (time.time(), project, _text(task_id), model_version, label, level, score, reason, error),
+            )
+
+    def latest_prediction(self, task_id: Any) -> dict[str, Any] | None:
+        row = self._connection().execute(
+            "SELECT * FROM predictions WHERE task_id = ? AND error IS NULL ORDER BY id DESC LIMIT 1",
+            (_text(task_id),),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def save_project_config(self, project: str, label_config: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO projects (project, label_config, updated_at) VALUES (?,?,?)",
+                (project, label_config, time.time()),
+            )
+
+    def project_config(self, project: str) -> str | None:
+        row = self._connection().execute(
+            "SELECT label_config FROM projects WHERE project = ?", (project,)
+        ).fetchone()
+        return row["label_config"] if row else None
+
+    # -- reviewers' corrections ----------------------------------------------------------------------
+
+    def record_correction(
+        self,
+        *,
+        annotation_id: Any,
+        action: str,
+        project: str | None,
+        task_id: Any,
+        parent_prediction: Any,
+        corrected_label: str | None,
+        reviewer_level: int | None,
+        was_cancelled: bool,
+        payload: dict[str, Any],
+    ) -> None:
+        """Upsert by annotation id: an update replaces the earlier version, a delete marks it."""
+        deleted = action == "ANNOTATION_DELETED"
+        with self._transaction() as db:
+            if deleted:
+                db.execute(
+                    "UPDATE corrections SET deleted = 1, action = ?, at = ? WHERE annotation_id = ?",
+                    (action, time.time(), _text(annotation_id)),
+                )
+                return
+            db.execute(
+                "INSERT OR REPLACE INTO corrections (annotation_id, at, action, project, task_id, parent_prediction,"
+                " corrected_label, reviewer_level, was_cancelled, deleted, payload)"
+                " VALUES (?,?,?,?,?,?,?,?,?,0,?)",
+                (
+                    _text(annotation_id),
+                    time.time(),
+                    action,
+                    project,
+                    _text(task_id),
+                    _text(parent_prediction),
+                    corrected_label,
+                    reviewer_level,
+                    int(was_cancelled),
+                    json.dumps(payload, ensure_ascii=False),
+                ),
+            )
+
+    def corrections(self, include_deleted: bool = False) -> list[dict[str, Any]]:
+        query = "SELECT * FROM corrections" + ("" if include_deleted else " WHERE deleted = 0") + " ORDER BY at"
+        return [dict(row) for row in self._connection().execute(query).fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        db = self._connection()
+        return {
+            table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("llm_cache", "llm_calls", "predictions", "corrections")
+        }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, so concurrent writers queue on the busy timeout instead of failing."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
