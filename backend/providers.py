@@ -144,7 +144,7 @@ class AnthropicClient:
         request: dict[str, Any] = {
             "model": self.ref.model,
             "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
+            # anthropic 2.x takes no temperature: the model's default sampling applies.
             "messages": [{"role": "user", "content": prompt}],
         }
         if params.json_schema is not None:

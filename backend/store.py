@@ -86,8 +86,7 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._transaction() as db:
-            db.executescript(_SCHEMA)
+        self._connection().executescript(_SCHEMA)
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

@@ -1,0 +1,174 @@
+"""Shared fixtures: the shipped data slices, a deterministic 'LLM' behind the fake provider servers, and
+settings that point prelabel at them."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from backend.judge import LEVELS
+from backend.settings import Settings
+from tests.fakes import FakeProvider, FakeReply, FakeRequest
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+SUMMARY_CONFIG = (ROOT / "label_config" / "summarization.xml").read_text()
+SENTIMENT_CONFIG = (ROOT / "label_config" / "sentiment.xml").read_text()
+
+_POSITIVE_WORDS = {"good", "great", "excellent", "love", "best", "nice", "happy", "recommend", "works", "fine"}
+
+
+def load_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                rows.append(json.loads(line))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+@pytest.fixture(scope="session")
+def dialogsum() -> list[dict[str, Any]]:
+    return load_jsonl(DATA / "dialogsum" / "dialogsum.dev.jsonl")
+
+
+@pytest.fixture(scope="session")
+def sentiment() -> list[dict[str, Any]]:
+    return load_jsonl(DATA / "sentiment" / "amazon.jsonl")
+
+
+def section(prompt: str, heading: str) -> str:
+    """The text after "<heading>:\\n" up to the next "Word:" heading line."""
+    match = re.search(rf"{heading}:\n(.*?)(?:\n[A-Z][a-z]+:\n|\n[A-Z][a-z]+:$|$)", prompt, re.DOTALL)
+    return match.group(1).strip() if match else ""
+
+
+class ScriptedLLM:
+    """A deterministic stand-in for both roles, behind the fake provider.
+
+    Annotator: "Summary: <first turn>" (so tests can check order), or a lexicon sentiment label.
+    Judge: the level `rate(conversation, label)` returns (default: good), as JSON or a tool call; with
+    logprobs asked, the rating token carries `judge_top` alternatives when set.
+    """
+
+    def __init__(self) -> None:
+        self.rate: Callable[[str, str], int] = lambda conversation, label: 3
+        self.judge_top: list[tuple[str, float]] | None = None
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def is_judge(self, request: FakeRequest) -> bool:
+        schema = request.wants_json_schema or (request.tool.input_schema if request.tool else None)
+        return bool(schema and "rating" in schema.get("properties", {}))
+
+    def __call__(self, request: FakeRequest) -> FakeReply | str | dict:
+        prompt = request.prompt_text
+        with self._lock:
+            self.calls.append("judge" if self.is_judge(request) else "annotator")
+        if self.is_judge(request):
+            return self._judge(request, prompt)
+        schema = request.wants_json_schema or (request.tool.input_schema if request.tool else None)
+        if schema and "label" in schema.get("properties", {}):
+            text = section(prompt, "Text").lower()
+            label = "positive" if any(word in text for word in _POSITIVE_WORDS) else "negative"
+            return {"label": label} if request.tool else FakeReply(content=json.dumps({"label": label}))
+        conversation = section(prompt, "Conversation")
+        first_turn = conversation.splitlines()[0] if conversation else ""
+        return f"Summary: {first_turn.split(':', 1)[-1].strip()}"
+
+    def _judge(self, request: FakeRequest, prompt: str) -> FakeReply | dict:
+        conversation = section(prompt, "Conversation") or section(prompt, "Text")
+        label = section(prompt, "Summary") or section(prompt, "Label")
+        level = self.rate(conversation, label)
+        answer = {"rating": LEVELS[level], "reason": f"rated {LEVELS[level]} for its coverage."}
+        if request.tool:
+            return answer
+        content = json.dumps(answer)
+        if request.wants_logprobs and self.judge_top is not None:
+            prefix, rest = content.split(LEVELS[level], 1)
+            tokens = [(prefix, 0.0, [(prefix, 0.0)]), (LEVELS[level], -0.1, self.judge_top), (rest, 0.0, [(rest, 0.0)])]
+            return FakeReply(
+                content=content,
+                logprobs=[{"token": t, "logprob": lp, "top_logprobs": top} for t, lp, top in tokens],
+            )
+        return FakeReply(content=content)
+
+
+@pytest.fixture
+def llm() -> ScriptedLLM:
+    return ScriptedLLM()
+
+
+@pytest.fixture
+def provider(llm: ScriptedLLM) -> Iterator[FakeProvider]:
+    with FakeProvider(llm, seed=0) as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_settings(provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
+    """Settings pointing both roles at the fake provider; keyword arguments are environment overrides."""
+    for name in list(__import__("os").environ):
+        if name.startswith(("PRELABEL_", "OPENAI_", "ANTHROPIC_", "BASIC_AUTH_", "LABEL_STUDIO_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env is read
+
+    def build(**overrides: Any) -> Settings:
+        env = {
+            "PRELABEL_ANNOTATOR": "openai:gpt-4o-mini",
+            "PRELABEL_JUDGE": "anthropic:claude-haiku-4-5",
+            "OPENAI_API_KEY": "sk-test-openai-0000",
+            "ANTHROPIC_API_KEY": "sk-ant-test-0000",
+            "OPENAI_BASE_URL": provider.base_url,
+            "ANTHROPIC_BASE_URL": provider.anthropic_base_url,
+            "PRELABEL_MAX_RETRIES": "2",
+            "PRELABEL_TIMEOUT": "5",
+            "MODEL_DIR": str(tmp_path / "model_dir"),
+            **{key: str(value) for key, value in overrides.items()},
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return Settings()
+
+    return build
+
+
+class LiveServer:
+    """A WSGI app served on 127.0.0.1 in a thread: real HTTP, as Label Studio would call it."""
+
+    def __init__(self, app: Any):
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def serve_app() -> Iterator[Callable[[Any], LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def start(app: Any) -> LiveServer:
+        servers.append(LiveServer(app))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def ls_task(task_id: int, record: dict[str, Any], key: str = "dialogue") -> dict[str, Any]:
+    """A task as Label Studio sends it to /predict."""
+    return {"id": task_id, "data": {key: record[key]}, "meta": {}, "annotations": [], "predictions": []}

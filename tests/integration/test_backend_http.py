@@ -1,0 +1,230 @@
+"""The ML backend driven over real HTTP with Label Studio-shaped requests built from DialogSum."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from backend.app import create_app
+from backend.families import SameFamilyError
+from backend.store import Store
+from tests.conftest import SENTIMENT_CONFIG, SUMMARY_CONFIG, ls_task
+
+
+@pytest.fixture
+def backend(make_settings, serve_app):
+    def start(**env):
+        settings = make_settings(**env)
+        return serve_app(create_app(settings)), settings
+
+    return start
+
+
+def predict(url, tasks, config=SUMMARY_CONFIG, project="7.1700000000", **kwargs):
+    body = {"tasks": tasks, "project": project, "label_config": config, "params": {"login": None, "context": None}}
+    return requests.post(f"{url}/predict", json=body, timeout=120, **kwargs)
+
+
+def test_health_and_setup(backend):
+    server, _ = backend()
+    health = requests.get(f"{server.url}/health", timeout=5).json()
+    assert health["status"] == "UP" and health["judge"] == "anthropic:claude-haiku-4-5"
+    setup = requests.post(
+        f"{server.url}/setup",
+        json={"project": "7.1700000000", "schema": SUMMARY_CONFIG, "hostname": "http://ls", "access_token": "t",
+              "extra_params": ""},
+        timeout=5,
+    )
+    assert setup.status_code == 200
+    assert setup.json()["model_version"].startswith("summarize@")
+
+
+def test_predict_answers_one_prediction_per_task_in_order(backend, dialogsum, provider):
+    server, _ = backend()
+    records = dialogsum[:10]
+    response = predict(server.url, [ls_task(100 + i, r) for i, r in enumerate(records)])
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 10
+    for record, result in zip(records, results):
+        first_turn = record["dialogue"].splitlines()[0].split(":", 1)[1].strip()
+        by_control = {item["from_name"]: item for item in result["result"]}
+        assert by_control["summary"]["value"]["text"] == [f"Summary: {first_turn}"]
+        assert by_control["summary"]["to_name"] == "dialogue" and by_control["summary"]["type"] == "textarea"
+        assert by_control["rating"]["value"]["choices"] == ["good"]
+        assert by_control["judge_reason"]["value"]["text"] == ["rated good for its coverage."]
+        assert 0.0 <= result["score"] <= 1.0 and result["score"] == 0.75
+        assert result["model_version"] == results[0]["model_version"]
+    assert provider.count == 20
+
+
+def test_scores_follow_the_judges_levels(backend, dialogsum, llm):
+    llm.rate = lambda conversation, label: len(conversation) % 5
+    server, _ = backend()
+    records = dialogsum[10:20]
+    results = predict(server.url, [ls_task(i, r) for i, r in enumerate(records)]).json()["results"]
+    for record, result in zip(records, results):
+        rendered = "\n".join(
+            f"{line.split(':', 1)[0].strip('#')}: {line.split(':', 1)[1].strip()}"
+            for line in record["dialogue"].splitlines() if line.strip()
+        )
+        assert result["score"] == (len(rendered) % 5) / 4
+
+
+def test_model_version_changes_after_a_prompt_edit(backend, dialogsum, tmp_path):
+    server, _ = backend()
+    before = predict(server.url, [ls_task(1, dialogsum[0])]).json()["results"][0]["model_version"]
+    prompt = tmp_path / "summarize_v2.txt"
+    prompt.write_text("Summarize this conversation in two sentences.\nConversation:\n{input}")
+    server2, _ = backend(PRELABEL_ANNOTATOR_PROMPT=str(prompt))
+    after = predict(server2.url, [ls_task(1, dialogsum[0])]).json()["results"][0]["model_version"]
+    assert before != after and after.startswith("summarize_v2@")
+
+
+def test_basic_auth(backend, dialogsum):
+    server, _ = backend(BASIC_AUTH_USER="ls", BASIC_AUTH_PASS="s3cret-pass")
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 401
+    assert requests.get(f"{server.url}/health", auth=("ls", "wrong"), timeout=5).status_code == 401
+    assert predict(server.url, [ls_task(1, dialogsum[0])]).status_code == 401
+    assert requests.get(f"{server.url}/health", auth=("ls", "s3cret-pass"), timeout=5).status_code == 200
+    assert predict(server.url, [ls_task(1, dialogsum[0])], auth=("ls", "s3cret-pass")).status_code == 200
+
+
+def test_webhook_answers_within_a_second_and_records_the_correction(backend, dialogsum, make_settings):
+    server, settings = backend()
+    predict(server.url, [ls_task(42, dialogsum[0])])
+    event = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 7, "label_config": SUMMARY_CONFIG},
+        "task": {"id": 42, "data": {"dialogue": dialogsum[0]["dialogue"]}},
+        "annotation": {
+            "id": 900,
+            "task": 42,
+            "parent_prediction": 31,
+            "was_cancelled": False,
+            "result": [
+                {"from_name": "summary", "to_name": "dialogue", "type": "textarea",
+                 "value": {"text": [dialogsum[0]["summary"]]}},
+                {"from_name": "rating", "to_name": "dialogue", "type": "choices", "value": {"choices": ["bad"]}},
+            ],
+        },
+    }
+    started = time.monotonic()
+    response = requests.post(f"{server.url}/webhook", json=event, timeout=5)
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 201 and response.json()["recorded"] is True
+    rows = Store(settings.store_path).corrections()
+    assert len(rows) == 1
+    assert rows[0]["corrected_label"] == dialogsum[0]["summary"]
+    assert rows[0]["reviewer_level"] == 1 and rows[0]["task_id"] == "42" and rows[0]["parent_prediction"] == "31"
+    assert Store(settings.store_path).latest_prediction(42)["level"] == 3
+
+    event["action"] = "ANNOTATION_UPDATED"
+    event["annotation"]["result"][1]["value"]["choices"] = ["moderate"]
+    requests.post(f"{server.url}/webhook", json=event, timeout=5)
+    rows = Store(settings.store_path).corrections()
+    assert len(rows) == 1 and rows[0]["reviewer_level"] == 2
+
+    event["action"] = "ANNOTATION_DELETED"
+    requests.post(f"{server.url}/webhook", json=event, timeout=5)
+    assert Store(settings.store_path).corrections() == []
+
+
+def test_a_cache_hit_makes_no_provider_call(backend, dialogsum, provider):
+    server, _ = backend()
+    tasks = [ls_task(i, r) for i, r in enumerate(dialogsum[:5])]
+    first = predict(server.url, tasks).json()["results"]
+    calls = provider.count
+    second = predict(server.url, tasks).json()["results"]
+    assert provider.count == calls == 10
+    assert first == second
+    metrics = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert 'prelabel_llm_cache_hits_total{role="annotator",provider="openai",model="gpt-4o-mini"} 5' in metrics
+
+
+def test_same_family_judge_is_refused_at_start(make_settings):
+    settings = make_settings(PRELABEL_ANNOTATOR="openai:gpt-3.5-turbo", PRELABEL_JUDGE="openai:gpt-4o")
+    with pytest.raises(SameFamilyError, match="gpt-4o and annotator openai:gpt-3.5-turbo are both of the openai-gpt family"):
+        create_app(settings)
+
+
+def test_same_family_allowed_shows_everywhere(backend, dialogsum):
+    server, _ = backend(PRELABEL_ANNOTATOR="openai:gpt-3.5-turbo", PRELABEL_JUDGE="openai:gpt-4o",
+                        PRELABEL_ALLOW_SAME_FAMILY="1")
+    assert "same-family" in requests.get(f"{server.url}/health", timeout=5).json()["warning"]
+    result = predict(server.url, [ls_task(1, dialogsum[0])]).json()["results"][0]
+    assert result["model_version"].endswith("+SAME-FAMILY")
+    reason = next(item for item in result["result"] if item["from_name"] == "judge_reason")
+    assert "same-family" in reason["value"]["text"][0]
+
+
+def test_bad_tasks_fail_alone_and_the_batch_keeps_the_rest(backend, dialogsum):
+    server, _ = backend(PRELABEL_MAX_INPUT_CHARS="2000")
+    huge = "\n".join(f"#Person1#: sentence number {i} of a very long call" for i in range(2000))
+    tasks = [
+        ls_task(1, dialogsum[0]),
+        {"id": 2, "data": {"text": "no dialogue field"}},
+        {"id": 3, "data": {"dialogue": ""}},
+        {"id": 4, "data": {"dialogue": [{"author": "A", "text": 12}]}},
+        {"id": 5, "data": {"dialogue": huge}},
+        ls_task(6, dialogsum[1]),
+    ]
+    results = predict(server.url, tasks).json()["results"]
+    assert len(results) == 6
+    assert results[0]["result"] and results[5]["result"]
+    for failed in results[1:4]:
+        assert failed["result"] == [] and failed["model_version"].endswith("+FAILED")
+    truncated = results[4]
+    assert truncated["result"]
+    reason = next(item for item in truncated["result"] if item["from_name"] == "judge_reason")
+    assert "input truncated to 2000 characters" in reason["value"]["text"][0]
+
+
+def test_bad_task_errors_name_the_task_and_field(make_settings, dialogsum):
+    from backend.label_config import parse_label_config
+    from backend.pipeline import Engine
+
+    engine = Engine(make_settings())
+    labeler = engine.labeler(parse_label_config(SUMMARY_CONFIG))
+    outcomes = engine.run_batch(labeler, [{"id": 2, "data": {"text": "x"}}, {"id": 4, "data": {"dialogue": [7]}}])
+    assert outcomes[0].error == "task 2: bad input: field 'data.dialogue': is missing"
+    assert "task 4" in outcomes[1].error and "data.dialogue[0]" in outcomes[1].error
+
+
+def test_a_config_without_a_text_control_is_a_clear_400(backend, dialogsum):
+    server, _ = backend()
+    config = "<View><Paragraphs name='d' value='$dialogue'/></View>"
+    response = predict(server.url, [ls_task(1, dialogsum[0])], config=config)
+    assert response.status_code == 400 and "no text control" in response.json()["error"]
+    setup = requests.post(f"{server.url}/setup", json={"project": "9.1", "schema": config}, timeout=5)
+    assert setup.status_code == 400 and "no text control" in setup.json()["error"]
+
+
+def test_malformed_requests_get_a_4xx_with_a_reason(backend):
+    server, _ = backend()
+    not_json = requests.post(f"{server.url}/predict", data="nope", timeout=5)
+    assert not_json.status_code == 400 and "JSON" in not_json.json()["error"]
+    wrong_type = requests.post(f"{server.url}/predict", json={"tasks": "x"}, timeout=5)
+    assert wrong_type.status_code == 400 and "tasks" in wrong_type.json()["error"]
+
+
+def test_sentiment_predictions(backend, sentiment):
+    server, _ = backend()
+    tasks = [{"id": i, "data": {"text": row["text"]}} for i, row in enumerate(sentiment[:5])]
+    results = predict(server.url, tasks, config=SENTIMENT_CONFIG).json()["results"]
+    assert len(results) == 5
+    for result in results:
+        label = next(item for item in result["result"] if item["from_name"] == "sentiment")
+        assert label["value"]["choices"][0] in ("positive", "negative") and label["type"] == "choices"
+
+
+def test_deadline_gives_unfinished_tasks_no_prediction(backend, dialogsum, provider):
+    provider.latency = 1.5
+    server, _ = backend(PRELABEL_PREDICT_DEADLINE="2", PRELABEL_CONCURRENCY="2")
+    started = time.monotonic()
+    results = predict(server.url, [ls_task(i, r) for i, r in enumerate(dialogsum[:6])]).json()["results"]
+    assert time.monotonic() - started < 4
+    assert len(results) == 6
+    assert results[-1]["result"] == [] and results[-1]["model_version"].endswith("+FAILED")
