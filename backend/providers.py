@@ -105,6 +105,8 @@ class OpenAIClient:
             response = self._client.chat.completions.create(**request)
         except openai.APIError as error:
             raise ProviderError(_describe(self.ref, error)) from None
+        except ValueError as error:  # a 200 whose body is not the API's JSON
+            raise ProviderError(f"{self.ref.spec}: malformed response body: {error}") from None
         latency = time.perf_counter() - started
         if not response.choices:
             raise ProviderError(f"{self.ref.spec}: the answer has no choices")
@@ -156,6 +158,8 @@ class AnthropicClient:
             response = self._client.messages.create(**request)
         except anthropic.APIError as error:
             raise ProviderError(_describe(self.ref, error)) from None
+        except ValueError as error:  # a 200 whose body is not the API's JSON
+            raise ProviderError(f"{self.ref.spec}: malformed response body: {error}") from None
         latency = time.perf_counter() - started
         texts: list[str] = []
         for block in response.content:

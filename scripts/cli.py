@@ -3,54 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
-from backend.families import SameFamilyError
-from backend.providers import ProviderError
-from backend.settings import Settings
+from scripts import push as push_command
+from scripts.common import build_engine, console, fail, label_config_path, load_settings
 
 app = typer.Typer(help="LLM pre-labelling with a cross-family LLM judge, for Label Studio.", no_args_is_help=True)
-console = Console(stderr=True)
-LABEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "label_config"
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-    )
-
-
-def load_settings() -> Settings:
-    try:
-        settings = Settings()
-    except ValueError as error:
-        console.print(f"[red]settings:[/red] {error}")
-        raise typer.Exit(2) from None
-    setup_logging(settings.log_level)
-    return settings
-
-
-def build_engine(settings: Settings):  # -> Engine, imported lazily so --help stays fast
-    from backend.pipeline import Engine
-
-    try:
-        return Engine(settings)
-    except (SameFamilyError, ProviderError) as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
-
-
-def default_label_config(name: str) -> Path:
-    return LABEL_CONFIG_DIR / f"{name}.xml"
+app.command(name="push")(push_command.push)
 
 
 @app.command()
@@ -65,17 +28,18 @@ def serve(
     build_engine(settings).close()  # fail fast on a same-family judge or a missing key, before forking
     from backend.server import run_gunicorn
 
-    console.print(f"prelabel ML backend on http://{host}:{port} "
-                  f"(annotator {settings.annotator.spec}, judge {settings.judge.spec})")
+    console.print(
+        f"prelabel ML backend on http://{host}:{port} (annotator {settings.annotator.spec}, judge {settings.judge.spec})"
+    )
     run_gunicorn(host, port, workers=workers, threads=threads)
 
 
 @app.command()
 def predict(
-    tasks_file: Annotated[Path, typer.Argument(help="JSONL: one Label Studio task (or task data) per line")],
+    tasks_file: Annotated[Path, typer.Argument(help="JSONL, JSON or CSV: one task (or task data) per record")],
     label_config: Annotated[
         Path, typer.Option("--label-config", "-c", help="Label Studio config XML")
-    ] = default_label_config("summarization"),
+    ] = label_config_path("summarization"),
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write JSONL here (default stdout)")] = None,
 ) -> None:
     """Label tasks without Label Studio and print one prediction per line."""
@@ -90,8 +54,7 @@ def predict(
         model = PrelabelModel(engine, label_config.read_text(encoding="utf-8"))
         config = model.config()
     except (TaskFileError, LabelConfigError, OSError) as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
+        raise fail(str(error)) from None
     outcomes = model.predict_outcomes(tasks)
     sink = output.open("w", encoding="utf-8") if output else sys.stdout
     failed = 0
@@ -113,8 +76,9 @@ def predict(
         if output:
             sink.close()
     engine.close()
-    console.print(f"{len(outcomes) - failed} labeled, {failed} failed ({engine.annotator_ref.spec} -> "
-                  f"{engine.judge_ref.spec})")
+    console.print(
+        f"{len(outcomes) - failed} labeled, {failed} failed ({engine.annotator_ref.spec} -> {engine.judge_ref.spec})"
+    )
     if engine.family_warning:
         console.print(f"[yellow]{engine.family_warning}[/yellow]")
     if failed:

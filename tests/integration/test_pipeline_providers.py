@@ -157,3 +157,12 @@ def test_concurrency_is_bounded(make_settings, provider, dialogsum):
     assert [o.task_id for o in outcomes] == list(range(12)) and all(o.ok for o in outcomes)
     assert provider.max_in_flight == 4
     assert elapsed < 12 * 2 * 0.2  # faster than one at a time
+
+
+def test_malformed_response_body_fails_cleanly_and_the_batch_goes_on(make_settings, provider, dialogsum):
+    provider.fail_next(1, status="malformed", provider="anthropic")
+    engine = Engine(make_settings(PRELABEL_MAX_RETRIES="0", PRELABEL_CONCURRENCY="1"))
+    outcomes = engine.run_batch(engine.labeler(SUMMARY), [ls_task(1, dialogsum[0]), ls_task(2, dialogsum[1])])
+    assert outcomes[0].ok and outcomes[0].verdict is None
+    assert "malformed response body" in outcomes[0].unrated_reason
+    assert outcomes[1].ok and outcomes[1].verdict is not None

@@ -1,0 +1,137 @@
+"""Talking to a Label Studio server through label-studio-sdk: projects, tasks, the ML backend connection,
+predictions and full exports. Works with a legacy token or a personal access token (the SDK refreshes it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from label_studio_sdk.client import LabelStudio
+
+log = logging.getLogger("prelabel")
+
+REVIEWER_INSTRUCTION = (
+    "<p>Each task is pre-filled by an LLM (the annotator) and rated by a second LLM of another family "
+    "(the judge).</p><ol><li>Correct the label so that it is right and complete; leave it as it is if it "
+    "already is.</li><li>Set the rating to what the <b>LLM's</b> label deserved, before your correction.</li>"
+    "<li>Submit. Sort the Data Manager by <i>prediction score</i> to start from the weakest labels.</li></ol>"
+)
+
+
+class LabelStudioError(RuntimeError):
+    """Label Studio refused or could not be reached; the message says which call and what to do."""
+
+
+class LabelStudioClient:
+    def __init__(self, url: str, api_key: str, timeout: float = 60.0):
+        if not url or not api_key:
+            raise LabelStudioError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must both be set")
+        self.url = url.rstrip("/")
+        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+
+    # -- projects ------------------------------------------------------------------------------------
+
+    def find_project(self, title: str) -> Any | None:
+        for project in self.sdk.projects.list():
+            if project.title == title:
+                return project
+        return None
+
+    def ensure_project(self, title: str, label_config: str, description: str = "") -> Any:
+        """The project with this title, created with the config if absent (the config is kept if present)."""
+        project = self.find_project(title)
+        if project is not None:
+            return project
+        return self.sdk.projects.create(
+            title=title,
+            label_config=label_config,
+            description=description,
+            expert_instruction=REVIEWER_INSTRUCTION,
+            show_instruction=True,
+        )
+
+    def project(self, project_id: int) -> Any:
+        return self.sdk.projects.get(id=project_id)
+
+    def task_link(self, project_id: int, task_id: int) -> str:
+        return f"{self.url}/projects/{project_id}/data?task={task_id}"
+
+    # -- tasks ---------------------------------------------------------------------------------------
+
+    def iter_tasks(self, project_id: int) -> Iterator[Any]:
+        yield from self.sdk.tasks.list(project=project_id, fields="all", page_size=500)
+
+    def task_data_values(self, project_id: int, field: str) -> set[str]:
+        """Values of one data field over the project's tasks (e.g. the source ids already pushed)."""
+        values = set()
+        for task in self.iter_tasks(project_id):
+            value = (task.data or {}).get(field)
+            if value is not None:
+                values.add(str(value))
+        return values
+
+    def import_tasks(self, project_id: int, tasks: list[dict[str, Any]], batch_size: int = 1000) -> list[int]:
+        """Import tasks (each may carry "predictions") and return the new task ids."""
+        ids: list[int] = []
+        for start in range(0, len(tasks), batch_size):
+            response = self.sdk.projects.import_tasks(
+                id=project_id, request=tasks[start : start + batch_size], return_task_ids=True
+            )
+            ids.extend(getattr(response, "task_ids", None) or [])
+        return ids
+
+    # -- the ML backend ------------------------------------------------------------------------------
+
+    def connect_backend(
+        self,
+        project_id: int,
+        backend_url: str,
+        title: str = "prelabel",
+        basic_auth: tuple[str, str] | None = None,
+        interactive: bool = False,
+    ) -> Any:
+        """Connect the ML backend to the project, reusing a connection to the same URL."""
+        for backend in self.sdk.ml.list(project=project_id):
+            if (backend.url or "").rstrip("/") == backend_url.rstrip("/"):
+                return backend
+        options: dict[str, Any] = {}
+        if basic_auth:
+            options = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
+        return self.sdk.ml.create(
+            project=project_id, url=backend_url, title=title, is_interactive=interactive, **options
+        )
+
+    def retrieve_predictions(self, project_id: int, task_ids: Iterable[int] | None = None) -> None:
+        """Ask Label Studio to get predictions from the connected backend (tasks that lack the current
+        model_version's prediction)."""
+        selected = {"all": False, "included": list(task_ids)} if task_ids is not None else {"all": True, "excluded": []}
+        self.sdk.actions.create(id="retrieve_tasks_predictions", project=project_id, selected_items=selected)
+
+    # -- annotations and exports ---------------------------------------------------------------------
+
+    def export(self, project_id: int, title: str = "prelabel pull", timeout: float = 300.0) -> list[dict[str, Any]]:
+        """Every task with its annotations and full predictions (not only their ids)."""
+        snapshot = self.sdk.projects.exports.create(
+            id=project_id, title=title, serialization_options={"predictions": {"only_id": False}}
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.sdk.projects.exports.get(id=project_id, export_pk=snapshot.id).status
+            if status == "completed":
+                break
+            if status == "failed":
+                raise LabelStudioError(f"project {project_id}: Label Studio failed to build the export")
+            if time.monotonic() > deadline:
+                raise LabelStudioError(f"project {project_id}: export not ready after {timeout:.0f} s")
+            time.sleep(0.5)
+        body = b"".join(self.sdk.projects.exports.download(id=project_id, export_pk=snapshot.id, export_type="JSON"))
+        tasks = json.loads(body)
+        try:
+            self.sdk.projects.exports.delete(id=project_id, export_pk=snapshot.id)
+        except Exception:  # a leftover snapshot is harmless; the data is already read
+            log.debug("could not delete export snapshot %s", snapshot.id)
+        return tasks

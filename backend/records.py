@@ -1,0 +1,111 @@
+"""Exported Label Studio tasks read into one flat record each: the input, the LLM's prediction and the
+reviewer's latest annotation. Pull statistics and the fine-tuning export both start from these records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from backend.dialogue import InputError, parse_dialogue, render_dialogue
+from backend.label_config import LabelConfig
+
+SOURCE_ID_FIELD = "source_id"
+ROUND_FIELD = "prelabel_round"
+
+
+class ReviewedTask(BaseModel):
+    """One task of a Label Studio project, flattened.
+
+    `human_*` come from the latest annotation that was not cancelled; `llm_*` from the prediction that
+    annotation started from, else the latest prediction.
+    """
+
+    task_id: int
+    source_id: str | None = None
+    round: str | None = None
+    input_text: str  # the input as the prompts render it (a dialogue as "Author: text" lines)
+    data: dict[str, Any] = {}
+    llm_label: str | None = None
+    llm_level: int | None = None
+    llm_score: float | None = None
+    llm_reason: str | None = None
+    model_version: str | None = None
+    prediction_id: int | None = None
+    human_label: str | None = None
+    human_level: int | None = None
+    annotation_id: int | None = None
+    annotated_at: str | None = None
+
+    @property
+    def reviewed(self) -> bool:
+        return self.annotation_id is not None
+
+    @property
+    def accepted_unchanged(self) -> bool:
+        return self.reviewed and (self.human_label or "").strip() == (self.llm_label or "").strip()
+
+
+def input_text(config: LabelConfig, data: dict[str, Any]) -> str:
+    value = data.get(config.data_key)
+    if config.kind == "summarization":
+        try:
+            return render_dialogue(parse_dialogue(value, f"data.{config.data_key}"))
+        except InputError:
+            return str(value or "")
+    return str(value or "")
+
+
+def _reason(config: LabelConfig, result: list[dict[str, Any]]) -> str | None:
+    if config.reason is None:
+        return None
+    for item in result:
+        if item.get("from_name") == config.reason.name:
+            texts = item.get("value", {}).get("text") or []
+            return "\n".join(map(str, texts)) or None
+    return None
+
+
+def reviewed_task(config: LabelConfig, task: dict[str, Any]) -> ReviewedTask:
+    data = task.get("data") or {}
+    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    annotations.sort(key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0))
+    latest = annotations[-1] if annotations else None
+
+    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict) and p.get("result")]
+    predictions.sort(key=lambda p: (p.get("created_at") or "", p.get("id") or 0))
+    prediction = predictions[-1] if predictions else None
+    if latest is not None and latest.get("parent_prediction"):
+        prediction = next((p for p in predictions if p.get("id") == latest["parent_prediction"]), prediction)
+
+    record = ReviewedTask(
+        task_id=task["id"],
+        source_id=_optional_str(data.get(SOURCE_ID_FIELD)),
+        round=_optional_str(data.get(ROUND_FIELD)),
+        input_text=input_text(config, data),
+        data=data,
+    )
+    if prediction is not None:
+        result = prediction.get("result") or []
+        record.llm_label = config.label_from_result(result)
+        record.llm_level = config.level_from_result(result)
+        record.llm_score = prediction.get("score")
+        record.llm_reason = _reason(config, result)
+        record.model_version = prediction.get("model_version")
+        record.prediction_id = prediction.get("id")
+    if latest is not None:
+        result = latest.get("result") or []
+        record.human_label = config.label_from_result(result)
+        record.human_level = config.level_from_result(result)
+        record.annotation_id = latest.get("id")
+        record.annotated_at = latest.get("updated_at") or latest.get("created_at")
+    return record
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def reviewed_tasks(config: LabelConfig, export: list[dict[str, Any]]) -> list[ReviewedTask]:
+    return [reviewed_task(config, task) for task in export]

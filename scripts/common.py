@@ -1,0 +1,64 @@
+"""What every subcommand shares: the console, settings, the engine and the Label Studio client."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from backend.families import SameFamilyError
+from backend.providers import ProviderError
+from backend.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.labelstudio import LabelStudioClient
+    from backend.pipeline import Engine
+
+console = Console(stderr=True)
+LABEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "label_config"
+
+
+def label_config_path(name: str) -> Path:
+    return LABEL_CONFIG_DIR / f"{name}.xml"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]{message}[/red]")
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValueError as error:
+        raise fail(f"settings: {error}") from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
+    )
+    return settings
+
+
+def build_engine(settings: Settings) -> "Engine":
+    from backend.pipeline import Engine
+
+    try:
+        return Engine(settings)
+    except (SameFamilyError, ProviderError) as error:
+        raise fail(str(error)) from None
+
+
+def ls_client(settings: Settings, url: str | None, api_key: str | None) -> "LabelStudioClient":
+    from backend.labelstudio import LabelStudioClient, LabelStudioError
+
+    key = api_key or (settings.label_studio_api_key.get_secret_value() if settings.label_studio_api_key else None)
+    try:
+        return LabelStudioClient(url or settings.label_studio_url or "", key or "")
+    except LabelStudioError as error:
+        raise fail(str(error)) from None

@@ -1,0 +1,77 @@
+"""`prelabel push`: a fresh random sample of the pool into a Label Studio project, as one review round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client
+
+
+def push(
+    pool: Annotated[Path, typer.Argument(help="unlabeled data: JSONL, JSON or CSV")],
+    project: Annotated[str, typer.Option(help="project title (created if absent)")] = "prelabel summarization",
+    label_config: Annotated[Path, typer.Option("--label-config", "-c", help="Label Studio config XML")] = (
+        label_config_path("summarization")
+    ),
+    sample: Annotated[Optional[int], typer.Option(help="draw N random items never pushed before")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed of the draw")] = None,
+    round_name: Annotated[Optional[str], typer.Option("--round", help="round name (default round-<n>)")] = None,
+    input_field: Annotated[Optional[str], typer.Option(help="field of the input in the pool records")] = None,
+    keep_field: Annotated[list[str], typer.Option(help="extra record field to keep in the task data")] = [],
+    predict: Annotated[bool, typer.Option(help="compute predictions here and import them with the tasks")] = True,
+    backend_url: Annotated[
+        Optional[str], typer.Option(help="connect this ML backend; without --predict, Label Studio asks it")
+    ] = None,
+    url: Annotated[Optional[str], typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
+) -> None:
+    """Push a random sample of unlabeled items to Label Studio, pre-labelled and rated."""
+    from backend.dialogue import InputError
+    from backend.labelstudio import LabelStudioError
+    from backend.push import push_round
+
+    settings = load_settings()
+    client = ls_client(settings, url, api_key)
+    engine = build_engine(settings) if predict else None
+    auth = None
+    if settings.basic_auth_user and settings.basic_auth_pass:
+        auth = (settings.basic_auth_user, settings.basic_auth_pass.get_secret_value())
+    try:
+        with console.status("labeling and pushing..."):
+            result = push_round(
+                client,
+                label_config.read_text(encoding="utf-8"),
+                project,
+                pool,
+                sample=sample,
+                seed=seed,
+                round_name=round_name,
+                input_field=input_field,
+                keep_fields=keep_field,
+                engine=engine,
+                backend_url=backend_url,
+                basic_auth=auth,
+            )
+    except (LabelStudioError, InputError, OSError, ValueError) as error:
+        raise fail(str(error)) from None
+    finally:
+        if engine is not None:
+            engine.close()
+
+    table = Table(title=f"{project}: {result.round}")
+    for column in ("task", "source", "predicted"):
+        table.add_column(column)
+    for task_id, source in zip(result.task_ids, result.source_ids):
+        table.add_row(str(task_id), source, "yes" if predict else "by backend")
+    console.print(table)
+    console.print(
+        f"pushed {len(result.task_ids)} tasks ({result.pool_size} in the pool, {result.already_pushed} pushed before); "
+        f"{result.predicted} with predictions" + (f", model_version {result.model_version}" if result.model_version else "")
+    )
+    for problem in result.prediction_failures + result.skipped:
+        console.print(f"[yellow]{problem}[/yellow]")
+    console.print(f"review at {client.url}/projects/{result.project_id}/data")
