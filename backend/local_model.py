@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -205,7 +206,8 @@ def _runtime_ok(python: Path) -> bool:
 def cached_wheel(wheel_dir: Path | None = None) -> Path | None:
     """The llama-cpp-python wheel built earlier, if the cache holds one for the pinned version."""
     wheel_dir = Path(wheel_dir) if wheel_dir else wheel_cache_dir()
-    wheels = sorted(wheel_dir.glob(f"llama_cpp_python-{LLAMA_CPP_VERSION}-*.whl"))
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")  # e.g. linux_x86_64
+    wheels = sorted(wheel_dir.glob(f"llama_cpp_python-{LLAMA_CPP_VERSION}-*{platform}.whl"))
     return wheels[-1] if wheels else None
 
 
@@ -610,6 +612,7 @@ class LocalModelServer:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
         url = f"http://{self._url_host}:{self.port}/v1/models"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
         while True:
             assert self._proc is not None
             code = self._proc.poll()
@@ -617,7 +620,7 @@ class LocalModelServer:
                 raise LocalModelError(f"the local model server exited with code {code} before it was ready:\n"
                                       f"{self.log_tail()}")
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:
+                with opener.open(url, timeout=2) as response:
                     if response.status == 200:
                         data = json.loads(response.read())
                         self.model_names = [m["id"] for m in data.get("data", [])]

@@ -1,0 +1,85 @@
+"""End-to-end fixtures: one real Label Studio server for the session, the prelabel backend on real HTTP,
+and fake providers behind it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backend.app import create_app
+from backend.labelstudio import LabelStudioClient
+from backend.labelstudio_server import LabelStudioServer, free_port
+from backend.settings import Settings
+from tests.conftest import LiveServer, ScriptedLLM
+from tests.fakes import FakeProvider
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    data_dir = Path(os.environ.get("PRELABEL_E2E_LS_DIR") or tmp_path_factory.mktemp("label-studio"))
+    server = LabelStudioServer(data_dir, port=free_port())
+    server.start(timeout=300)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ls_client(label_studio: LabelStudioServer) -> LabelStudioClient:
+    return LabelStudioClient(label_studio.url, label_studio.token)
+
+
+class BackendUnderTest:
+    """The prelabel ML backend on 127.0.0.1 with its settings and the scripted LLM behind it."""
+
+    def __init__(self, settings: Settings, llm: ScriptedLLM, provider: FakeProvider, server: LiveServer):
+        self.settings = settings
+        self.llm = llm
+        self.provider = provider
+        self.server = server
+        self.url = server.url
+
+
+@pytest.fixture(scope="module")
+def backend_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., BackendUnderTest]]:
+    started: list[tuple[FakeProvider, LiveServer]] = []
+
+    def start(**env: Any) -> BackendUnderTest:
+        llm = ScriptedLLM()
+        provider = FakeProvider(llm).start()
+        values = {
+            "PRELABEL_ANNOTATOR": "openai:gpt-4o-mini",
+            "PRELABEL_JUDGE": "anthropic:claude-haiku-4-5",
+            "OPENAI_API_KEY": "sk-e2e-openai-key",
+            "ANTHROPIC_API_KEY": "sk-ant-e2e-key",
+            "OPENAI_BASE_URL": provider.base_url,
+            "ANTHROPIC_BASE_URL": provider.anthropic_base_url,
+            "MODEL_DIR": str(tmp_path_factory.mktemp("model_dir")),
+            **env,
+        }
+        settings = Settings(**values)
+        server = LiveServer(create_app(settings))
+        started.append((provider, server))
+        return BackendUnderTest(settings, llm, provider, server)
+
+    yield start
+    for provider, server in started:
+        server.close()
+        provider.close()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or condition}")
+        time.sleep(interval)

@@ -1,0 +1,104 @@
+"""The summarisation loop against a real Label Studio: push a random round, connect the backend, get
+predictions, review through the API, the webhook records it, pull, export, push a second round."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.judge import LEVELS
+from backend.label_config import parse_label_config
+from backend.push import push_round
+from backend.records import reviewed_tasks
+from backend.store import Store
+from tests.conftest import DATA, SUMMARY_CONFIG, load_jsonl
+from tests.e2e.conftest import wait_until
+
+pytestmark = pytest.mark.e2e
+
+POOL = DATA / "dialogsum" / "dialogsum.dev.jsonl"
+CONFIG = parse_label_config(SUMMARY_CONFIG)
+# The judge's level for the i-th pushed task, and the level the reviewer gives it.
+JUDGE_LEVELS = [0, 1, 2, 3, 4] * 3
+REVIEWER_LEVELS = [0, 1, 2, 3, 4, 1, 2, 3, 4, 4, 2, 1, 0, 3, 4]
+ACCEPTED_UNCHANGED = {0, 4, 8}  # reviewers keep the LLM's summary on these; the rest get the reference
+
+
+@pytest.fixture(scope="module")
+def loop(ls_client, backend_factory):
+    """Round 1 pushed, predicted by the backend through Label Studio, and reviewed."""
+    backend = backend_factory()
+    references = {row["fname"]: row for row in load_jsonl(POOL)}
+    result = push_round(
+        ls_client, SUMMARY_CONFIG, "e2e summarization", POOL, sample=15, seed=7, keep_fields=("topic",)
+    )
+    first_turns = {}
+    for index, source in enumerate(result.source_ids):
+        first_line = references[source]["dialogue"].splitlines()[0]
+        first_turns[first_line.split(":", 1)[1].strip()] = JUDGE_LEVELS[index]
+    backend.llm.rate = lambda conversation, label: first_turns[label.removeprefix("Summary: ").strip()]
+
+    ls_client.connect_backend(result.project_id, backend.url)
+    ls_client.retrieve_predictions(result.project_id)
+
+    def predicted():
+        tasks = ls_client.export(result.project_id)
+        return tasks if sum(1 for task in tasks if task["predictions"]) == 15 else None
+
+    tasks = wait_until(predicted, timeout=120, what="15 stored predictions")
+    return {"backend": backend, "result": result, "tasks": tasks, "references": references}
+
+
+def test_round_one_is_a_random_sample_of_fifteen(loop):
+    result = loop["result"]
+    assert len(result.task_ids) == 15 and len(set(result.source_ids)) == 15
+    assert result.round == "round-1"
+    assert result.source_ids != sorted(result.source_ids)  # drawn at random, not the first fifteen
+
+
+def test_predictions_stored_with_judge_score_and_model_version(loop):
+    backend = loop["backend"]
+    order = {source: index for index, source in enumerate(loop["result"].source_ids)}
+    for task in loop["tasks"]:
+        assert len(task["predictions"]) == 1
+        prediction = task["predictions"][0]
+        index = order[task["data"]["source_id"]]
+        assert prediction["score"] == pytest.approx(JUDGE_LEVELS[index] / 4)
+        assert prediction["model_version"].startswith("summarize@")
+        assert prediction["model_version"].endswith("gpt-4o-mini+claude-haiku-4-5")
+        record = reviewed_tasks(CONFIG, [task])[0]
+        assert record.llm_label.startswith("Summary: ")
+        assert record.llm_level == JUDGE_LEVELS[index]
+        assert record.llm_reason == f"rated {LEVELS[JUDGE_LEVELS[index]]} for its coverage."
+    assert backend.provider.count == 30  # one annotator and one judge call per task
+
+
+@pytest.fixture(scope="module")
+def reviewed(loop, ls_client):
+    """Reviewer annotations created through the API, as a reviewer would submit them."""
+    order = {source: index for index, source in enumerate(loop["result"].source_ids)}
+    for task in loop["tasks"]:
+        index = order[task["data"]["source_id"]]
+        record = reviewed_tasks(CONFIG, [task])[0]
+        corrected = record.llm_label if index in ACCEPTED_UNCHANGED else loop["references"][record.source_id]["summary"]
+        result = CONFIG.result_for(corrected, REVIEWER_LEVELS[index], None)
+        for item in result:
+            item.pop("origin", None)
+        ls_client.sdk.annotations.create(
+            id=task["id"], result=result, parent_prediction=task["predictions"][0]["id"], project=loop["result"].project_id
+        )
+    return loop
+
+
+def test_webhook_recorded_every_review(reviewed):
+    store = Store(reviewed["backend"].settings.store_path)
+    rows = wait_until(lambda: (rows := store.corrections()) and len(rows) == 15 and rows, timeout=30,
+                      what="15 corrections recorded by the webhook")
+    order = {source: index for index, source in enumerate(reviewed["result"].source_ids)}
+    by_task = {task["id"]: task for task in reviewed["tasks"]}
+    for row in rows:
+        index = order[by_task[int(row["task_id"])]["data"]["source_id"]]
+        assert row["reviewer_level"] == REVIEWER_LEVELS[index]
+        assert row["parent_prediction"] == str(by_task[int(row["task_id"])]["predictions"][0]["id"])
+        if index not in ACCEPTED_UNCHANGED:
+            assert row["corrected_label"] == reviewed["references"][by_task[int(row["task_id"])]["data"]["source_id"]][
+                "summary"]
