@@ -292,8 +292,9 @@ def sharegpt_row(instruction: str, example: Example) -> dict[str, Any]:
     }
 
 
-# Characters str.splitlines() and some JSONL readers treat as line breaks; JSON allows them raw in strings.
-_LINE_BREAKERS = {c: f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+# json.dumps escapes control characters but leaves these raw, and str.splitlines() and some JSONL readers
+# break lines at them.
+_LINE_BREAKERS = {c: f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
 _ESCAPE_LINE_BREAKERS = str.maketrans(_LINE_BREAKERS)
 
 
@@ -465,7 +466,7 @@ def _line_count(path: Path) -> int:
 def _parquet_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).metadata.num_rows
+    return int(pq.ParquetFile(path).metadata.num_rows)
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
@@ -616,7 +617,7 @@ def _check_turns(
     if not isinstance(turns, list):
         return [f"expected a list of turns, got {type(turns).__name__}"]
     problems: list[str] = []
-    roles = []
+    roles: list[Any] = []
     for index, turn in enumerate(turns):
         keys = _check_keys(turn, {role_key, text_key})
         if keys:
@@ -728,7 +729,7 @@ def _check_provenance(root: Path, splits: dict[str, Any]) -> list[str]:
     expected_order = [(split, index) for split in SPLITS for index in range(int(splits.get(split, 0) or 0))]
     if len(rows) != len(expected_order):
         problems.append(f"{PROVENANCE}: {len(rows)} lines, manifest splits add up to {len(expected_order)}")
-    for (number, row), (split, index) in zip(rows, expected_order):
+    for (number, row), (split, index) in zip(rows, expected_order, strict=False):
         keys = _check_keys(row, set(PROVENANCE_KEYS))
         if keys:
             problems += [f"{PROVENANCE}:{number}: {p}" for p in keys]

@@ -102,3 +102,38 @@ def test_webhook_recorded_every_review(reviewed):
         if index not in ACCEPTED_UNCHANGED:
             assert row["corrected_label"] == reviewed["references"][by_task[int(row["task_id"])]["data"]["source_id"]][
                 "summary"]
+
+
+def test_export_every_format_and_validate(reviewed, ls_client, tmp_path):
+    import json
+
+    from backend.export import ExportOptions, bedrock_problems, export_dataset, validate_export
+
+    records = reviewed_tasks(CONFIG, ls_client.export(reviewed["result"].project_id))
+    assert sum(record.reviewed for record in records) == 15
+    out = tmp_path / "dataset"
+    report = export_dataset(records, ExportOptions(out_dir=out, kind="summarization", seed=3))
+    assert validate_export(out) == []
+    assert report.counts.human == 15 and report.counts.exported == 15
+    rows = [json.loads(line) for split in ("train", "validation")
+            for line in (out / "openai" / f"{split}.jsonl").read_text().splitlines()]
+    assert len(rows) == 15
+    references = {row["summary"] for row in reviewed["references"].values()}
+    for row in rows:
+        roles = [message["role"] for message in row["messages"]]
+        assert roles == ["system", "user", "assistant"]
+        assert not row["messages"][0]["content"].startswith("You are an expert")  # the served task, not the meta-prompt
+        assert row["messages"][2]["content"] in references or row["messages"][2]["content"].startswith("Summary: ")
+    for line in (out / "bedrock" / "train.jsonl").read_text().splitlines():
+        assert bedrock_problems(json.loads(line)) == []
+    provenance = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
+    assert {row["origin"] for row in provenance} == {"human"}
+    assert {row["source_id"] for row in provenance} == set(reviewed["result"].source_ids)
+
+
+def test_second_round_never_repeats_a_dialogue(reviewed, ls_client):
+    first = reviewed["result"]
+    second = push_round(ls_client, SUMMARY_CONFIG, "e2e summarization", POOL, sample=15, seed=7)
+    assert second.project_id == first.project_id and second.round == "round-2"
+    assert len(second.source_ids) == 15
+    assert not set(second.source_ids) & set(first.source_ids)

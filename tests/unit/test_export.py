@@ -172,7 +172,10 @@ def test_split_is_seeded_and_ignores_input_order():
     first = split_examples(examples, 0.2, seed=7)
     again = split_examples(list(reversed(examples)), 0.2, seed=7)
     other = split_examples(examples, 0.2, seed=8)
-    ids = lambda split: {k: [e.task_id for e in v] for k, v in split.items()}  # noqa: E731
+
+    def ids(split: dict[str, list[Any]]) -> dict[str, list[int]]:
+        return {name: [e.task_id for e in rows] for name, rows in split.items()}
+
     assert ids(first) == ids(again)
     assert ids(first) != ids(other)
     assert len(first["validation"]) == validation_size(len(examples), 0.2)
@@ -289,7 +292,8 @@ def test_unicode_survives_and_line_separators_do_not_split_lines(tmp_path):
     assert validate_export(out) == []
     rows = read_jsonl(out / "alpaca" / "train.jsonl")
     assert {r["output"] for r in rows} == {t.human_label or t.llm_label for t in tasks}
-    assert "要約" in (out / "alpaca" / "train.jsonl").read_text(encoding="utf-8")
+    text = (out / "alpaca" / "train.jsonl").read_text(encoding="utf-8")
+    assert "要約" in text and "\\u2028" in text and "\u2028" not in text
 
 
 def test_no_validation_files_without_a_validation_split(tmp_path):
@@ -349,7 +353,8 @@ def test_bedrock_rules(row, problem):
 
 
 def test_bedrock_rule_accepts_a_good_row_without_system():
-    assert bedrock_problems({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}) == []
+    row = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}
+    assert bedrock_problems(row) == []
 
 
 def rewrite_jsonl(path: Path, change) -> None:
@@ -381,10 +386,14 @@ def test_a_hand_broken_bedrock_file_is_caught(tmp_path):
     "name, change, problem",
     [
         ("openai", lambda rows: rows[0]["messages"].pop(0), "roles ['user', 'assistant'] should be"),
-        ("openai", lambda rows: rows[0]["messages"][2].update(role="user"), "should be ['system', 'user', 'assistant']"),
+        ("openai", lambda rows: rows[0]["messages"][2].update(role="user"), "['system', 'user', 'assistant']"),
         ("alpaca", lambda rows: rows[0].pop("input"), "missing keys ['input']"),
         ("alpaca", lambda rows: rows[0].update(origin="llm"), "unexpected keys ['origin']"),
-        ("sharegpt", lambda rows: rows[0]["conversations"][2].update({"from": "assistant"}), "should be ['system', 'human', 'gpt']"),
+        (
+            "sharegpt",
+            lambda rows: rows[0]["conversations"][2].update({"from": "assistant"}),
+            "should be ['system', 'human', 'gpt']",
+        ),
         ("sharegpt", lambda rows: rows.pop(), "examples, manifest says"),
     ],
 )

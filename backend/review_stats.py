@@ -1,0 +1,350 @@
+"""What reviewers did to the LLM's labels, per prompt version: the numbers `prelabel pull` prints and saves.
+
+Only reviewed tasks count (a record with an annotation; cancelled annotations are already dropped when
+records are built). Tasks are grouped by the prediction's model_version, which names the prompt version,
+so two prompts reviewed in one project are compared side by side.
+
+Text metrics compare the LLM's label with the reviewer's corrected label; rating agreement compares the
+judge's level with the level the reviewer set, on the tasks that have both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from backend import metrics
+from backend.judge import LEVELS, MAX_LEVEL
+from backend.label_config import TaskKind
+from backend.records import ReviewedTask
+
+NO_VERSION = "-"  # how a group without a model_version is shown
+
+
+class VersionStats(BaseModel):
+    """Review outcome for one prompt version (model_version None: tasks reviewed without a prediction)."""
+
+    model_version: str | None
+    n_reviewed: int
+    accepted_unchanged: int
+    accepted_share: float | None
+    edited: int
+    n_label_pairs: int  # reviewed tasks holding both an LLM label and a reviewer label
+    mean_edit_distance: float | None
+    mean_rouge_l_f1: float | None
+    n_rating_pairs: int  # reviewed tasks holding both a judge level and a reviewer level
+    exact_agreement: float | None
+    within_one_agreement: float | None
+    kappa: float | None
+    spearman: float | None
+    mean_judge_level: float | None
+    mean_reviewer_level: float | None
+    accuracy: float | None = None  # classification only
+    macro_f1: float | None = None  # classification only
+
+
+class WorstCase(BaseModel):
+    task_id: int
+    source_id: str | None
+    model_version: str | None
+    edit_distance: float
+    judge_level: int | None
+    reviewer_level: int | None
+    level_gap: int | None
+    link: str | None = None
+
+
+class PullReport(BaseModel):
+    kind: TaskKind
+    n_tasks: int
+    n_reviewed: int
+    versions: list[VersionStats]
+    overall: VersionStats | None  # every reviewed task together; model_version None
+    worst_cases: list[WorstCase]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# -- per task --------------------------------------------------------------------------------------
+
+
+def edit_distance(task: ReviewedTask) -> float | None:
+    """Normalized edit distance between the LLM's and the reviewer's label, stripped as acceptance is."""
+    if task.llm_label is None or task.human_label is None:
+        return None
+    return metrics.normalized_edit_distance(task.llm_label.strip(), task.human_label.strip())
+
+
+def _level(value: int | None) -> int | None:
+    # A hand-edited config could yield a level off the five-point scale; such a pair is not comparable.
+    return value if value is not None and 0 <= value <= MAX_LEVEL else None
+
+
+def _level_name(value: int | None) -> str | None:
+    level = _level(value)
+    return None if level is None else LEVELS[level]
+
+
+def level_gap(task: ReviewedTask) -> int | None:
+    judge, reviewer = _level(task.llm_level), _level(task.human_level)
+    return None if judge is None or reviewer is None else abs(judge - reviewer)
+
+
+def task_link(ls_url: str | None, project_id: int | str | None, task_id: int) -> str | None:
+    """The Data Manager URL that opens the task, when the Label Studio URL and project are known."""
+    if not ls_url or project_id is None:
+        return None
+    return f"{ls_url.rstrip('/')}/projects/{project_id}/data?task={task_id}"
+
+
+# -- aggregation -----------------------------------------------------------------------------------
+
+
+def version_stats(
+    model_version: str | None,
+    tasks: Sequence[ReviewedTask],
+    kind: TaskKind = "summarization",
+    class_labels: Sequence[str] | None = None,
+) -> VersionStats:
+    """Statistics over `tasks`; unreviewed tasks among them are ignored."""
+    reviewed = [t for t in tasks if t.reviewed]
+    accepted = sum(t.accepted_unchanged for t in reviewed)
+    labelled = [t for t in reviewed if t.llm_label is not None and t.human_label is not None]
+    distances = [d for t in labelled if (d := edit_distance(t)) is not None]
+    rouge = [metrics.rouge_l(t.llm_label or "", t.human_label or "").f1 for t in labelled]
+    rated = [(j, h) for t in reviewed if (j := _level(t.llm_level)) is not None and (h := _level(t.human_level)) is not None]
+    judge = [j for j, _ in rated]
+    human = [h for _, h in rated]
+
+    accuracy = macro_f1 = None
+    if kind == "classification" and labelled:
+        y_pred = [(t.llm_label or "").strip() for t in labelled]
+        y_true = [(t.human_label or "").strip() for t in labelled]
+        report = metrics.precision_recall_f1(list(class_labels) if class_labels else None, y_true, y_pred)
+        accuracy, macro_f1 = report.accuracy, report.macro.f1
+
+    return VersionStats(
+        model_version=model_version,
+        n_reviewed=len(reviewed),
+        accepted_unchanged=accepted,
+        accepted_share=accepted / len(reviewed) if reviewed else None,
+        edited=len(reviewed) - accepted,
+        n_label_pairs=len(labelled),
+        mean_edit_distance=metrics.mean(distances),
+        mean_rouge_l_f1=metrics.mean(rouge),
+        n_rating_pairs=len(rated),
+        exact_agreement=metrics.exact_agreement(judge, human),
+        within_one_agreement=metrics.within_one_agreement(judge, human),
+        kappa=metrics.quadratic_weighted_kappa(judge, human, n_levels=len(LEVELS)),
+        spearman=metrics.spearman(judge, human),
+        mean_judge_level=metrics.mean(judge),
+        mean_reviewer_level=metrics.mean(human),
+        accuracy=accuracy,
+        macro_f1=macro_f1,
+    )
+
+
+def worst_cases(
+    tasks: Iterable[ReviewedTask],
+    limit: int = 10,
+    ls_url: str | None = None,
+    project_id: int | str | None = None,
+) -> list[WorstCase]:
+    """Reviewed tasks the reviewer changed most: largest edit distance first, then the larger judge/reviewer
+    level gap (a big rewrite the judge rated well is the case to read first), then task id."""
+    cases = []
+    for task in tasks:
+        distance = edit_distance(task) if task.reviewed else None
+        if distance is None:
+            continue
+        cases.append(
+            WorstCase(
+                task_id=task.task_id,
+                source_id=task.source_id,
+                model_version=task.model_version,
+                edit_distance=distance,
+                judge_level=task.llm_level,
+                reviewer_level=task.human_level,
+                level_gap=level_gap(task),
+                link=task_link(ls_url, project_id, task.task_id),
+            )
+        )
+    cases.sort(key=lambda c: (-c.edit_distance, -(c.level_gap if c.level_gap is not None else -1), c.task_id))
+    return cases[: max(limit, 0)]
+
+
+def _version_key(version: str | None) -> tuple[bool, str]:
+    return (version is None, version or "")
+
+
+def pull_report(
+    tasks: Sequence[ReviewedTask],
+    kind: TaskKind = "summarization",
+    *,
+    class_labels: Sequence[str] | None = None,
+    ls_url: str | None = None,
+    project_id: int | str | None = None,
+    worst_limit: int = 10,
+) -> PullReport:
+    """Per-version statistics (sorted by version; tasks without a version last), the total, and worst cases."""
+    reviewed = [t for t in tasks if t.reviewed]
+    groups: dict[str | None, list[ReviewedTask]] = {}
+    for task in reviewed:
+        groups.setdefault(task.model_version, []).append(task)
+    versions = [
+        version_stats(version, groups[version], kind, class_labels) for version in sorted(groups, key=_version_key)
+    ]
+    return PullReport(
+        kind=kind,
+        n_tasks=len(tasks),
+        n_reviewed=len(reviewed),
+        versions=versions,
+        overall=version_stats(None, reviewed, kind, class_labels) if reviewed else None,
+        worst_cases=worst_cases(reviewed, worst_limit, ls_url, project_id),
+    )
+
+
+# -- corrections file ------------------------------------------------------------------------------
+
+
+def correction_row(task: ReviewedTask) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "source_id": task.source_id,
+        "model_version": task.model_version,
+        "input": task.input_text,
+        "llm_label": task.llm_label,
+        "corrected_label": task.human_label,
+        "judge_level": task.llm_level,
+        "judge_rating": _level_name(task.llm_level),
+        "reviewer_level": task.human_level,
+        "reviewer_rating": _level_name(task.human_level),
+        "accepted_unchanged": task.accepted_unchanged,
+        "edit_distance": edit_distance(task),
+    }
+
+
+def write_corrections_jsonl(tasks: Iterable[ReviewedTask], path: str | os.PathLike[str]) -> int:
+    """Write one JSON line per reviewed task; returns how many. The file appears whole or not at all
+    (temp file in the same directory, then os.replace), so a crashed pull never leaves half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+    )
+    count = 0
+    try:
+        with handle:
+            for task in tasks:
+                if not task.reviewed:
+                    continue
+                handle.write(json.dumps(correction_row(task), ensure_ascii=False) + "\n")
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, target)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return count
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _level_cell(value: int | None) -> str:
+    name = _level_name(value)
+    return "-" if name is None else f"{value} {name}"
+
+
+def render_versions_table(report: PullReport) -> Table:
+    """One row per prompt version, plus a total row when there is more than one version."""
+    classification = report.kind == "classification"
+    table = Table(title=f"Reviewed {report.n_reviewed} of {report.n_tasks} tasks", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("version", overflow="fold")
+    table.add_column("reviewed", justify="right")
+    table.add_column("accepted", justify="right")
+    table.add_column("edited", justify="right")
+    if classification:
+        table.add_column("accuracy", justify="right")
+        table.add_column("macro F1", justify="right")
+    table.add_column("edit dist", justify="right")
+    if not classification:
+        table.add_column("ROUGE-L", justify="right")
+    table.add_column("rated", justify="right")
+    table.add_column("exact", justify="right")
+    table.add_column("±1", justify="right")
+    table.add_column("κ", justify="right")
+    table.add_column("ρ", justify="right")
+
+    def row(stats: VersionStats, name: str, style: str | None = None) -> None:
+        cells = [
+            name,
+            str(stats.n_reviewed),
+            f"{stats.accepted_unchanged} ({_share(stats.accepted_share)})",
+            str(stats.edited),
+        ]
+        if classification:
+            cells += [_share(stats.accuracy), _number(stats.macro_f1)]
+        cells.append(_number(stats.mean_edit_distance))
+        if not classification:
+            cells.append(_number(stats.mean_rouge_l_f1))
+        cells += [
+            str(stats.n_rating_pairs),
+            _share(stats.exact_agreement),
+            _share(stats.within_one_agreement),
+            _number(stats.kappa),
+            _number(stats.spearman),
+        ]
+        table.add_row(*cells, style=style)
+
+    for stats in report.versions:
+        row(stats, stats.model_version or NO_VERSION)
+    if report.overall is not None and len(report.versions) > 1:
+        table.add_section()
+        row(report.overall, "all", style="bold")
+    return table
+
+
+def render_worst_cases_table(cases: Sequence[WorstCase], title: str = "Most edited labels") -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("task", justify="right")
+    table.add_column("source")
+    table.add_column("version", overflow="fold")
+    table.add_column("edit dist", justify="right")
+    table.add_column("judge")
+    table.add_column("reviewer")
+    show_links = any(case.link for case in cases)
+    if show_links:
+        table.add_column("link", overflow="fold")
+    for case in cases:
+        cells: list[str | Text] = [
+            str(case.task_id),
+            case.source_id or "-",
+            case.model_version or NO_VERSION,
+            _number(case.edit_distance),
+            _level_cell(case.judge_level),
+            _level_cell(case.reviewer_level),
+        ]
+        if show_links:
+            cells.append(Text(case.link, style=f"link {case.link}") if case.link else "-")
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,61 @@
+"""`prelabel export`: the final fine-tuning dataset from a Label Studio project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from scripts.common import console, fail, load_settings, ls_client
+
+
+def export(
+    project_id: Annotated[int, typer.Argument(help="Label Studio project id")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (replaced only when complete)")] = Path(
+        "dataset"
+    ),
+    formats: Annotated[
+        list[str], typer.Option("--format", "-f", help="openai, bedrock, alpaca, sharegpt, parquet (repeatable)")
+    ] = ["openai", "bedrock", "alpaca", "sharegpt", "parquet"],
+    threshold: Annotated[str, typer.Option(help="lowest judge level an unreviewed LLM label needs")] = "good",
+    instruction: Annotated[
+        Optional[str], typer.Option(help="the task the fine-tuned model will serve (system prompt)")
+    ] = None,
+    validation_fraction: Annotated[float, typer.Option(help="share of examples for validation")] = 0.1,
+    seed: Annotated[int, typer.Option(help="seed of the train/validation split")] = 0,
+    url: Annotated[Optional[str], typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
+) -> None:
+    """Reviewer labels first, then LLM labels rated at least --threshold; everything else is dropped."""
+    from pydantic import ValidationError
+
+    from backend.export import ExportError, ExportOptions, export_dataset, render_report
+    from backend.label_config import LabelConfigError, parse_label_config
+    from backend.labelstudio import LabelStudioError
+    from backend.records import reviewed_tasks
+
+    settings = load_settings()
+    client = ls_client(settings, url, api_key)
+    try:
+        config = parse_label_config(client.project(project_id).label_config)
+        options = ExportOptions(
+            out_dir=out,
+            formats=formats,
+            kind=config.kind,
+            labels=config.class_labels,
+            instruction=instruction,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            threshold=threshold,
+        )
+        with console.status(f"exporting project {project_id} from Label Studio..."):
+            records = reviewed_tasks(config, client.export(project_id))
+        report = export_dataset(records, options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise fail(f"option {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    except (LabelStudioError, LabelConfigError, ExportError, OSError) as error:
+        raise fail(str(error)) from None
+    console.print(render_report(report))
+    console.print(f"dataset written to {report.out_dir} (manifest.json lists every file with its sha256)")
