@@ -86,7 +86,7 @@ def _say(message: str) -> None:
         try:
             from rich.console import Console
 
-            Console(stderr=True, highlight=False).print(f"[dim]label-studio:[/dim] {message}")
+            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[dim]label-studio:[/dim] {message}")
         except ImportError:  # rich is a dependency, but progress must never crash the install
             print(f"label-studio: {message}", file=sys.stderr, flush=True)
 
@@ -150,9 +150,7 @@ def _install_lock(venv: Path) -> Iterator[None]:
 def _run_logged(cmd: list[str], what: str) -> None:
     """Run a command, stream the interesting lines as progress, raise with the tail on failure."""
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert proc.stdout is not None
     for raw in proc.stdout:
         line = raw.rstrip()
@@ -268,7 +266,7 @@ class _Credentials:
         path.chmod(0o600)
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: two servers on one dir are still two processes
 class LabelStudioServer:
     """A headless Label Studio on `host:port` with SQLite and media in `data_dir`.
 
@@ -349,8 +347,16 @@ class LabelStudioServer:
         env = dict(os.environ)
         # Drop inherited settings that would point LS at another database, host or port
         # (LS reads NAME, LABEL_STUDIO_NAME and HEARTEX_NAME alike).
-        for name in ("DJANGO_DB", "DATABASE_NAME", "HOST", "PORT", "BASE_DATA_DIR", "USERNAME",
-                     "PASSWORD", "USER_TOKEN"):
+        for name in (
+            "DJANGO_DB",
+            "DATABASE_NAME",
+            "HOST",
+            "PORT",
+            "BASE_DATA_DIR",
+            "USERNAME",
+            "PASSWORD",
+            "USER_TOKEN",
+        ):
             for prefix in ("", "LABEL_STUDIO_", "HEARTEX_"):
                 env.pop(prefix + name, None)
         env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -433,7 +439,7 @@ class LabelStudioServer:
         while True:
             if self._proc.poll() is not None:
                 raise self._fail(f"Label Studio exited with code {self._proc.returncode} before it was ready")
-            if "is in use" in self.log_tail(200):
+            if f"Port {self.port} is in use" in self.log_tail(200):
                 raise self._fail(f"Label Studio found port {self.port} busy and moved elsewhere")
             try:
                 r = requests.get(f"{self.url}/health", timeout=2)

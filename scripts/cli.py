@@ -10,11 +10,13 @@ from typing import Annotated, Optional
 import typer
 
 from scripts import export as export_command
+from scripts import pull as pull_command
 from scripts import push as push_command
 from scripts.common import build_engine, console, fail, label_config_path, load_settings
 
 app = typer.Typer(help="LLM pre-labelling with a cross-family LLM judge, for Label Studio.", no_args_is_help=True)
 app.command(name="push")(push_command.push)
+app.command(name="pull")(pull_command.pull)
 app.command(name="export")(export_command.export)
 
 

@@ -79,8 +79,11 @@ def test_start_use_stop_and_restart(tmp_path: Path) -> None:
         session.get(login, timeout=10)
         r = session.post(
             login,
-            data={"email": server.username, "password": server.password,
-                  "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+            data={
+                "email": server.username,
+                "password": server.password,
+                "csrfmiddlewaretoken": session.cookies["csrftoken"],
+            },
             headers={"Referer": login},
             timeout=10,
         )

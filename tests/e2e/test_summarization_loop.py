@@ -137,3 +137,38 @@ def test_second_round_never_repeats_a_dialogue(reviewed, ls_client):
     assert second.project_id == first.project_id and second.round == "round-2"
     assert len(second.source_ids) == 15
     assert not set(second.source_ids) & set(first.source_ids)
+
+
+def test_pull_statistics_and_corrections_file(reviewed, label_studio, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from scripts.cli import app
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
+    corrections = tmp_path / "corrections.jsonl"
+    stats = tmp_path / "pull.json"
+    project_id = reviewed["result"].project_id
+    outcome = CliRunner().invoke(
+        app, ["pull", str(project_id), "--corrections", str(corrections), "--report-json", str(stats)]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    report = json.loads(stats.read_text())
+    assert report["n_reviewed"] == 15 and len(report["versions"]) == 1
+    version = report["versions"][0]
+    assert version["model_version"].startswith("summarize@")
+    # Hand-checked from JUDGE_LEVELS and REVIEWER_LEVELS: 9 equal, 13 within one level,
+    # quadratic-weighted kappa 1 - 0.75 / 3.75 = 0.8, Spearman 0.8301 (ties averaged).
+    assert version["accepted_unchanged"] == 3 and version["edited"] == 12
+    assert version["exact_agreement"] == pytest.approx(9 / 15)
+    assert version["within_one_agreement"] == pytest.approx(13 / 15)
+    assert version["kappa"] == pytest.approx(0.8)
+    assert version["spearman"] == pytest.approx(0.8300868, abs=1e-6)
+    worst = report["worst_cases"]
+    assert worst and worst[0]["link"].startswith(f"{label_studio.url}/projects/{project_id}/data?task=")
+    assert worst[0]["edit_distance"] >= worst[-1]["edit_distance"] > 0
+    rows = [json.loads(line) for line in corrections.read_text().splitlines()]
+    assert len(rows) == 15 and sum(row["accepted_unchanged"] for row in rows) == 3
+    assert all(row["input"].startswith("Person1: ") or row["input"].startswith("Person2: ") for row in rows)

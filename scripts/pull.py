@@ -1,0 +1,53 @@
+"""`prelabel pull`: reviewers' corrections against the LLM's labels and the judge's ratings, per prompt version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from scripts.common import console, fail, load_settings, ls_client
+
+
+def pull(
+    project_id: Annotated[int, typer.Argument(help="Label Studio project id")],
+    corrections: Annotated[
+        Path, typer.Option(help="write the corrections JSONL here (input, LLM label, corrected label, ratings)")
+    ] = Path("corrections.jsonl"),
+    report_json: Annotated[Optional[Path], typer.Option(help="also write the statistics as JSON")] = None,
+    worst: Annotated[int, typer.Option(help="how many worst cases to list")] = 10,
+    url: Annotated[Optional[str], typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
+) -> None:
+    """Compare reviewers with the LLM and the judge; list the worst cases; write corrections for the next prompt."""
+    from backend.label_config import LabelConfigError, parse_label_config
+    from backend.labelstudio import LabelStudioError
+    from backend.records import reviewed_tasks
+    from backend.review_stats import (
+        pull_report,
+        render_versions_table,
+        render_worst_cases_table,
+        write_corrections_jsonl,
+    )
+
+    settings = load_settings()
+    client = ls_client(settings, url, api_key)
+    try:
+        config = parse_label_config(client.project(project_id).label_config)
+        with console.status(f"exporting project {project_id} from Label Studio..."):
+            records = reviewed_tasks(config, client.export(project_id))
+        report = pull_report(
+            records, config.kind, class_labels=config.class_labels, ls_url=client.url, project_id=project_id,
+            worst_limit=worst,
+        )
+        written = write_corrections_jsonl(records, corrections)
+        if report_json:
+            report_json.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    except (LabelStudioError, LabelConfigError, OSError) as error:
+        raise fail(str(error)) from None
+    console.print(render_versions_table(report))
+    if report.worst_cases:
+        console.print(render_worst_cases_table(report.worst_cases))
+    console.print(f"{report.n_reviewed} of {report.n_tasks} tasks reviewed; {written} corrections in {corrections}")
