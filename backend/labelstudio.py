@@ -22,6 +22,9 @@ REVIEWER_INSTRUCTION = (
 )
 
 
+PREDICT_ACTION_TIMEOUT = 200  # seconds; above Label Studio's own 100 s ML_TIMEOUT_PREDICT
+
+
 class LabelStudioError(RuntimeError):
     """Label Studio refused or could not be reached; the message says which call and what to do."""
 
@@ -109,7 +112,25 @@ class LabelStudioClient:
         """Ask Label Studio to get predictions from the connected backend (tasks that lack the current
         model_version's prediction)."""
         selected = {"all": False, "included": list(task_ids)} if task_ids is not None else {"all": True, "excluded": []}
-        self.sdk.actions.create(id="retrieve_tasks_predictions", project=project_id, selected_items=selected)
+        # Label Studio answers only after the backend's /predict returns (it waits up to 100 s).
+        self.sdk.actions.create(
+            id="retrieve_tasks_predictions",
+            project=project_id,
+            selected_items=selected,
+            request_options={"timeout": PREDICT_ACTION_TIMEOUT, "max_retries": 0},
+        )
+
+    def backend_model_version(self, project_id: int, backend_url: str) -> str | None:
+        """The model_version the connected backend last answered to /setup."""
+        for backend in self.sdk.ml.list(project=project_id):
+            if (backend.url or "").rstrip("/") == backend_url.rstrip("/"):
+                return backend.model_version or None
+        return None
+
+    def set_model_version(self, project_id: int, model_version: str) -> None:
+        """Make the project's model_version the predictions' one: the Data Manager's prediction score (and so
+        sorting by it) only counts predictions of the project's model_version."""
+        self.sdk.projects.update(id=project_id, model_version=model_version)
 
     # -- annotations and exports ---------------------------------------------------------------------
 

@@ -498,6 +498,8 @@ class LabelStudioServer:
 
 if __name__ == "__main__":  # manual use: python -m backend.labelstudio_server [data_dir] [port]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # SIGTERM (kill, docker stop) must unwind through __exit__, or LS outlives us in its own session.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO_ROOT / ".prelabel" / "labelstudio"
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 8080
     with LabelStudioServer(data, port=port) as server:

@@ -12,14 +12,17 @@ from backend.pipeline import Engine, LabelOutcome
 
 log = logging.getLogger("prelabel")
 
-ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED"}
+ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
+# Label Studio sends deletes as ANNOTATIONS_DELETED with a list of {id}; the singular form is accepted too.
+DELETE_EVENTS = {"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}
 
 
 def prediction_for(outcome: LabelOutcome, config: LabelConfig) -> dict[str, Any]:
-    """One Label Studio prediction. A failed task gets an empty result under a distinct model_version, so
-    Label Studio stores nothing that would make a later "retrieve predictions" skip the task."""
+    """One Label Studio prediction. A failed task gets an item without a "result": Label Studio stores
+    nothing for it (an empty result would be stored and make the next "retrieve predictions" skip the task;
+    null would fail the whole batch), so the next retrieve asks for it again."""
     if not outcome.ok:
-        return {"result": [], "score": 0.0, "model_version": f"{outcome.model_version}+FAILED"}
+        return {"model_version": outcome.model_version, "error": outcome.error or "failed"}
     verdict = outcome.verdict
     reason = verdict.reason if verdict else f"unrated: {outcome.unrated_reason}" if outcome.unrated_reason else None
     notes = [warning for warning in outcome.warnings]
@@ -78,26 +81,33 @@ class PrelabelModel:
 
     def fit(self, event: str, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Record a reviewer's annotation (the webhook); training is not done here."""
+        if event in DELETE_EVENTS:
+            deleted = data.get("annotations") or ([data["annotation"]] if data.get("annotation") else [])
+            ids = [item["id"] for item in deleted if isinstance(item, dict) and "id" in item]
+            for annotation_id in ids:
+                self.engine.store.delete_correction(annotation_id)
+            return {"recorded": bool(ids), "deleted": ids, "action": event}
         if event not in ANNOTATION_EVENTS:
             return {"recorded": False, "reason": f"event {event} is not an annotation event"}
         annotation = data.get("annotation") or {}
         if not isinstance(annotation, dict) or "id" not in annotation:
             raise ValueError("webhook payload has no annotation with an id")
-        task = data.get("task") or {}
-        project = data.get("project") or {}
-        label_config = project.get("label_config") if isinstance(project, dict) else None
-        config = parse_label_config(label_config or self.label_config or "")
+        task = data.get("task") if isinstance(data.get("task"), dict) else {}
+        project = data.get("project") if isinstance(data.get("project"), dict) else {"id": data.get("project")}
+        config = parse_label_config(project.get("label_config") or self.label_config or "")
         result = annotation.get("result") or []
-        project_id = project.get("id") if isinstance(project, dict) else project
+        parent = annotation.get("parent_prediction")
+        if parent is None and isinstance(annotation.get("prediction"), dict):
+            parent = annotation["prediction"].get("id")
         self.engine.store.record_correction(
             annotation_id=annotation["id"],
             action=event,
-            project=str(project_id) if project_id is not None else None,
-            task_id=annotation.get("task") or (task.get("id") if isinstance(task, dict) else None),
-            parent_prediction=annotation.get("parent_prediction"),
+            project=str(project["id"]) if project.get("id") is not None else None,
+            task_id=annotation.get("task") or task.get("id"),
+            parent_prediction=parent,
             corrected_label=config.label_from_result(result),
             reviewer_level=config.level_from_result(result),
             was_cancelled=bool(annotation.get("was_cancelled")),
-            payload={"annotation": annotation, "task_id": task.get("id") if isinstance(task, dict) else None},
+            payload={"annotation": annotation, "task_id": task.get("id")},
         )
         return {"recorded": True, "annotation": annotation["id"], "action": event}

@@ -176,4 +176,7 @@ def push_round(
         client.connect_backend(project.id, backend_url, basic_auth=basic_auth)
         if engine is None and result.task_ids:
             client.retrieve_predictions(project.id, result.task_ids)
+            result.model_version = client.backend_model_version(project.id, backend_url)
+    if result.model_version:
+        client.set_model_version(project.id, result.model_version)
     return result

@@ -211,15 +211,8 @@ class Store:
         was_cancelled: bool,
         payload: dict[str, Any],
     ) -> None:
-        """Upsert by annotation id: an update replaces the earlier version, a delete marks it."""
-        deleted = action == "ANNOTATION_DELETED"
+        """Upsert by annotation id: an update replaces the earlier version."""
         with self._transaction() as db:
-            if deleted:
-                db.execute(
-                    "UPDATE corrections SET deleted = 1, action = ?, at = ? WHERE annotation_id = ?",
-                    (action, time.time(), _text(annotation_id)),
-                )
-                return
             db.execute(
                 "INSERT OR REPLACE INTO corrections (annotation_id, at, action, project, task_id, parent_prediction,"
                 " corrected_label, reviewer_level, was_cancelled, deleted, payload)"
@@ -236,6 +229,14 @@ class Store:
                     int(was_cancelled),
                     json.dumps(payload, ensure_ascii=False),
                 ),
+            )
+
+    def delete_correction(self, annotation_id: Any) -> None:
+        """Mark a correction deleted (kept for the audit trail, left out of corrections())."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE corrections SET deleted = 1, action = 'ANNOTATIONS_DELETED', at = ? WHERE annotation_id = ?",
+                (time.time(), _text(annotation_id)),
             )
 
     def corrections(self, include_deleted: bool = False) -> list[dict[str, Any]]:

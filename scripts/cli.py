@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from scripts import demo as demo_command
 from scripts import export as export_command
 from scripts import pull as pull_command
 from scripts import push as push_command
@@ -18,6 +19,7 @@ app = typer.Typer(help="LLM pre-labelling with a cross-family LLM judge, for Lab
 app.command(name="push")(push_command.push)
 app.command(name="pull")(pull_command.pull)
 app.command(name="export")(export_command.export)
+app.command(name="demo")(demo_command.demo)
 
 
 @app.command()

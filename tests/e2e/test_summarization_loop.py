@@ -26,7 +26,7 @@ ACCEPTED_UNCHANGED = {0, 4, 8}  # reviewers keep the LLM's summary on these; the
 @pytest.fixture(scope="module")
 def loop(ls_client, backend_factory):
     """Round 1 pushed, predicted by the backend through Label Studio, and reviewed."""
-    backend = backend_factory()
+    backend = backend_factory(PRELABEL_MAX_RETRIES="0")
     references = {row["fname"]: row for row in load_jsonl(POOL)}
     result = push_round(
         ls_client, SUMMARY_CONFIG, "e2e summarization", POOL, sample=15, seed=7, keep_fields=("topic",)
@@ -38,6 +38,10 @@ def loop(ls_client, backend_factory):
     backend.llm.rate = lambda conversation, label: first_turns[label.removeprefix("Summary: ").strip()]
 
     ls_client.connect_backend(result.project_id, backend.url)
+    # One annotator call fails: that task must get no stored prediction, so the next retrieve fills it.
+    backend.provider.fail_next(1, status=500, provider="openai")
+    ls_client.retrieve_predictions(result.project_id)
+    first_pass = ls_client.export(result.project_id)
     ls_client.retrieve_predictions(result.project_id)
 
     def predicted():
@@ -45,7 +49,22 @@ def loop(ls_client, backend_factory):
         return tasks if sum(1 for task in tasks if task["predictions"]) == 15 else None
 
     tasks = wait_until(predicted, timeout=120, what="15 stored predictions")
-    return {"backend": backend, "result": result, "tasks": tasks, "references": references}
+    ls_client.set_model_version(result.project_id, ls_client.backend_model_version(result.project_id, backend.url))
+    return {"backend": backend, "result": result, "tasks": tasks, "references": references, "first_pass": first_pass}
+
+
+def test_a_failed_task_stores_nothing_and_the_next_retrieve_fills_it(loop):
+    counts = [len(task["predictions"]) for task in loop["first_pass"]]
+    assert sorted(counts) == [0] + [1] * 14
+    assert all(len(task["predictions"]) == 1 for task in loop["tasks"])  # no duplicate for the others
+
+
+def test_data_manager_sorts_by_the_judge_score(loop, ls_client):
+    project_id = loop["result"].project_id
+    view = ls_client.sdk.views.create(project=project_id, data={"ordering": ["tasks:predictions_score"]})
+    ordered = list(ls_client.sdk.tasks.list(project=project_id, view=view.id, fields="all"))
+    scores = [task.predictions_score for task in ordered]
+    assert scores == sorted(JUDGE_LEVELS[i] / 4 for i in range(15))
 
 
 def test_round_one_is_a_random_sample_of_fifteen(loop):
@@ -69,7 +88,7 @@ def test_predictions_stored_with_judge_score_and_model_version(loop):
         assert record.llm_label.startswith("Summary: ")
         assert record.llm_level == JUDGE_LEVELS[index]
         assert record.llm_reason == f"rated {LEVELS[JUDGE_LEVELS[index]]} for its coverage."
-    assert backend.provider.count == 30  # one annotator and one judge call per task
+    assert backend.provider.count == 31  # one annotator and one judge call per task, plus the failed call
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,263 @@
+"""The demo of the whole loop on real data: Label Studio on SQLite, the prelabel backend, a model pair
+(hosted when both provider keys are set, else a local model), a random round of real dialogues, predictions
+through Label Studio, and a table with the URL and login to review them.
+
+Every process the demo starts is stopped when it ends, fails, or is interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+from pydantic import BaseModel
+
+from backend.labelstudio import LabelStudioClient
+from backend.labelstudio_server import LabelStudioServer, PortInUseError
+from backend.push import push_round
+from backend.records import reviewed_tasks
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_POOL = ROOT / "tests" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
+DEMO_CONFIG = ROOT / "label_config" / "summarization.xml"
+DEMO_PROJECT = "prelabel demo: DialogSum summaries"
+POOL_ATTRIBUTION = (
+    "DialogSum dev split (Chen et al., Findings of ACL 2021), CC BY-NC-SA 4.0; see tests/data/README.md"
+)
+
+Say = Callable[[str], None]
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message says what and what to do."""
+
+
+class DemoOptions(BaseModel):
+    work_dir: Path = ROOT / ".prelabel" / "demo"
+    ls_port: int = 8080
+    backend_port: int = 9090
+    sample: int = 15
+    seed: int | None = None
+    predict_timeout: float = 300.0
+
+
+class DemoRow(BaseModel):
+    task_id: int
+    source_id: str | None
+    rating: str | None
+    score: float | None
+    summary: str | None
+
+
+class DemoResult(BaseModel):
+    url: str
+    project_url: str
+    username: str
+    password: str
+    project_id: int
+    round: str
+    model_version: str | None
+    annotator: str
+    judge: str
+    warning: str | None
+    rows: list[DemoRow]
+
+
+def hosted_keys_present(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return bool(env.get("OPENAI_API_KEY")) and bool(env.get("ANTHROPIC_API_KEY"))
+
+
+def _port_busy(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def local_model_env(options: DemoOptions, say: Say) -> Iterator[dict[str, str]]:
+    """Start the bundled local model and yield the environment that points both roles at it."""
+    from backend.local_model import DEFAULT_MODEL, LocalModelServer, ensure_local_runtime, find_model_file
+
+    say("No OPENAI_API_KEY and ANTHROPIC_API_KEY: using a local model (SmolLM2-135M-Instruct, llama.cpp).")
+    python = ensure_local_runtime(progress=say)
+    model_file = find_model_file(DEFAULT_MODEL)
+    server = LocalModelServer(python, log_path=options.work_dir / "local-model.log")
+    server.start(model_file, alias=DEFAULT_MODEL, n_ctx=2048, logprobs=True)
+    try:
+        say(f"Local model server up at {server.base_url} ({server.model_name}).")
+        # One small model of one family serves both roles, so the same-family override is on and shown.
+        yield {
+            "PRELABEL_ANNOTATOR": f"openai:{server.model_name}",
+            "PRELABEL_JUDGE": f"openai:{server.model_name}",
+            "PRELABEL_ANNOTATOR_BASE_URL": server.base_url,
+            "PRELABEL_JUDGE_BASE_URL": server.base_url,
+            "PRELABEL_ALLOW_SAME_FAMILY": "1",
+            # The local server answers one request at a time; more in flight would only queue.
+            "PRELABEL_CONCURRENCY": "2",
+            "PRELABEL_ANNOTATOR_MAX_TOKENS": "160",
+            "PRELABEL_JUDGE_MAX_TOKENS": "120",
+        }
+    finally:
+        server.stop()
+
+
+@contextmanager
+def backend_process(env: dict[str, str], port: int, log_path: Path, say: Say) -> Iterator[str]:
+    """`prelabel serve` in its own process group, stopped on exit."""
+    if _port_busy(port):
+        raise DemoError(f"port {port} is in use: stop what listens there, or pass --backend-port")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("a", encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scripts.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise DemoError(f"the prelabel backend exited ({process.returncode}):\n{_tail(log_path)}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise DemoError(f"the prelabel backend did not answer /health within 60 s:\n{_tail(log_path)}")
+            time.sleep(0.3)
+        say(f"prelabel backend up at {url}.")
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_for_predictions(
+    client: LabelStudioClient, project_id: int, task_ids: list[int], timeout: float, say: Say
+) -> list[dict[str, Any]]:
+    """Ask Label Studio for predictions until every task of the round has one, or the time is up.
+
+    A task whose LLM calls failed holds no prediction of the current model_version, so asking again
+    retries exactly those."""
+    wanted = set(task_ids)
+    deadline = time.monotonic() + timeout
+    asked_at = 0.0
+    while True:
+        tasks = [task for task in client.export(project_id, title="prelabel demo") if task["id"] in wanted]
+        done = [task for task in tasks if any(p.get("result") for p in task.get("predictions") or [])]
+        if len(done) == len(wanted):
+            return tasks
+        if time.monotonic() > deadline:
+            raise DemoError(
+                f"{len(done)} of {len(wanted)} tasks have predictions after {timeout:.0f} s: see the backend log"
+            )
+        # Label Studio answers the action only after /predict returns, so at most one is in flight.
+        if time.monotonic() - asked_at > 5:
+            missing = [task["id"] for task in tasks if task["id"] not in {d["id"] for d in done}]
+            say(f"asking Label Studio for predictions of {len(missing)} tasks...")
+            client.retrieve_predictions(project_id, missing)
+            asked_at = time.monotonic()
+        time.sleep(1)
+
+
+def run_demo(options: DemoOptions, say: Say, stack: ExitStack) -> DemoResult:
+    """Bring everything up (stopped by `stack`), push a round, get predictions, return the table."""
+    options.work_dir.mkdir(parents=True, exist_ok=True)
+    if _port_busy(options.ls_port):
+        raise DemoError(f"port {options.ls_port} is in use: stop what listens there, or pass --ls-port")
+
+    if hosted_keys_present():
+        say("OPENAI_API_KEY and ANTHROPIC_API_KEY are set: using the hosted pair.")
+        model_env: dict[str, str] = {}
+    else:
+        model_env = stack.enter_context(local_model_env(options, say))
+
+    server = LabelStudioServer(options.work_dir / "label-studio", port=options.ls_port)
+    say(f"Starting Label Studio on {server.url} (the first start migrates its database: about a minute)...")
+    try:
+        server.start(timeout=300)
+    except PortInUseError as error:
+        raise DemoError(str(error)) from None
+    stack.callback(server.stop)
+
+    backend_env = {**model_env, "MODEL_DIR": str(options.work_dir / "model_dir")}
+    backend_url = stack.enter_context(
+        backend_process(backend_env, options.backend_port, options.work_dir / "backend.log", say)
+    )
+    health = requests.get(f"{backend_url}/health", timeout=5).json()
+
+    client = LabelStudioClient(server.url, server.token or "")
+    say(f"Pushing a random round of {options.sample} dialogues ({POOL_ATTRIBUTION})...")
+    result = push_round(
+        client,
+        DEMO_CONFIG.read_text(encoding="utf-8"),
+        DEMO_PROJECT,
+        DEMO_POOL,
+        sample=options.sample,
+        seed=options.seed,
+        keep_fields=("topic",),
+        backend_url=backend_url,
+    )
+    if not result.task_ids:
+        raise DemoError("every dialogue of the pool has been pushed to the demo project; remove .prelabel/demo")
+    tasks = wait_for_predictions(client, result.project_id, result.task_ids, options.predict_timeout, say)
+
+    from backend.label_config import parse_label_config
+
+    config = parse_label_config(DEMO_CONFIG.read_text(encoding="utf-8"))
+    rows = []
+    model_version = None
+    for record in sorted(reviewed_tasks(config, tasks), key=lambda r: r.task_id):
+        from backend.judge import LEVELS
+
+        model_version = record.model_version or model_version
+        rows.append(
+            DemoRow(
+                task_id=record.task_id,
+                source_id=record.source_id,
+                rating=LEVELS[record.llm_level] if record.llm_level is not None else None,
+                score=record.llm_score,
+                summary=record.llm_label,
+            )
+        )
+    return DemoResult(
+        url=server.url,
+        project_url=f"{server.url}/projects/{result.project_id}/data",
+        username=server.username,
+        password=server.password or "",
+        project_id=result.project_id,
+        round=result.round,
+        model_version=model_version,
+        annotator=health["annotator"],
+        judge=health["judge"],
+        warning=health.get("warning"),
+        rows=rows,
+    )
