@@ -86,30 +86,40 @@ def _port_busy(port: int) -> bool:
 
 @contextmanager
 def local_model_env(options: DemoOptions, say: Say) -> Iterator[dict[str, str]]:
-    """Start the bundled local model and yield the environment that points both roles at it."""
+    """Start the bundled local model (one server per role, so both cores work) and yield the environment
+    that points the annotator and the judge at them."""
     from backend.local_model import DEFAULT_MODEL, LocalModelServer, ensure_local_runtime, find_model_file
 
     say("No OPENAI_API_KEY and ANTHROPIC_API_KEY: using a local model (SmolLM2-135M-Instruct, llama.cpp).")
     python = ensure_local_runtime(progress=say)
     model_file = find_model_file(DEFAULT_MODEL)
-    server = LocalModelServer(python, log_path=options.work_dir / "local-model.log")
-    server.start(model_file, alias=DEFAULT_MODEL, n_ctx=2048, logprobs=True)
+    servers = []
     try:
-        say(f"Local model server up at {server.base_url} ({server.model_name}).")
+        for role in ("annotator", "judge"):
+            server = LocalModelServer(python, log_path=options.work_dir / f"local-model-{role}.log")
+            servers.append(server)
+            # Log-probabilities of this server come before its JSON grammar applies, so they would not
+            # give a fair G-Eval score; without them the model runs about twice as fast.
+            server.start(model_file, alias=DEFAULT_MODEL, n_ctx=2048, logprobs=False, n_threads=1)
+        annotator, judge = servers
+        say(f"Local model servers up at {annotator.base_url} and {judge.base_url} ({annotator.model_name}).")
         # One small model of one family serves both roles, so the same-family override is on and shown.
         yield {
-            "PRELABEL_ANNOTATOR": f"openai:{server.model_name}",
-            "PRELABEL_JUDGE": f"openai:{server.model_name}",
-            "PRELABEL_ANNOTATOR_BASE_URL": server.base_url,
-            "PRELABEL_JUDGE_BASE_URL": server.base_url,
+            "PRELABEL_ANNOTATOR": f"openai:{annotator.model_name}",
+            "PRELABEL_JUDGE": f"openai:{judge.model_name}",
+            "PRELABEL_ANNOTATOR_BASE_URL": annotator.base_url,
+            "PRELABEL_JUDGE_BASE_URL": judge.base_url,
             "PRELABEL_ALLOW_SAME_FAMILY": "1",
-            # The local server answers one request at a time; more in flight would only queue.
+            "PRELABEL_JUDGE_LOGPROBS": "0",
+            "PRELABEL_JUDGE_REASON_MAX_CHARS": "160",
+            # Each local server answers one request at a time; more in flight would only queue.
             "PRELABEL_CONCURRENCY": "2",
-            "PRELABEL_ANNOTATOR_MAX_TOKENS": "160",
-            "PRELABEL_JUDGE_MAX_TOKENS": "120",
+            "PRELABEL_ANNOTATOR_MAX_TOKENS": "120",
+            "PRELABEL_JUDGE_MAX_TOKENS": "100",
         }
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
 
 
 @contextmanager

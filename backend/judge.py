@@ -17,15 +17,23 @@ LEVELS: tuple[str, ...] = ("very bad", "bad", "moderate", "good", "excellent")
 MAX_LEVEL = len(LEVELS) - 1
 
 JUDGE_SCHEMA_NAME = "rate_label"
-JUDGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "rating": {"type": "string", "enum": list(LEVELS), "description": "the quality of the label"},
-        "reason": {"type": "string", "description": "one sentence saying why"},
-    },
-    "required": ["rating", "reason"],
-    "additionalProperties": False,
-}
+
+
+def judge_schema(reason_max_chars: int | None = None) -> dict[str, Any]:
+    """The judge's structured answer. A length cap on the reason keeps small local models, whose
+    grammar-constrained strings otherwise run on to the token limit, from cutting their JSON short."""
+    reason: dict[str, Any] = {"type": "string", "description": "one sentence saying why"}
+    if reason_max_chars:
+        reason["maxLength"] = reason_max_chars
+    return {
+        "type": "object",
+        "properties": {
+            "rating": {"type": "string", "enum": list(LEVELS), "description": "the quality of the label"},
+            "reason": reason,
+        },
+        "required": ["rating", "reason"],
+        "additionalProperties": False,
+    }
 
 
 class JudgeParseError(ValueError):

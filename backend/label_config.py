@@ -63,7 +63,8 @@ class LabelConfig(BaseModel):
             else:
                 items.append(self._item(self.rating, _choice_for_level(self.rating, level)))
         if reason and self.reason is not None:
-            items.append(self._item(self.reason, reason))
+            # The judge's reason is shown, not edited: a read-only region has no Edit or Delete button.
+            items.append({**self._item(self.reason, reason), "readonly": True})
         return items
 
     def _item(self, control: Control, value: str) -> dict[str, Any]:

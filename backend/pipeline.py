@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from backend.dialogue import InputError, parse_dialogue, parse_text, render_dialogue, truncate
 from backend.families import ModelRef, check_families
-from backend.judge import JUDGE_SCHEMA, JUDGE_SCHEMA_NAME, JudgeParseError, Verdict, expected_level, parse_verdict
+from backend.judge import JUDGE_SCHEMA_NAME, JudgeParseError, Verdict, expected_level, judge_schema, parse_verdict
 from backend.label_config import LabelConfig
 from backend.prompts import PromptSet, render
 from backend.providers import CallParams, Completion, LLMClient, ProviderError, make_client
@@ -185,7 +185,7 @@ class Labeler:
             max_tokens=settings.prelabel_judge_max_tokens,
             temperature=settings.prelabel_temperature,
             schema_name=JUDGE_SCHEMA_NAME,
-            json_schema=JUDGE_SCHEMA,
+            json_schema=judge_schema(settings.prelabel_judge_reason_max_chars),
             logprobs=settings.prelabel_judge_logprobs and engine.judge_ref.provider == "openai",
         )
 

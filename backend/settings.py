@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     prelabel_annotator_max_tokens: int = Field(512, alias="PRELABEL_ANNOTATOR_MAX_TOKENS", gt=0)
     prelabel_judge_max_tokens: int = Field(256, alias="PRELABEL_JUDGE_MAX_TOKENS", gt=0)
     prelabel_temperature: float = Field(0.0, alias="PRELABEL_TEMPERATURE", ge=0)
+    prelabel_judge_reason_max_chars: int | None = Field(None, alias="PRELABEL_JUDGE_REASON_MAX_CHARS", gt=10)
     prelabel_judge_logprobs: bool = Field(True, alias="PRELABEL_JUDGE_LOGPROBS")
     prelabel_cache: bool = Field(True, alias="PRELABEL_CACHE")
 

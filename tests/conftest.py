@@ -4,6 +4,7 @@ settings that point prelabel at them."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from backend.judge import LEVELS
+from backend.labelstudio import LabelStudioClient
+from backend.labelstudio_server import LabelStudioServer, free_port
 from backend.settings import Settings
 from tests.fakes import FakeProvider, FakeReply, FakeRequest
 
@@ -172,3 +175,18 @@ def serve_app() -> Iterator[Callable[[Any], LiveServer]]:
 def ls_task(task_id: int, record: dict[str, Any], key: str = "dialogue") -> dict[str, Any]:
     """A task as Label Studio sends it to /predict."""
     return {"id": task_id, "data": {key: record[key]}, "meta": {}, "annotations": [], "predictions": []}
+
+
+# One real Label Studio for the whole session, shared by the end-to-end and browser tests.
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    data_dir = Path(os.environ.get("PRELABEL_E2E_LS_DIR") or tmp_path_factory.mktemp("label-studio"))
+    server = LabelStudioServer(data_dir, port=free_port())
+    server.start(timeout=300)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ls_client(label_studio: LabelStudioServer) -> LabelStudioClient:
+    return LabelStudioClient(label_studio.url, label_studio.token)

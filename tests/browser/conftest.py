@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import label_studio, ls_client  # noqa: F401  (the session's real Label Studio)
+import tests.conftest as shared
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -68,6 +68,8 @@ class Tab:
         page.on("console", lambda message: self.console_errors.append(message.text)
                 if message.type == "error" else None)
         page.on("pageerror", lambda error: self.console_errors.append(f"page error: {error}"))
+        page.on("response", lambda response: self.console_errors.append(f"HTTP {response.status} {response.url}")
+                if response.status >= 400 else None)
 
 
 @pytest.fixture

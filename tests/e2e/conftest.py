@@ -3,7 +3,6 @@ and fake providers behind it."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,28 +11,9 @@ from typing import Any
 import pytest
 
 from backend.app import create_app
-from backend.labelstudio import LabelStudioClient
-from backend.labelstudio_server import LabelStudioServer, free_port
 from backend.settings import Settings
 from tests.conftest import LiveServer, ScriptedLLM
 from tests.fakes import FakeProvider
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
-    data_dir = Path(os.environ.get("PRELABEL_E2E_LS_DIR") or tmp_path_factory.mktemp("label-studio"))
-    server = LabelStudioServer(data_dir, port=free_port())
-    server.start(timeout=300)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def ls_client(label_studio: LabelStudioServer) -> LabelStudioClient:
-    return LabelStudioClient(label_studio.url, label_studio.token)
-
 
 class BackendUnderTest:
     """The prelabel ML backend on 127.0.0.1 with its settings and the scripted LLM behind it."""

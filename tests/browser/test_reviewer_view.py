@@ -1,0 +1,194 @@
+"""What a reviewer sees: a task pushed with prelabel's prediction, opened in a real Label Studio 1.23.2 in
+headless Chromium, shows the LLM's summary, the judge's rating (the radio checked, not just the word on the
+page) and the judge's reason.
+
+A full-page screenshot goes to test-artifacts/reviewer_view.png, whether the test passes or fails.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Error as PlaywrightError
+
+from backend.judge import LEVELS
+from backend.pipeline import Engine
+from backend.push import push_round, source_id
+from backend.settings import Settings
+from tests.browser.conftest import ARTIFACTS, Tab
+from tests.conftest import DATA, SUMMARY_CONFIG, ScriptedLLM, load_jsonl
+from tests.fakes import FakeProvider
+
+pytestmark = pytest.mark.browser
+
+POOL = DATA / "dialogsum" / "dialogsum.dev.jsonl"
+SCREENSHOT = ARTIFACTS / "reviewer_view.png"
+WAIT_S = 60.0
+
+# The texts shown for a control. Label Studio 1.23.2 lists a TextArea's submitted or predicted values as
+# regions, <div name="<control>:<region id>"> (read-only text until the reviewer clicks Edit, then a
+# <textarea> of that name); a TextArea with room for more also shows an input box named after the control.
+CONTROL_TEXTS_JS = """(name) => {
+  const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+  const boxes = `[name^="${name}:"], textarea[name="${name}"], input[type="text"][name="${name}"]`;
+  return Array.from(document.querySelectorAll(boxes))
+    .filter(visible)
+    .map((el) => (el.matches("textarea, input") ? el.value : el.innerText).trim())
+    .filter((text) => text);
+}"""
+
+# Label Studio's main panel scrolls inside itself, so a "full page" screenshot would stop at the window:
+# the window is made as tall as the tallest scrolled content first.
+EXTRA_HEIGHT_JS = """() => Math.max(0, ...Array.from(document.querySelectorAll('*'))
+  .filter((el) => el.scrollHeight > el.clientHeight + 4 && /(auto|scroll)/.test(getComputedStyle(el).overflowY))
+  .map((el) => el.scrollHeight - el.clientHeight))"""
+
+
+@dataclass
+class PrelabelledTask:
+    project_id: int
+    task_id: int
+    summary: str
+    rating: str
+    reason: str
+
+
+@pytest.fixture
+def prelabelled_task(ls_client: Any, tmp_path: Path) -> PrelabelledTask:
+    """One DialogSum task imported with prelabel's prediction (annotator + judge behind a fake provider)."""
+    with FakeProvider(ScriptedLLM()) as provider:
+        engine = Engine(Settings(
+            PRELABEL_ANNOTATOR="openai:gpt-4o-mini",
+            PRELABEL_JUDGE="anthropic:claude-haiku-4-5",
+            OPENAI_API_KEY="sk-test",
+            ANTHROPIC_API_KEY="sk-test",
+            OPENAI_BASE_URL=provider.base_url,
+            ANTHROPIC_BASE_URL=provider.anthropic_base_url,
+            MODEL_DIR=str(tmp_path),
+        ))
+        try:
+            result = push_round(ls_client, SUMMARY_CONFIG, "browser review", POOL, sample=1, seed=3, engine=engine)
+        finally:
+            engine.close()
+    assert result.predicted == 1 and len(result.task_ids) == 1, result
+
+    # What ScriptedLLM answers: "Summary: <first turn>", judged "good" with a fixed reason.
+    record = next(row for row in load_jsonl(POOL) if source_id(row, "dialogue") == result.source_ids[0])
+    first_turn = record["dialogue"].splitlines()[0].split(":", 1)[1].strip()
+    task = PrelabelledTask(result.project_id, result.task_ids[0], summary=f"Summary: {first_turn}",
+                           rating=LEVELS[3], reason=f"rated {LEVELS[3]} for its coverage.")
+
+    # The prediction is stored as expected, so a failure below is about what the page shows.
+    stored = ls_client.sdk.tasks.get(task.task_id).predictions
+    values = {item["from_name"]: item["value"] for item in stored[0].result} if stored else {}
+    assert values == {
+        "summary": {"text": [task.summary]},
+        "rating": {"choices": [task.rating]},
+        "judge_reason": {"text": [task.reason]},
+    }, stored
+    return task
+
+
+def test_reviewer_sees_summary_rating_and_reason(label_studio: Any, prelabelled_task: PrelabelledTask,
+                                                 tab: Tab) -> None:
+    page, task = tab.page, prelabelled_task
+    failed = False
+    try:
+        log_in(tab, label_studio)
+        page.goto(f"{label_studio.url}/projects/{task.project_id}/data?task={task.task_id}")
+        page.locator(".lsf-main-content").first.wait_for(state="visible", timeout=WAIT_S * 1000)
+
+        summary = wait_for(tab, lambda: control_texts(page, "summary"), task.summary, "the LLM's summary")
+        assert summary == [task.summary], f"the summary control shows {summary}"
+
+        checked = wait_for(tab, lambda: checked_choices(page, LEVELS), [task.rating],
+                           f"the rating choice {task.rating!r} to be checked")
+        assert checked == [task.rating]
+
+        reason = wait_for(tab, lambda: control_texts(page, "judge_reason"), task.reason, "the judge's reason")
+        assert reason == [task.reason], f"the judge's reason control shows {reason}"
+
+        # What the reviewer reads on the page, as a whole, also carries all three.
+        text = page.inner_text("body")
+        for expected in (task.summary, task.rating, task.reason):
+            assert expected in text, debug(tab, f"{expected!r} is not in the page text")
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            save_screenshot(page)
+        except (PlaywrightError, OSError) as error:  # never hide the test's own failure behind the screenshot's
+            print(f"no screenshot: {error}")
+        if failed:
+            print("Label Studio log tail:\n" + label_studio.log_tail(15))
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def log_in(tab: Tab, label_studio: Any) -> None:
+    page = tab.page
+    page.goto(f"{label_studio.url}/user/login")
+    page.locator('input[name="email"]').fill(label_studio.username)
+    page.locator('input[name="password"]').fill(label_studio.password)
+    page.locator('button[type="submit"]').click()
+    deadline = time.monotonic() + WAIT_S
+    while "/user/login" in page.url:
+        if time.monotonic() > deadline:
+            raise AssertionError(debug(tab, "still on the login page after submitting the credentials"))
+        page.wait_for_timeout(250)
+
+
+def control_texts(page: Any, name: str) -> list[str]:
+    return page.evaluate(CONTROL_TEXTS_JS, name)
+
+
+def checked_choices(page: Any, values: list[str]) -> list[str]:
+    """The rating choices whose radio (or checkbox) input is checked."""
+    checked = []
+    for value in values:
+        box = page.locator(f'.lsf-choices input[name={json.dumps(value)}]')
+        if box.count() and box.first.is_checked():
+            checked.append(value)
+    return checked
+
+
+def wait_for(tab: Tab, read: Any, expected: Any, what: str) -> Any:
+    """Poll `read()` until it equals `expected` (or, for a string, contains it), up to WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        value = read()
+        if value == expected or (isinstance(expected, str) and expected in value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(debug(tab, f"timed out after {WAIT_S:.0f} s waiting for {what}: last saw {value!r}"))
+        tab.page.wait_for_timeout(250)
+
+
+def debug(tab: Tab, message: str) -> str:
+    page = tab.page
+    try:
+        text = page.inner_text("body", timeout=5000)
+    except PlaywrightError as error:  # the page may be gone
+        text = f"<no page text: {error}>"
+    errors = "\n  ".join(tab.console_errors[-10:]) or "none"
+    return (f"{message}\nURL: {page.url}\nbrowser console errors and failed requests:\n  {errors}\n"
+            f"page text (first 3000 chars):\n{text[:3000]}")
+
+
+def save_screenshot(page: Any) -> None:
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        extra = page.evaluate(EXTRA_HEIGHT_JS)
+        if extra:
+            size = page.viewport_size or {"width": 1400, "height": 1000}
+            page.set_viewport_size({"width": size["width"], "height": min(size["height"] + int(extra), 8000)})
+            page.wait_for_timeout(500)
+    except PlaywrightError as error:  # a screenshot of the window is still better than none
+        print(f"could not enlarge the window for the screenshot: {error}")
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    print(f"screenshot: {SCREENSHOT}")
