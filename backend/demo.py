@@ -201,8 +201,9 @@ def wait_for_predictions(
 def run_demo(options: DemoOptions, say: Say, stack: ExitStack) -> DemoResult:
     """Bring everything up (stopped by `stack`), push a round, get predictions, return the table."""
     options.work_dir.mkdir(parents=True, exist_ok=True)
-    if _port_busy(options.ls_port):
-        raise DemoError(f"port {options.ls_port} is in use: stop what listens there, or pass --ls-port")
+    for port, option in ((options.ls_port, "--ls-port"), (options.backend_port, "--backend-port")):
+        if _port_busy(port):
+            raise DemoError(f"port {port} is in use: stop what listens there, or pass {option}")
 
     if hosted_keys_present():
         say("OPENAI_API_KEY and ANTHROPIC_API_KEY are set: using the hosted pair.")
