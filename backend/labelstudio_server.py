@@ -55,6 +55,19 @@ CREDENTIALS_FILE = "prelabel-credentials.json"
 SECRET_KEY_FILE = "prelabel-secret-key"
 LOG_FILE = "label-studio.log"
 
+# What Label Studio needs to work with a backend on a private address, offline; docker-compose.yml is
+# checked against it by the tests.
+BACKEND_FRIENDLY_ENV = {
+    # Without it on the first start, `Token <key>` gets 401.
+    "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+    # Without these two a 127.0.0.1 ML backend can't be added / gets no webhook.
+    "SSRF_PROTECTION_ENABLED": "false",
+    "ML_BLOCK_LOCAL_IP": "false",
+    # Offline and quiet: no calls home.
+    "LATEST_VERSION_CHECK": "false",
+    "COLLECT_ANALYTICS": "false",
+}
+
 
 class LabelStudioError(RuntimeError):
     """Base class for everything that can go wrong while running Label Studio."""
@@ -366,14 +379,7 @@ class LabelStudioServer:
                 "LABEL_STUDIO_USERNAME": self.username,
                 "LABEL_STUDIO_PASSWORD": str(self.password),
                 "LABEL_STUDIO_USER_TOKEN": str(self.token),
-                # Without it on the first start, `Token <key>` gets 401.
-                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-                # Without these two a 127.0.0.1 ML backend can't be added / gets no webhook.
-                "SSRF_PROTECTION_ENABLED": "false",
-                "ML_BLOCK_LOCAL_IP": "false",
-                # Offline and quiet: no calls home.
-                "LATEST_VERSION_CHECK": "false",
-                "COLLECT_ANALYTICS": "false",
+                **BACKEND_FRIENDLY_ENV,
                 "SENTRY_DSN": "",
                 "FRONTEND_SENTRY_DSN": "",
                 "SECRET_KEY": self._secret_key(),
