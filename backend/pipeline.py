@@ -86,6 +86,7 @@ class Engine:
         self.judge = judge_client or make_client(self.judge_ref, **client_options)
         self._pool = ThreadPoolExecutor(max_workers=settings.prelabel_concurrency, thread_name_prefix="prelabel")
         self._labelers: dict[str, Labeler] = {}
+        self._in_flight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
     def prompts_for(self, kind: str) -> PromptSet:
@@ -114,20 +115,57 @@ class Engine:
         parse: Callable[[Completion], Parsed],
         read_cache: bool = True,
     ) -> tuple[Completion, Parsed]:
-        """One LLM call through the cache. Only answers that parse are cached, so a retry asks afresh."""
+        """One LLM call through the cache. Only answers that parse are cached, so a retry asks afresh.
+
+        Identical calls in flight at once in this process wait for the first one instead of repeating it.
+        """
         ref = client.ref
         key = cache_key(ref.provider, ref.model, ref.base_url, params.cache_fields(), prompt)
         use_cache = self.settings.prelabel_cache
         if use_cache and read_cache:
-            hit = self.store.cached_completion(key)
+            hit = self._cached(role, ref, key, parse)
             if hit is not None:
-                try:
-                    parsed = parse(hit)
-                except ValueError:
-                    pass  # an entry that no longer parses (e.g. a changed label set): ask again
-                else:
-                    self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=hit)
-                    return hit, parsed
+                return hit
+            with self._lock:
+                leader = self._in_flight.get(key)
+                if leader is None:
+                    self._in_flight[key] = threading.Event()
+            if leader is not None:
+                leader.wait(self.settings.prelabel_timeout * (self.settings.prelabel_max_retries + 1))
+                hit = self._cached(role, ref, key, parse)
+                if hit is not None:
+                    return hit
+                return self._call_provider(role, client, key, prompt, params, parse)  # the first one failed
+            try:
+                return self._call_provider(role, client, key, prompt, params, parse)
+            finally:
+                with self._lock:
+                    self._in_flight.pop(key).set()
+        return self._call_provider(role, client, key, prompt, params, parse)
+
+    def _cached(
+        self, role: str, ref: ModelRef, key: str, parse: Callable[[Completion], Parsed]
+    ) -> tuple[Completion, Parsed] | None:
+        hit = self.store.cached_completion(key)
+        if hit is None:
+            return None
+        try:
+            parsed = parse(hit)
+        except ValueError:
+            return None  # an entry that no longer parses (e.g. a changed label set): ask again
+        self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=hit)
+        return hit, parsed
+
+    def _call_provider(
+        self,
+        role: str,
+        client: LLMClient,
+        key: str,
+        prompt: str,
+        params: CallParams,
+        parse: Callable[[Completion], Parsed],
+    ) -> tuple[Completion, Parsed]:
+        ref = client.ref
         try:
             completion = client.complete(prompt, params)
         except ProviderError as error:
@@ -136,7 +174,7 @@ class Engine:
             raise
         self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=completion)
         parsed = parse(completion)  # raises ValueError for the caller to handle
-        if use_cache:
+        if self.settings.prelabel_cache:
             self.store.save_completion(key, ref.provider, ref.model, completion)
         return completion, parsed
 

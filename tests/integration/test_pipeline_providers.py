@@ -166,3 +166,12 @@ def test_malformed_response_body_fails_cleanly_and_the_batch_goes_on(make_settin
     assert outcomes[0].ok and outcomes[0].verdict is None
     assert "malformed response body" in outcomes[0].unrated_reason
     assert outcomes[1].ok and outcomes[1].verdict is not None
+
+
+def test_identical_calls_in_flight_at_once_are_made_once(make_settings, provider, dialogsum):
+    provider.latency = 0.3
+    engine = Engine(make_settings(PRELABEL_CONCURRENCY="8"))
+    tasks = [ls_task(i, dialogsum[0]) for i in range(6)]  # the same dialogue six times, all at once
+    outcomes = engine.run_batch(engine.labeler(SUMMARY), tasks)
+    assert all(o.ok and o.verdict for o in outcomes)
+    assert provider.count == 2  # one annotator and one judge call; the others waited for them
