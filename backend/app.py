@@ -20,9 +20,6 @@ from backend.settings import Settings
 
 log = logging.getLogger("prelabel")
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
-
-
 class SetupRequest(BaseModel):
     project: str | int | None = None
     label_config: str | None = Field(None, alias="schema")
@@ -61,7 +58,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or Settings()
     engine = engine or Engine(settings)
     app = Flask("prelabel")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    max_body_bytes = int(settings.prelabel_max_request_mb * 1024 * 1024)
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     counters = Counters()
     app.extensions["prelabel.engine"] = engine
 
@@ -139,6 +137,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         except ValidationError as problem:
             first = problem.errors()[0]
             return error(400, f"/predict field {'.'.join(map(str, first['loc']))}: {first['msg']}")
+        limit = settings.prelabel_max_tasks_per_request
+        if len(payload.tasks) > limit:
+            # More than one request can label before Label Studio's 100 s timeout: it would store nothing.
+            return error(413, f"/predict got {len(payload.tasks)} tasks; at most {limit} at a time "
+                              "(select fewer tasks, or raise PRELABEL_MAX_TASKS_PER_REQUEST)")
         project = project_id(payload.project)
         xml = label_config_for(project, payload.label_config)
         model = PrelabelModel(engine, xml, project)
@@ -186,7 +189,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.errorhandler(413)
     def too_large(_: Any) -> Any:
-        return error(413, f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MB")
+        return error(413, f"request body over {settings.prelabel_max_request_mb:g} MB (PRELABEL_MAX_REQUEST_MB)")
 
     @app.errorhandler(Exception)
     def unexpected(problem: Exception) -> Any:

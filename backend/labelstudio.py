@@ -4,13 +4,17 @@ predictions and full exports. Works with a legacy token or a personal access tok
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
+import httpx
 from label_studio_sdk.client import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 log = logging.getLogger("prelabel")
 
@@ -29,21 +33,79 @@ class LabelStudioError(RuntimeError):
     """Label Studio refused or could not be reached; the message says which call and what to do."""
 
 
+Result = TypeVar("Result")
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, httpx.TransportError):
+        return True
+    return isinstance(error, ApiError) and (error.status_code or 0) >= 500
+
+
+def _label_studio_call(what: str, idempotent: bool = False) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """Turn SDK and network errors into a LabelStudioError that says which call failed and what to do.
+    Calls that change nothing are retried on connection errors and 5xx; the others are not, so a retry
+    never imports a task twice."""
+
+    def decorate(method: Callable[..., Result]) -> Callable[..., Result]:
+        def attempt(self: "LabelStudioClient", *args: Any, **kwargs: Any) -> Result:
+            if not idempotent:
+                return method(self, *args, **kwargs)
+            for trial in Retrying(
+                retry=retry_if_exception(_transient),
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential(multiplier=self.retry_wait, max=8),
+                reraise=True,
+            ):
+                with trial:
+                    return method(self, *args, **kwargs)
+            raise AssertionError("unreachable: tenacity reraises the last error")
+
+        @functools.wraps(method)
+        def wrapper(self: "LabelStudioClient", *args: Any, **kwargs: Any) -> Result:
+            try:
+                return attempt(self, *args, **kwargs)
+            except LabelStudioError:
+                raise
+            except httpx.TimeoutException:
+                raise LabelStudioError(f"Label Studio at {self.url} did not answer in time ({what})") from None
+            except httpx.TransportError as error:
+                raise LabelStudioError(
+                    f"Label Studio at {self.url} is not reachable ({what}): {type(error).__name__}. "
+                    "Is it running, and is LABEL_STUDIO_URL right?"
+                ) from None
+            except ApiError as error:
+                hint = " Check LABEL_STUDIO_API_KEY." if error.status_code in (401, 403) else ""
+                body = " ".join(str(error.body).split())[:300]
+                raise LabelStudioError(
+                    f"Label Studio refused to {what} (HTTP {error.status_code}): {body}.{hint}"
+                ) from None
+
+        return wrapper
+
+    return decorate
+
+
 class LabelStudioClient:
-    def __init__(self, url: str, api_key: str, timeout: float = 60.0):
+    def __init__(self, url: str, api_key: str, timeout: float = 60.0, attempts: int = 4, retry_wait: float = 0.5):
         if not url or not api_key:
             raise LabelStudioError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must both be set")
         self.url = url.rstrip("/")
-        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        self.attempts = attempts
+        self.retry_wait = retry_wait
+        # The SDK would retry every method, imports included; prelabel retries only what changes nothing.
+        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0)
 
     # -- projects ------------------------------------------------------------------------------------
 
+    @_label_studio_call("list projects", idempotent=True)
     def find_project(self, title: str) -> Any | None:
         for project in self.sdk.projects.list():
             if project.title == title:
                 return project
         return None
 
+    @_label_studio_call("create the project")
     def ensure_project(self, title: str, label_config: str, description: str = "") -> Any:
         """The project with this title, created with the config if absent (the config is kept if present)."""
         project = self.find_project(title)
@@ -57,6 +119,7 @@ class LabelStudioClient:
             show_instruction=True,
         )
 
+    @_label_studio_call("read the project", idempotent=True)
     def project(self, project_id: int) -> Any:
         return self.sdk.projects.get(id=project_id)
 
@@ -68,6 +131,7 @@ class LabelStudioClient:
     def iter_tasks(self, project_id: int) -> Iterator[Any]:
         yield from self.sdk.tasks.list(project=project_id, fields="all", page_size=500)
 
+    @_label_studio_call("list the project's tasks", idempotent=True)
     def task_data_values(self, project_id: int, field: str) -> set[str]:
         """Values of one data field over the project's tasks (e.g. the source ids already pushed)."""
         values = set()
@@ -77,6 +141,7 @@ class LabelStudioClient:
                 values.add(str(value))
         return values
 
+    @_label_studio_call("import tasks")
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]], batch_size: int = 1000) -> list[int]:
         """Import tasks (each may carry "predictions") and return the new task ids."""
         ids: list[int] = []
@@ -89,6 +154,7 @@ class LabelStudioClient:
 
     # -- the ML backend ------------------------------------------------------------------------------
 
+    @_label_studio_call("connect the ML backend")
     def connect_backend(
         self,
         project_id: int,
@@ -108,6 +174,7 @@ class LabelStudioClient:
             project=project_id, url=backend_url, title=title, is_interactive=interactive, **options
         )
 
+    @_label_studio_call("retrieve predictions")
     def retrieve_predictions(self, project_id: int, task_ids: Iterable[int] | None = None) -> None:
         """Ask Label Studio to get predictions from the connected backend (tasks that lack the current
         model_version's prediction)."""
@@ -120,6 +187,7 @@ class LabelStudioClient:
             request_options={"timeout": PREDICT_ACTION_TIMEOUT, "max_retries": 0},
         )
 
+    @_label_studio_call("read the ML backend", idempotent=True)
     def backend_model_version(self, project_id: int, backend_url: str) -> str | None:
         """The model_version the connected backend last answered to /setup."""
         for backend in self.sdk.ml.list(project=project_id):
@@ -127,6 +195,7 @@ class LabelStudioClient:
                 return backend.model_version or None
         return None
 
+    @_label_studio_call("set the project's model_version", idempotent=True)
     def set_model_version(self, project_id: int, model_version: str) -> None:
         """Make the project's model_version the predictions' one: the Data Manager's prediction score (and so
         sorting by it) only counts predictions of the project's model_version."""
@@ -134,6 +203,7 @@ class LabelStudioClient:
 
     # -- annotations and exports ---------------------------------------------------------------------
 
+    @_label_studio_call("export the project", idempotent=True)
     def export(self, project_id: int, title: str = "prelabel pull", timeout: float = 300.0) -> list[dict[str, Any]]:
         """Every task with its annotations and full predictions (not only their ids)."""
         snapshot = self.sdk.projects.exports.create(

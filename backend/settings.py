@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     prelabel_timeout: float = Field(60.0, alias="PRELABEL_TIMEOUT", gt=0)
     prelabel_max_retries: int = Field(2, alias="PRELABEL_MAX_RETRIES", ge=0)
     prelabel_predict_deadline: float = Field(85.0, alias="PRELABEL_PREDICT_DEADLINE", gt=0)
+    prelabel_max_tasks_per_request: int = Field(2000, alias="PRELABEL_MAX_TASKS_PER_REQUEST", ge=1)
+    prelabel_max_request_mb: float = Field(8.0, alias="PRELABEL_MAX_REQUEST_MB", gt=0)
     prelabel_max_input_chars: int = Field(24000, alias="PRELABEL_MAX_INPUT_CHARS", gt=100)
     prelabel_annotator_max_tokens: int = Field(512, alias="PRELABEL_ANNOTATOR_MAX_TOKENS", gt=0)
     prelabel_judge_max_tokens: int = Field(256, alias="PRELABEL_JUDGE_MAX_TOKENS", gt=0)

@@ -215,6 +215,16 @@ def test_malformed_requests_get_a_4xx_with_a_reason(backend):
     assert wrong_type.status_code == 400 and "tasks" in wrong_type.json()["error"]
 
 
+def test_oversized_requests_get_a_413_with_a_reason(backend, dialogsum, provider):
+    server, _ = backend(PRELABEL_MAX_TASKS_PER_REQUEST="100")
+    too_many = predict(server.url, [{"id": i, "data": {"dialogue": "A: hi"}} for i in range(10_000)])
+    assert too_many.status_code == 413 and "at most 100 at a time" in too_many.json()["error"]
+    huge = requests.post(f"{server.url}/predict", data=b"x" * (10 * 1024 * 1024),
+                         headers={"Content-Type": "application/json"}, timeout=30)
+    assert huge.status_code == 413 and "over 8 MB" in huge.json()["error"]
+    assert provider.count == 0
+
+
 def test_sentiment_predictions(backend, sentiment):
     server, _ = backend()
     tasks = [{"id": i, "data": {"text": row["text"]}} for i, row in enumerate(sentiment[:5])]
