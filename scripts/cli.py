@@ -10,7 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from scripts import demo as demo_command
+from scripts import evaluate as evaluate_command
 from scripts import export as export_command
+from scripts import label as label_command
 from scripts import pull as pull_command
 from scripts import push as push_command
 from scripts.common import build_engine, console, fail, label_config_path, load_settings
@@ -20,6 +22,10 @@ app.command(name="push")(push_command.push)
 app.command(name="pull")(pull_command.pull)
 app.command(name="export")(export_command.export)
 app.command(name="demo")(demo_command.demo)
+app.command(name="label")(label_command.label)
+app.command(name="evaluate")(evaluate_command.evaluate)
+app.command(name="compare")(evaluate_command.compare)
+app.command(name="report")(evaluate_command.report)
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.run` (or `make bench`)."""

@@ -1,0 +1,39 @@
+"""Labels a pool in this process and prints its peak RSS as JSON (run by benchmarks.run)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    pool, output, concurrency = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    from backend.bulk import label_file
+    from backend.label_config import parse_label_config
+    from backend.settings import Settings
+
+    config = parse_label_config((Path(__file__).resolve().parent.parent / "label_config" / "summarization.xml")
+                                .read_text(encoding="utf-8"))
+    settings = Settings()
+    baseline = current_rss_mb()
+    summary = label_file(settings, config, pool, output, concurrency=concurrency)
+    print(json.dumps({"peak_rss_mb": rss_mb(), "baseline_rss_mb": baseline, "labeled": summary.labeled,
+                      "failed": summary.failed, "elapsed_s": summary.elapsed_s}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""`prelabel evaluate`, `compare` and `report`: prompt versions measured on one fixed evaluation set."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from scripts.common import build_engine, console, fail, label_config_path, load_settings
+
+if TYPE_CHECKING:
+    from backend.evaluate import Comparison
+    from backend.label_config import LabelConfig
+    from backend.report import ReportData
+
+
+def _quiet_http_logs() -> None:
+    # httpx logs every request at INFO: hundreds of lines that would bury the progress bar.
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _parse_prompt_option(value: str) -> tuple[str, Path]:
+    name, sep, path = value.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise fail(f"--prompt {value!r}: expected NAME=TEMPLATE_PATH")
+    return name.strip(), Path(path.strip())
+
+
+def _report_data(
+    run_dir: Path,
+    comparisons: list["Comparison"],
+    slice_fields: list[str],
+    reviews: Optional[Path],
+    config: Optional["LabelConfig"],
+    kappa_threshold: float,
+    min_slice: int,
+) -> "ReportData":
+    from backend.evaluate import judge_calibration, load_reviews, load_run, slice_run
+    from backend.report import ReportData
+
+    records = load_reviews(reviews, config) if reviews else []
+    return ReportData(
+        run=load_run(run_dir),
+        comparisons=comparisons,
+        slices=slice_run(run_dir, slice_fields, records, min_n=min_slice),
+        calibration=judge_calibration(records, kappa_threshold) if reviews else None,
+    )
+
+
+def _print_report(data: "ReportData", html_path: Path, md_path: Path) -> None:
+    from backend.report import (
+        baselines_table,
+        calibration_table,
+        comparisons_table,
+        movers_table,
+        versions_table,
+        worst_slices_table,
+    )
+
+    if data.run.family_warning:
+        console.print(f"[yellow]same-family judge: {data.run.family_warning}[/yellow]")
+    console.print(versions_table(data.run))
+    baselines = baselines_table(data.run)
+    if baselines is not None:
+        console.print(baselines)
+    if data.comparisons:
+        console.print(comparisons_table(data.comparisons))
+        for comparison in data.comparisons:
+            if comparison.movers:
+                console.print(movers_table(comparison))
+    for report in data.slices.values():
+        if report.worst:
+            console.print(worst_slices_table(report))
+    if data.calibration is not None:
+        console.print(calibration_table(data.calibration))
+        if data.calibration.warning:
+            console.print(f"[bold red]{data.calibration.warning}[/bold red]")
+    ranking = data.run.ranking()
+    if ranking and ranking[0].mean_level is not None:
+        console.print(f"best version: [bold]{ranking[0].name}[/bold] (mean level {ranking[0].mean_level:.2f})")
+    console.print(f"report: {html_path} and {md_path}")
+
+
+def evaluate(
+    pool: Annotated[Path, typer.Argument(help="the unlabeled pool: JSONL, JSON or CSV")],
+    prompt: Annotated[
+        list[str], typer.Option(help="NAME=ANNOTATOR_TEMPLATE_PATH, one per prompt version (repeatable)")
+    ] = [],
+    judge_prompt: Annotated[Optional[Path], typer.Option(help="judge template (default PRELABEL_JUDGE_PROMPT or the packaged one)")] = None,
+    label_config: Annotated[Path, typer.Option("--label-config", "-c", help="Label Studio config XML")] = (
+        label_config_path("summarization")
+    ),
+    eval_set: Annotated[Optional[Path], typer.Option(help="evaluation set file: drawn once, reused verbatim (default OUT/eval_set.jsonl)")] = None,
+    size: Annotated[int, typer.Option(help="items to draw for a new evaluation set")] = 500,
+    seed: Annotated[int, typer.Option(help="random seed of the draw")] = 0,
+    out: Annotated[Path, typer.Option(help="run directory: per-item results, summary.json, reports")] = Path("evaluation"),
+    input_field: Annotated[Optional[str], typer.Option(help="field of the input in the pool (default the config's)")] = None,
+    reference_field: Annotated[Optional[str], typer.Option(help="field holding reference labels or ground truth")] = None,
+    slice_field: Annotated[list[str], typer.Option(help="task data field to slice results by (repeatable)")] = [],
+    reviews: Annotated[Optional[Path], typer.Option(help="corrections JSONL from pull (or a Label Studio JSON export) for judge calibration and edit slices")] = None,
+    kappa_threshold: Annotated[float, typer.Option(help="warn when judge-vs-reviewer weighted kappa is below this")] = 0.4,
+    min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
+    fewshot_corrections: Annotated[Optional[Path], typer.Option(help="corrections JSONL: add the most similar corrected examples to the annotator prompt")] = None,
+    fewshot_k: Annotated[int, typer.Option(help="few-shot examples per input")] = 3,
+) -> None:
+    """Label and judge a fixed evaluation set with each prompt version; summarise, compare and report."""
+    from backend.evaluate import (
+        EvaluationError,
+        compare_run,
+        load_or_create_eval_set,
+        open_run,
+        run_version,
+        save_version,
+    )
+    from backend.fewshot import FewShotError, TfidfIndex, fewshot_labeler, load_corrections
+    from backend.label_config import LabelConfigError, parse_label_config
+    from backend.prompts import PromptError, PromptSet
+    from backend.report import write_reports
+    from backend.tasks_io import TaskFileError
+
+    settings = load_settings()
+    _quiet_http_logs()
+    versions = [_parse_prompt_option(value) for value in prompt]
+    names = [name for name, _ in versions]
+    if len(set(names)) != len(names):
+        raise fail("--prompt: each prompt version needs its own NAME")
+    try:
+        config = parse_label_config(label_config.read_text(encoding="utf-8"))
+        field = input_field or config.data_key
+        judge_path = judge_prompt or settings.prelabel_judge_prompt
+        prompt_sets = [PromptSet.load(config.kind, path, judge_path, name) for name, path in versions] or [
+            PromptSet.load(config.kind, settings.prelabel_annotator_prompt, judge_path, settings.prelabel_prompt_name)
+        ]
+        index = TfidfIndex(load_corrections(fewshot_corrections)) if fewshot_corrections else None
+        the_set = load_or_create_eval_set(eval_set or out / "eval_set.jsonl", pool, field, size, seed)
+    except (LabelConfigError, PromptError, FewShotError, EvaluationError, TaskFileError, OSError) as error:
+        raise fail(str(error)) from None
+    console.print(
+        f"{'drew' if the_set.created else 'reusing'} evaluation set {the_set.path}: {len(the_set.items)} items"
+        + (f" of {the_set.pool_size} (seed {seed})" if the_set.created else " (--size and --seed ignored)")
+        + f", sha256 {the_set.sha256[:12]}"
+    )
+
+    engine = build_engine(settings)
+    try:
+        if engine.family_warning:
+            console.print(f"[yellow]same-family judge: {engine.family_warning}[/yellow]")
+        try:
+            run = open_run(out, the_set, config, field, reference_field, engine.family_warning)
+        except EvaluationError as error:
+            raise fail(str(error)) from None
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            for prompts in prompt_sets:
+                fewshot = None
+                if index is not None:
+                    labeler = fewshot_labeler(engine, config, prompts, index, fewshot_k)
+                    fewshot = f"k={fewshot_k} from {fewshot_corrections} ({len(index.examples)} corrections)"
+                else:
+                    labeler = engine.labeler(config, prompts=prompts)
+                bar = progress.add_task(f"{prompts.name}", total=len(the_set.items))
+                try:
+                    items, summary = run_version(
+                        engine, labeler, prompts.name, the_set, input_field=field, reference_field=reference_field,
+                        fewshot=fewshot, progress=lambda n, bar=bar: progress.advance(bar, n),
+                    )
+                except EvaluationError as error:
+                    raise fail(str(error)) from None
+                save_version(out, run, items, summary)
+    finally:
+        engine.close()
+
+    try:
+        comparisons = compare_run(out) if len(run.versions) > 1 else []
+        data = _report_data(out, comparisons, slice_field, reviews, config, kappa_threshold, min_slice)
+    except (EvaluationError, OSError, ValueError) as error:
+        raise fail(str(error)) from None
+    html_path, md_path = write_reports(out, data)
+    _print_report(data, html_path, md_path)
+
+
+def compare(
+    run_dir: Annotated[Path, typer.Argument(help="run directory written by evaluate")],
+    base: Annotated[Optional[str], typer.Option(help="base version (default the first evaluated)")] = None,
+    candidate: Annotated[Optional[str], typer.Option(help="candidate version (default every other version)")] = None,
+    movers: Annotated[int, typer.Option(help="how many most-moved items to list")] = 10,
+    slice_field: Annotated[list[str], typer.Option(help="task data field to slice results by (repeatable)")] = [],
+    reviews: Annotated[Optional[Path], typer.Option(help="corrections JSONL from pull for judge calibration")] = None,
+    kappa_threshold: Annotated[float, typer.Option(help="warn when weighted kappa is below this")] = 0.4,
+    min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
+) -> None:
+    """Prompt versions side by side on the same items: paired difference with a bootstrap CI, biggest movers."""
+    from backend.evaluate import EvaluationError, compare_run
+    from backend.report import write_reports
+
+    try:
+        comparisons = compare_run(run_dir, base, candidate, n_movers=movers)
+        if not comparisons:
+            raise EvaluationError(f"{run_dir}: nothing to compare, evaluate at least two prompt versions")
+        data = _report_data(run_dir, comparisons, slice_field, reviews, None, kappa_threshold, min_slice)
+    except (EvaluationError, OSError, ValueError) as error:
+        raise fail(str(error)) from None
+    (run_dir / "comparisons.json").write_text(
+        json.dumps([c.model_dump(mode="json") for c in comparisons], indent=2), encoding="utf-8"
+    )
+    html_path, md_path = write_reports(run_dir, data)
+    _print_report(data, html_path, md_path)
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="run directory written by evaluate")],
+    slice_field: Annotated[list[str], typer.Option(help="task data field to slice results by (repeatable)")] = [],
+    reviews: Annotated[Optional[Path], typer.Option(help="corrections JSONL from pull, or a Label Studio JSON export (with --label-config)")] = None,
+    label_config: Annotated[Optional[Path], typer.Option("--label-config", "-c", help="config XML, to read a Label Studio export")] = None,
+    kappa_threshold: Annotated[float, typer.Option(help="warn when weighted kappa is below this")] = 0.4,
+    min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
+) -> None:
+    """Write the HTML and Markdown reports of a run again: subsets, comparisons, judge calibration."""
+    from backend.evaluate import EvaluationError, compare_run, load_run
+    from backend.label_config import LabelConfigError, parse_label_config
+    from backend.report import write_reports
+
+    try:
+        config = parse_label_config(label_config.read_text(encoding="utf-8")) if label_config else None
+        comparisons = compare_run(run_dir) if len(load_run(run_dir).versions) > 1 else []
+        data = _report_data(run_dir, comparisons, slice_field, reviews, config, kappa_threshold, min_slice)
+    except (EvaluationError, LabelConfigError, OSError, ValueError) as error:
+        raise fail(str(error)) from None
+    html_path, md_path = write_reports(run_dir, data)
+    _print_report(data, html_path, md_path)

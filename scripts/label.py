@@ -1,0 +1,187 @@
+"""`prelabel label`: label a whole pool into a JSONL file, resumable, with a cost estimate (--dry-run)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from scripts.common import console, fail, label_config_path, load_settings
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f} items/s" if speed else "- items/s", style="cyan")
+
+
+def label(
+    input: Annotated[Path, typer.Option("--input", "-i", help="the pool: JSONL, JSON or CSV")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL of results; rerun to resume")],
+    label_config: Annotated[Path, typer.Option("--label-config", "-c", help="Label Studio config XML")] = (
+        label_config_path("summarization")
+    ),
+    concurrency: Annotated[
+        Optional[int], typer.Option(min=1, max=1024, help="items in flight (default PRELABEL_CONCURRENCY)")
+    ] = None,
+    input_field: Annotated[Optional[str], typer.Option(help="field of the input (default: the config's)")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="try items that failed in an earlier run again")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="estimate tokens and cost; call nothing")] = False,
+    sample: Annotated[int, typer.Option(min=1, help="items sampled for --dry-run")] = 200,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Label every item of a pool (annotator, then judge) into a JSONL file. Rerun the same command to resume."""
+    from backend.costs import PriceFileError
+    from backend.label_config import LabelConfigError, parse_label_config
+    from backend.prompts import PromptError
+    from backend.tasks_io import TaskFileError
+
+    settings = load_settings()
+    for name in ("httpx", "openai", "anthropic"):  # one line per HTTP call would bury the progress bar
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        config = parse_label_config(label_config.read_text(encoding="utf-8"))
+        if dry_run:
+            _dry_run(settings, config, input, output, input_field, retry_failed, sample)
+            return
+        summary = _run(settings, config, input, output, concurrency, input_field, retry_failed, progress)
+    except (LabelConfigError, TaskFileError, PromptError, PriceFileError, OSError) as error:
+        raise fail(str(error)) from None
+    _print_summary(summary)
+    if summary.interrupted:
+        raise typer.Exit(130)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _run(settings, config, input, output, concurrency, input_field, retry_failed, show_progress):  # type: ignore[no-untyped-def]
+    from backend.bulk import build_engine, close_engine, count_records, label_file, prepare_output
+    from backend.costs import UsageMeter, format_usd, load_prices
+    from backend.families import SameFamilyError
+    from backend.providers import ProviderError
+
+    meter = UsageMeter(load_prices())
+    try:
+        engine = build_engine(settings, meter)
+    except (SameFamilyError, ProviderError) as error:
+        raise fail(str(error)) from None
+    total = count_records(input)
+    before = prepare_output(output, retry_failed, repair=False)
+    done_before = len(before.done)
+    bar = Progress(
+        TextColumn("[bold]labeling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[usage]}"),
+        console=console,
+        disable=not show_progress,
+        refresh_per_second=4,
+    )
+    task_id = bar.add_task("labeling", total=total, completed=done_before, usage="")
+    lock = threading.Lock()
+
+    def on_progress(snapshot) -> None:  # type: ignore[no-untyped-def]
+        with lock:
+            usage = f"{snapshot.tokens:,} tokens {format_usd(snapshot.cost_usd)}"
+            if snapshot.failed:
+                usage += f" [red]{snapshot.failed} failed[/red]"
+            bar.update(task_id, completed=done_before + snapshot.done, usage=usage)
+
+    try:
+        with bar:
+            return label_file(
+                settings, config, input, output, concurrency=concurrency, input_field=input_field,
+                retry_failed=retry_failed, on_progress=on_progress, engine=engine, meter=meter,
+            )
+    finally:
+        close_engine(engine)
+
+
+def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    from backend.costs import format_usd
+
+    table = Table(title=f"prelabel label -> {summary.output}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("labeled this run", f"{summary.labeled:,}" + (f" ({summary.unrated:,} unrated)" if summary.unrated else ""))
+    table.add_row("failed", f"{summary.failed:,}")
+    table.add_row("done in earlier runs", f"{summary.already_done:,}")
+    if summary.retried_failed:
+        table.add_row("earlier failures tried again", f"{summary.retried_failed:,}")
+    if summary.duplicates:
+        table.add_row("repeated source ids skipped", f"{summary.duplicates:,}")
+    table.add_row("time", f"{summary.elapsed_s:,.1f} s ({summary.items_per_s:,.1f} items/s)")
+    for usage in summary.usage:
+        table.add_row(
+            f"{usage.role} {usage.model}",
+            f"{usage.calls:,} calls, {usage.input_tokens:,} in / {usage.output_tokens:,} out, {format_usd(usage.cost_usd)}",
+        )
+    table.add_row("cost", format_usd(summary.cost_usd))
+    table.add_row("model_version", summary.model_version)
+    console.print(table)
+    if summary.dropped_partial_line:
+        console.print("[yellow]an unfinished last line of an earlier run was removed; that item was labeled again[/yellow]")
+    for failure in summary.failures:
+        console.print(f"[red]failed[/red] {failure}")
+    if summary.failed > len(summary.failures):
+        console.print(f"... and {summary.failed - len(summary.failures):,} more")
+    if summary.failed:
+        console.print(f'every failure is in {summary.output} with "error" set; rerun the same command to try them again')
+    if summary.interrupted:
+        console.print("[yellow]interrupted: rerun the same command to continue[/yellow]")
+
+
+def _dry_run(settings, config, input, output, input_field, retry_failed, sample) -> None:  # type: ignore[no-untyped-def]
+    from backend.bulk import iter_items, prepare_output, previous_records
+    from backend.costs import estimate_cost, format_usd
+
+    state = prepare_output(output, retry_failed, repair=False)
+    field = input_field or config.data_key
+    seen: set[str] = set()
+
+    def remaining():  # type: ignore[no-untyped-def]
+        for item in iter_items(input, field):
+            if item.source_id in state.done or item.source_id in seen or item.task is None:
+                continue
+            seen.add(item.source_id)
+            yield item.task
+
+    estimate = estimate_cost(
+        settings, config, remaining(), done=len(state.done), sample_size=sample,
+        previous=previous_records(output, sample),
+    )
+    table = Table(title=f"estimate for {estimate.remaining:,} items ({estimate.done:,} already done, "
+                        f"{estimate.sampled} sampled)")
+    table.add_column("")
+    for role in estimate.roles:
+        table.add_column(f"{role.role}\n{role.model}", justify="right")
+    rows = [
+        ("tokenizer", lambda r: r.tokenizer),
+        ("input tokens / item", lambda r: f"{r.input_tokens_per_item:,.1f}"),
+        ("output tokens / item", lambda r: f"{r.output_tokens_per_item:,.1f}"),
+        ("output from", lambda r: r.output_basis),
+        ("input tokens", lambda r: f"{r.input_tokens:,}"),
+        ("output tokens", lambda r: f"{r.output_tokens:,}"),
+        ("USD / 1M in, out", lambda r: f"{r.price.input:g}, {r.price.output:g}" if r.price else "unknown"),
+        ("cost", lambda r: format_usd(r.cost_usd)),
+        ("cost at max_tokens", lambda r: format_usd(r.cost_upper_usd)),
+    ]
+    for name, value in rows:
+        table.add_row(name, *(value(role) for role in estimate.roles))
+    console.print(table)
+    console.print(f"estimated cost: {format_usd(estimate.cost_usd)} (at most {format_usd(estimate.cost_upper_usd)})")
+    for note in estimate.notes:
+        console.print(f"[dim]{note}[/dim]")
+
+
+if __name__ == "__main__":  # `python -m scripts.label ...`, the same command without the prelabel entry point
+    typer.run(label)

@@ -1,0 +1,207 @@
+"""`prelabel label` end to end against the fake provider: resume after SIGKILL, rate limits as the server
+sees them, injected faults, and the command's exit codes. Speed is measured in benchmarks/, not here."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from backend.bulk import BulkRecord, label_file, prepare_output
+from backend.label_config import parse_label_config
+from scripts.label import label
+from tests.conftest import ROOT, SUMMARY_CONFIG, ScriptedLLM
+from tests.fakes import MALFORMED, TIMEOUT, FakeReply, FakeRequest
+
+SUMMARY = parse_label_config(SUMMARY_CONFIG)
+CONFIG_PATH = ROOT / "label_config" / "summarization.xml"
+
+
+def write_pool(path: Path, dialogsum: list[dict[str, Any]], count: int) -> list[str]:
+    """`count` items with distinct ids and distinct dialogues (so no call is a cache hit)."""
+    ids = []
+    with path.open("w", encoding="utf-8") as handle:
+        for index in range(count):
+            record = dialogsum[index % len(dialogsum)]
+            ids.append(f"item-{index}")
+            dialogue = record["dialogue"] + f"\n#Person1#: Reference {index}."
+            handle.write(json.dumps({"id": ids[-1], "dialogue": dialogue}) + "\n")
+    return ids
+
+
+def read_output(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def final_set(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    return {(r["source_id"], r["label"], r["rating"], r["error"]) for r in rows}
+
+
+def cli(log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """The real command in its own process; its output goes to a file (a full pipe would block it)."""
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scripts.label", *args, "--no-progress"],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=subprocess.STDOUT,
+        )
+
+
+def count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_set(make_settings, provider, dialogsum, tmp_path):
+    provider.latency = 0.03
+    make_settings()
+    pool = tmp_path / "pool.jsonl"
+    ids = write_pool(pool, dialogsum, 400)
+
+    # The reference: one uninterrupted run with its own cache.
+    os.environ["MODEL_DIR"] = str(tmp_path / "store-reference")
+    reference_out = tmp_path / "reference.jsonl"
+    log = tmp_path / "cli.log"
+    done = cli(log, "-i", str(pool), "-o", str(reference_out), "--concurrency", "8")
+    assert done.wait(timeout=300) == 0, log.read_text()
+    reference = read_output(reference_out)
+
+    os.environ["MODEL_DIR"] = str(tmp_path / "store-killed")
+    output = tmp_path / "killed.jsonl"
+    kills = 0
+    for threshold in (60, 200):  # kill it twice, at different points
+        process = cli(log, "-i", str(pool), "-o", str(output), "--concurrency", "8")
+        deadline = time.monotonic() + 120
+        while count_lines(output) < threshold and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        kills += 1
+        assert 0 < count_lines(output) < len(ids)
+    # A kill in the middle of a write leaves half a line: simulate it, the next run must repair it.
+    with output.open("ab") as handle:
+        handle.write(b'{"source_id": "item-399", "label": "cut sh')
+    resumed = cli(log, "-i", str(pool), "-o", str(output), "--concurrency", "8")
+    assert resumed.wait(timeout=300) == 0, log.read_text()
+    assert kills == 2
+
+    rows = read_output(output)  # every line parses: the half line is gone
+    source_ids = [row["source_id"] for row in rows]
+    assert len(source_ids) == len(set(source_ids)) == len(ids)  # no duplicate, no loss
+    assert set(source_ids) == set(ids)
+    assert final_set(rows) == final_set(reference)
+    assert all(row["error"] is None and row["rating"] == "good" for row in rows)
+
+
+def test_partial_last_line_and_failures_are_repaired_on_resume(tmp_path):
+    output = tmp_path / "out.jsonl"
+    good = BulkRecord(source_id="a", label="x", model_version="v").line()
+    failed = BulkRecord(source_id="b", error="task b: annotator call failed", model_version="v").line()
+    output.write_bytes(good + failed + good + b'{"source_id": "c", "lab')
+    state = prepare_output(output, retry_failed=True)
+    assert state.done == {"a"} and state.retrying == 1 and state.dropped_partial_line
+    assert state.dropped_duplicates == 1
+    assert output.read_bytes() == good  # only the one good line is kept
+    output.write_bytes(good + failed)
+    kept = prepare_output(output, retry_failed=False)
+    assert kept.done == {"a", "b"} and output.read_bytes() == good + failed
+
+
+def test_rate_limits_hold_at_the_server(make_settings, provider, dialogsum, tmp_path):
+    rpm = 600  # 10 per second, a burst of 10
+    settings = make_settings(PRELABEL_ANNOTATOR_RPM=rpm, PRELABEL_JUDGE_RPM=rpm // 2)
+    pool = tmp_path / "pool.jsonl"
+    write_pool(pool, dialogsum, 45)
+    summary = label_file(settings, SUMMARY, pool, tmp_path / "out.jsonl", concurrency=32)
+    assert summary.labeled == 45
+
+    for kind, limit in (("openai", rpm), ("anthropic", rpm // 2)):
+        burst = max(1.0, limit / 60)
+        per_second = (limit - burst) / 60
+        assert provider.peak_in_window(60.0, provider=kind) <= limit
+        for window in (1.0, 2.0, 3.0):  # the per-minute limit, scaled to windows the test can afford
+            assert provider.peak_in_window(window, provider=kind) <= burst + per_second * window + 1
+
+
+class Flaky:
+    """The scripted LLM, with a judge that answers with a made-up level one time in ten."""
+
+    def __init__(self, llm: ScriptedLLM, seed: int = 1):
+        self.llm = llm
+        self.rng = random.Random(seed)
+
+    def __call__(self, request: FakeRequest) -> Any:
+        if self.llm.is_judge(request) and self.rng.random() < 0.1:
+            answer = {"rating": "superb", "reason": "made up."}
+            return answer if request.tool else FakeReply(content=json.dumps(answer))
+        return self.llm(request)
+
+
+def test_thirty_percent_faults_end_labeled_or_listed(make_settings, provider, llm, dialogsum, tmp_path):
+    provider.responder = Flaky(llm)
+    provider.fault_rate = 0.3
+    provider.fault_kinds = (429, 500, 529, TIMEOUT, MALFORMED)
+    provider.timeout_delay = 1.0
+    settings = make_settings(PRELABEL_TIMEOUT="0.3", PRELABEL_MAX_RETRIES="2")
+    pool = tmp_path / "pool.jsonl"
+    ids = write_pool(pool, dialogsum, 1000)
+    output = tmp_path / "out.jsonl"
+
+    summary = label_file(settings, SUMMARY, pool, output, concurrency=64)
+    rows = read_output(output)
+    by_id = {row["source_id"]: row for row in rows}
+    assert len(rows) == len(by_id) == 1000 and set(by_id) == set(ids)  # none dropped, none twice
+    failed = [row for row in rows if row["error"] is not None]
+    labeled = [row for row in rows if row["error"] is None]
+    assert summary.failed == len(failed) > 0 and summary.labeled == len(labeled)
+    assert all(row["label"] for row in labeled)
+    assert all(row["error"].startswith(f"task {row['source_id']}: ") and len(row["error"]) > 30 for row in failed)
+    unrated = [row for row in labeled if row["rating"] is None]
+    assert unrated and all(row["unrated_reason"] for row in unrated)
+    assert {fault for fault in (r.fault for r in provider.requests) if fault} >= {"429", "500", "timeout", "malformed"}
+
+    # The faults stop; rerunning retries exactly the failed items and keeps the rest.
+    provider.fault_rate = 0.0
+    provider.responder = llm
+    again = label_file(settings, SUMMARY, pool, output, concurrency=64)
+    assert again.already_done == len(labeled) and again.retried_failed == len(failed)
+    assert again.labeled == len(failed) and again.failed == 0
+    rows = read_output(output)
+    assert sorted(row["source_id"] for row in rows) == sorted(ids)
+    assert all(row["error"] is None for row in rows)
+
+
+def test_cli_exit_codes_and_bad_lines(make_settings, provider, dialogsum, tmp_path):
+    make_settings()
+    app = typer.Typer()
+    app.command()(label)
+    app.command("other")(lambda: None)  # two commands, so `label` is a subcommand as in the real CLI
+    pool = tmp_path / "pool.jsonl"
+    write_pool(pool, dialogsum, 5)
+    with pool.open("a") as handle:
+        handle.write("not json\n")
+    output = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["label", "-i", str(pool), "-o", str(output), "-c", str(CONFIG_PATH),
+                                      "--no-progress"])
+    assert result.exit_code == 1, result.output  # one item failed
+    rows = read_output(output)
+    assert len(rows) == 6 and [row["source_id"] for row in rows if row["error"]] == ["line:6"]
+    calls = provider.count
+    result = CliRunner().invoke(app, ["label", "-i", str(pool), "-o", str(output), "--no-progress",
+                                      "--no-retry-failed"])
+    assert result.exit_code == 0 and provider.count == calls  # nothing left to do, nothing called
+    result = CliRunner().invoke(app, ["label", "-i", str(pool), "-o", str(tmp_path / "new.jsonl"), "--dry-run"])
+    assert result.exit_code == 0 and "estimate" in result.output and provider.count == calls

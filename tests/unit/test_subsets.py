@@ -1,0 +1,75 @@
+"""Subset analysis: quantile buckets, categories, and the worst slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.subsets import SliceRow, analyse, bucket_edges, bucket_index, slice_category, slice_numeric
+
+
+def rows_with(values: list[dict], levels: list[int | None]) -> list[SliceRow]:
+    return [SliceRow(source_id=f"s{i}", level=level, values=v, input_preview=f"input {i}")
+            for i, (v, level) in enumerate(zip(values, levels))]
+
+
+def test_bucket_edges_are_numpy_quantiles_and_cover_every_value():
+    values = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0, 5.0]
+    edges = bucket_edges(values, 4)
+    assert edges == pytest.approx(sorted(set(np.quantile(values, [0, 0.25, 0.5, 0.75, 1.0]))))
+    for value in values:
+        i = bucket_index(value, edges)
+        assert edges[i] <= value <= edges[i + 1]
+    assert bucket_index(max(values), edges) == len(edges) - 2  # the last bucket is closed
+    assert bucket_edges([7.0, 7.0, 7.0], 4) == [7.0]
+    assert bucket_index(7.0, [7.0]) == 0
+
+
+def test_numeric_slices_by_hand():
+    chars = [100, 200, 300, 400, 500, 600, 700, 800]
+    levels = [4, 4, 3, 3, 2, 2, 1, 0]
+    slices = slice_numeric(rows_with([{"chars": c} for c in chars], levels), "chars", n_buckets=4)
+    # Quartile edges of 100..800: 100, 275, 450, 625, 800.
+    assert [s.value for s in slices] == ["[100, 275)", "[275, 450)", "[450, 625)", "[625, 800]"]
+    assert [s.n for s in slices] == [2, 2, 2, 2]
+    assert [s.mean_level for s in slices] == [4.0, 3.0, 2.0, 0.5]
+    assert [s.share_good for s in slices] == [1.0, 1.0, 0.0, 0.0]
+    assert slices[-1].examples[0].source_id == "s7" and slices[-1].examples[0].rating == "very bad"
+
+
+def test_few_distinct_values_get_one_slice_each():
+    slices = slice_numeric(rows_with([{"turns": t} for t in [2, 2, 3, 3, 3]], [4, 4, 1, 1, 2]), "turns")
+    assert [(s.value, s.n, s.mean_level) for s in slices] == [("2", 2, 4.0), ("3", 3, pytest.approx(4 / 3))]
+
+
+def test_category_slices_count_unrated_and_order_by_size():
+    rows = rows_with([{"topic": "a"}, {"topic": "b"}, {"topic": "a"}, {"topic": None}, {}],
+                     [4, 1, None, 2, 3])
+    slices = slice_category(rows, "topic")
+    assert [(s.value, s.n, s.n_rated, s.mean_level) for s in slices] == [
+        ("a", 2, 1, 4.0), ("(none)", 1, 1, 2.0), ("b", 1, 1, 1.0)]
+
+
+def test_analyse_finds_the_worst_slice_and_ignores_small_or_above_average_ones():
+    values, levels = [], []
+    for i in range(40):
+        long = i >= 30
+        values.append({"chars": 1000 + i if long else 100 + i, "turns": 4, "topic": "rare" if i == 0 else "common"})
+        levels.append(1 if long else 3)
+    levels[0] = 0  # a single very bad item in a one-item topic: too small to be a worst slice
+    report = analyse("v1", rows_with(values, levels), ["topic"], min_n=5)
+    assert report.n_rated == 40 and report.overall_mean == pytest.approx(sum(levels) / 40)
+    assert report.worst[0].feature == "chars" and report.worst[0].mean_level == 1.0
+    assert report.worst[0].n_rated == 10
+    assert all(s.mean_level < report.overall_mean for s in report.worst)
+    assert all(s.value != "rare" for s in report.worst)
+    assert "turns" in report.features and len(report.features["turns"]) == 1  # one value: not a worst slice
+    assert all(s.feature != "turns" for s in report.worst)
+
+
+def test_string_field_is_a_category_and_numbers_are_bucketed():
+    rows = rows_with([{"score": x, "kind": str(x)} for x in range(10)], [x % 5 for x in range(10)])
+    report = analyse("v", rows, ["score", "kind"], numeric_features=())
+    assert {s.kind for s in report.features["score"]} == {"numeric"}
+    assert {s.kind for s in report.features["kind"]} == {"category"}
+    assert len(report.features["kind"]) == 10
