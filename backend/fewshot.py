@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from backend.metrics import tokenize
-from backend.prompts import PromptSet, render
-from backend.providers import ProviderError
+from backend.prompts import PromptSet
 
 if TYPE_CHECKING:
     from backend.label_config import LabelConfig
@@ -164,29 +163,9 @@ def fewshot_labeler(engine: "Engine", config: "LabelConfig", prompts: PromptSet,
     from backend.pipeline import Labeler
 
     class FewShotLabeler(Labeler):
-        def _annotate(self, text: str) -> str:
+        def annotator_prompt(self, text: str) -> str:
             chosen = [example for example, _ in index.nearest(text, k)]
-            prompt = fill_examples(
-                render(self.prompts.annotator, input=text, labels=self.config.class_labels),
-                format_examples(chosen, self.config.kind),
-            )
-            parse = self._parse_class_label if self.config.class_labels else _parse_free_text
-            try:
-                _, label = self.engine.call("annotator", self.engine.annotator, prompt, self._annotator_params, parse)
-            except ValueError as first:
-                try:
-                    _, label = self.engine.call("annotator", self.engine.annotator, prompt, self._annotator_params,
-                                                parse, read_cache=False)
-                except ValueError as second:
-                    raise ProviderError(f"unusable answer twice: {first}; then {second}") from None
-            return label
+            return fill_examples(super().annotator_prompt(text), format_examples(chosen, self.config.kind))
 
     return FewShotLabeler(engine, config, fewshot_prompts(prompts, index.examples, k))
-
-
-def _parse_free_text(completion: Any) -> str:
-    text = completion.text.strip()
-    if not text:
-        raise ValueError("the annotator returned an empty answer")
-    return text
 

@@ -272,8 +272,12 @@ class Labeler:
             self._judge(text, outcome)
         return outcome
 
+    def annotator_prompt(self, text: str) -> str:
+        """The rendered annotator prompt for one input (few-shot labelers add examples here)."""
+        return render(self.prompts.annotator, input=text, labels=self.config.class_labels)
+
     def _annotate(self, text: str) -> str:
-        prompt = render(self.prompts.annotator, input=text, labels=self.config.class_labels)
+        prompt = self.annotator_prompt(text)
         parse = self._parse_class_label if self.config.class_labels else _parse_free_text
         try:
             _, label = self.engine.call("annotator", self.engine.annotator, prompt, self._annotator_params, parse)

@@ -45,6 +45,12 @@ def load_settings() -> Settings:
     return settings
 
 
+def quiet_http_logs() -> None:
+    """Keep the HTTP clients at WARNING: one INFO line per request would bury the progress bar."""
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def build_engine(settings: Settings) -> "Engine":
     from backend.pipeline import Engine
 

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from scripts.common import build_engine, console, fail, label_config_path, load_settings
+from scripts.common import build_engine, console, fail, label_config_path, load_settings, quiet_http_logs
 
 if TYPE_CHECKING:
     from backend.evaluate import Comparison
     from backend.label_config import LabelConfig
     from backend.report import ReportData
-
-
-def _quiet_http_logs() -> None:
-    # httpx logs every request at INFO: hundreds of lines that would bury the progress bar.
-    for name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _parse_prompt_option(value: str) -> tuple[str, Path]:
@@ -124,7 +117,7 @@ def evaluate(
     from backend.tasks_io import TaskFileError
 
     settings = load_settings()
-    _quiet_http_logs()
+    quiet_http_logs()
     versions = [_parse_prompt_option(value) for value in prompt]
     names = [name for name, _ in versions]
     if len(set(names)) != len(names):

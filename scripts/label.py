@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from scripts.common import console, fail, label_config_path, load_settings
+from scripts.common import console, fail, label_config_path, load_settings, quiet_http_logs
 
 
 class _RateColumn(ProgressColumn):
@@ -43,8 +42,7 @@ def label(
     from backend.tasks_io import TaskFileError
 
     settings = load_settings()
-    for name in ("httpx", "openai", "anthropic"):  # one line per HTTP call would bury the progress bar
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    quiet_http_logs()
     try:
         config = parse_label_config(label_config.read_text(encoding="utf-8"))
         if dry_run:

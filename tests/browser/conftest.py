@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-import tests.conftest as shared
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from backend.label_config import parse_label_config
 from backend.push import push_round
-from backend.records import reviewed_tasks
 from scripts.cli import app
 from tests.conftest import DATA, SUMMARY_CONFIG
 from tests.e2e.conftest import wait_until
@@ -48,7 +47,6 @@ def test_no_key_or_token_in_any_output(ls_client, label_studio, backend_factory,
     tasks = wait_until(lambda: (t := ls_client.export(result.project_id)) and all(x["predictions"] for x in t) and t,
                        timeout=120, what="predictions")
     for task in tasks:
-        record = reviewed_tasks(config, [task])[0]
         ls_client.sdk.annotations.create(id=task["id"], project=result.project_id,
                                          result=config.result_for("Corrected.", 2, None))
 
