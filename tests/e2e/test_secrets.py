@@ -64,8 +64,17 @@ def test_no_key_or_token_in_any_output(ls_client, label_studio, backend_factory,
         runner.invoke(app, ["pull", str(result.project_id), "--corrections", str(tmp_path / "corrections.jsonl"),
                             "--report-json", str(tmp_path / "pull.json")]).output,
         runner.invoke(app, ["export", str(result.project_id), "--out", str(tmp_path / "dataset")]).output,
+        runner.invoke(app, ["label", "-i", str(pool), "-o", str(tmp_path / "labeled.jsonl"), "--dry-run"]).output,
+        runner.invoke(app, ["evaluate", str(pool), "--size", "3", "--out", str(tmp_path / "evaluation"),
+                            "--reviews", str(tmp_path / "corrections.jsonl")]).output,
     ]
+    small_pool = tmp_path / "small_pool.jsonl"
+    small_pool.write_text("".join(pool.read_text(encoding="utf-8").splitlines(keepends=True)[:3]), encoding="utf-8")
+    outputs.append(runner.invoke(app, ["label", "-i", str(small_pool), "-o", str(tmp_path / "labeled.jsonl"),
+                                       "--no-progress"]).output)
     assert (tmp_path / "dataset" / "manifest.json").exists() and (tmp_path / "corrections.jsonl").exists()
+    assert (tmp_path / "evaluation" / "report.html").exists() and (tmp_path / "evaluation" / "summary.json").exists()
+    assert len((tmp_path / "labeled.jsonl").read_text(encoding="utf-8").splitlines()) == 3
 
     final_tasks = ls_client.export(result.project_id)
     export_copy = tmp_path / "label_studio_export.json"
