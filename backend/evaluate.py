@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from backend import metrics
+from backend.atomic import write_atomic
 from backend.dialogue import InputError, parse_dialogue, parse_text, render_dialogue
 from backend.judge import LEVELS, MAX_LEVEL
 from backend.label_config import LabelConfig, TaskKind
@@ -70,23 +69,6 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """The file appears whole or not at all: a crashed run never leaves half an evaluation set."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 def read_eval_set(path: Path) -> EvalSet:
     items = []
     with path.open(encoding="utf-8") as handle:
@@ -120,7 +102,7 @@ def load_or_create_eval_set(
         raise EvaluationError(f"{pool_path}: the pool is empty")
     chosen = sorted(random.Random(seed).sample(range(len(pool)), min(size, len(pool))))
     items = [pool[i] for i in chosen]
-    _write_atomic(eval_set_path, "".join(item.model_dump_json() + "\n" for item in items))
+    write_atomic(eval_set_path, "".join(item.model_dump_json() + "\n" for item in items))
     return EvalSet(path=str(eval_set_path), items=items, sha256=file_sha256(eval_set_path), created=True,
                    pool_size=len(pool))
 
@@ -622,14 +604,14 @@ def open_run(run_dir: Path, eval_set: EvalSet, config: LabelConfig, input_field:
 
 
 def save_version(run_dir: Path, run: RunSummary, items: Sequence[ItemResult], summary: VersionSummary) -> None:
-    _write_atomic(items_path(run_dir, summary.name),
+    write_atomic(items_path(run_dir, summary.name),
                   "".join(item.model_dump_json() + "\n" for item in items))
     run.versions[summary.name] = summary
     save_run(run_dir, run)
 
 
 def save_run(run_dir: Path, run: RunSummary) -> None:
-    _write_atomic(run_dir / SUMMARY_FILE, run.model_dump_json(indent=2))
+    write_atomic(run_dir / SUMMARY_FILE, run.model_dump_json(indent=2))
 
 
 def load_items(run_dir: Path, name: str) -> list[ItemResult]:

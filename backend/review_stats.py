@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from backend import metrics
+from backend.atomic import atomic_writer
 from backend.judge import LEVELS, MAX_LEVEL
 from backend.label_config import TaskKind
 from backend.records import ReviewedTask
@@ -238,25 +238,13 @@ def correction_row(task: ReviewedTask) -> dict[str, Any]:
 def write_corrections_jsonl(tasks: Iterable[ReviewedTask], path: str | os.PathLike[str]) -> int:
     """Write one JSON line per reviewed task; returns how many. The file appears whole or not at all
     (temp file in the same directory, then os.replace), so a crashed pull never leaves half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
     count = 0
-    try:
-        with handle:
-            for task in tasks:
-                if not task.reviewed:
-                    continue
-                handle.write(json.dumps(correction_row(task), ensure_ascii=False) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_writer(Path(path)) as handle:
+        for task in tasks:
+            if not task.reviewed:
+                continue
+            handle.write(json.dumps(correction_row(task), ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 
