@@ -71,6 +71,18 @@ BUILTIN_PRICES: dict[str, Price] = {
 }
 
 
+# OpenAI Batch and Anthropic Message Batches bill half the list price (`prelabel label --batch-api`).
+BATCH_PRICE_FACTOR = 0.5
+
+
+def batch_prices(prices: dict[str, Price]) -> dict[str, Price]:
+    """The price table as the providers' batch APIs bill it."""
+    return {
+        name: Price(input=price.input * BATCH_PRICE_FACTOR, output=price.output * BATCH_PRICE_FACTOR)
+        for name, price in prices.items()
+    }
+
+
 class PriceFileError(ValueError):
     """PRELABEL_PRICES names a file that cannot be read as a price table."""
 
@@ -334,6 +346,7 @@ def estimate_cost(
     previous: Iterable[dict[str, Any]] = (),
     prices: dict[str, Price] | None = None,
     seed: int = 0,
+    batch: bool = False,
 ) -> CostEstimate:
     """Estimate the tokens and cost of labeling `tasks` (the items still to do), from a random sample.
 
@@ -342,11 +355,13 @@ def estimate_cost(
     summaries and the longest class label for classification, and the judge's a typical one-sentence verdict.
     """
     prices = prices if prices is not None else load_prices()
+    if batch:
+        prices = batch_prices(prices)
     labeler = offline_labeler(settings, config)
     sample, remaining = reservoir(tasks, sample_size, seed)
     annotator_ref, judge_ref = settings.annotator, settings.judge
     a_counter, j_counter = counter_for(annotator_ref), counter_for(judge_ref)
-    a_params, j_params = labeler._annotator_params, labeler._judge_params
+    a_params, j_params = labeler.annotator_params, labeler.judge_params
 
     labels: list[str] = []
     verdicts: list[str] = []
@@ -427,7 +442,9 @@ def estimate_cost(
     if any(r.price is None for r in roles):
         missing = ", ".join(r.model for r in roles if r.price is None)
         notes.append(f"no price for {missing}: add it to a file named by {PRICES_ENV}")
-    notes.append("cache hits and retries are not counted; provider batch discounts are not applied")
+    notes.append("cache hits and retries are not counted; " + (
+        f"batch prices ({BATCH_PRICE_FACTOR:g} x list)" if batch else "provider batch discounts (--batch-api) are not applied"
+    ))
     if unreadable:
         notes.append(f"{unreadable} of {len(sample)} sampled items cannot be read and would fail")
     return CostEstimate(
