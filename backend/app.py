@@ -13,10 +13,12 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 
+from backend.bulk import build_engine
 from backend.label_config import LabelConfigError
-from backend.model import PrelabelModel
+from backend.model import ContextError, PrelabelModel
 from backend.pipeline import Engine
 from backend.settings import Settings
+from backend.store import Store
 
 log = logging.getLogger("prelabel")
 
@@ -56,7 +58,7 @@ def project_id(value: Any) -> str | None:
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
     settings = settings or Settings()
-    engine = engine or Engine(settings)
+    engine = engine or build_engine(settings, store=Store(settings.store_path))  # rate limits shared by workers
     app = Flask("prelabel")
     max_body_bytes = int(settings.prelabel_max_request_mb * 1024 * 1024)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -147,7 +149,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         model = PrelabelModel(engine, xml, project)
         try:
             results = model.predict(payload.tasks, context=(payload.params or {}).get("context"))
-        except LabelConfigError as problem:
+        except (LabelConfigError, ContextError) as problem:
             return error(400, f"project {project}: {problem}")
         failed = sum(1 for item in results if "result" not in item)
         counters.add("predict_requests_total")

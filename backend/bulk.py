@@ -25,12 +25,12 @@ from pydantic import BaseModel
 from backend.costs import MeteredClient, RoleUsage, UsageMeter, load_prices
 from backend.label_config import LabelConfig
 from backend.pipeline import Engine, LabelOutcome, Labeler
-from backend.providers import Completion, LLMClient, make_client
+from backend.providers import Completion, LLMClient
 from backend.push import source_id
 from backend.ratelimit import RateLimitSettings, limited
 from backend.settings import Settings
 from backend.store import Store
-from backend.tasks_io import TaskFileError, iter_records
+from backend.tasks_io import TaskFileError, iter_records, jsonl_lines
 
 MAX_LISTED_FAILURES = 20
 
@@ -214,18 +214,10 @@ def iter_items(path: Path, input_field: str) -> Iterator[Item]:
         for record in iter_records(path):
             yield _item(record, input_field)
         return
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield Item(source_id=f"line:{number}", error=f"line {number}: not valid JSON: {error.msg}")
-                continue
-            if not isinstance(record, dict):
-                yield Item(source_id=f"line:{number}", error=f"line {number}: not a JSON object")
-                continue
+    for number, record in jsonl_lines(path):
+        if isinstance(record, str):
+            yield Item(source_id=f"line:{number}", error=f"line {number}: {record}")
+        else:
             yield _item(record, input_field)
 
 
@@ -316,26 +308,39 @@ def build_engine(
     meter: UsageMeter | None = None,
     limits: RateLimitSettings | None = None,
     clients: tuple[LLMClient, LLMClient] | None = None,
+    *,
+    store: Store | None = None,
 ) -> Engine:
-    """An Engine whose clients report usage to `meter` and wait for the roles' rate limits."""
-    if clients is None:
-        options = dict(
-            openai_api_key=settings.openai_api_key,
-            anthropic_api_key=settings.anthropic_api_key,
-            openai_base_url=settings.openai_base_url,
-            anthropic_base_url=settings.anthropic_base_url,
-            timeout=settings.prelabel_timeout,
-            max_retries=settings.prelabel_max_retries,
-        )
-        clients = (make_client(settings.annotator, **options), make_client(settings.judge, **options))
+    """The Engine of every command and of the ML backend: its clients report usage to `meter` and wait for
+    the roles' rate limits (PRELABEL_<ROLE>_RPM/TPM), whose budget every process using this MODEL_DIR
+    shares: gunicorn workers and `prelabel label` runs draw on one.
+
+    `store` defaults to the usage log batched for bulk runs; the backend and short commands pass a plain
+    `Store`, whose rows are written at once.
+    """
+    store = store or BatchedLogStore(settings.store_path)
+    try:
+        engine = Engine(settings, store=store, annotator_client=clients[0] if clients else None,
+                        judge_client=clients[1] if clients else None)
+    except Exception:
+        close_store(store)  # e.g. a same-family judge: no writer thread left behind
+        raise
     limits = limits or RateLimitSettings()
-    wrapped = []
-    for role, client in zip(("annotator", "judge"), clients):
+    shared_dir = rate_limit_dir(settings)
+
+    def wrap(client: LLMClient, role: str) -> LLMClient:
         if meter is not None:
             client = MeteredClient(client, role, meter)
-        wrapped.append(limited(client, role, limits))
-    return Engine(settings, store=BatchedLogStore(settings.store_path), annotator_client=wrapped[0],
-                  judge_client=wrapped[1])
+        return limited(client, role, limits, shared_dir)
+
+    engine.annotator = wrap(engine.annotator, "annotator")
+    engine.judge = wrap(engine.judge, "judge")
+    return engine
+
+
+def rate_limit_dir(settings: Settings) -> Path:
+    """Where the shared rate-limit buckets live (beside the store)."""
+    return settings.model_dir / "ratelimit"
 
 
 class Progress(BaseModel):
@@ -504,7 +509,7 @@ def label_file(
             retry_failed=retry_failed,
             on_progress=on_progress,
         )
-        with _interrupt_on_sigterm():
+        with interrupt_on_sigterm():
             return run.run(iter_items(input_path, input_field or config.data_key))
     finally:
         if isinstance(engine.store, BatchedLogStore):
@@ -515,11 +520,15 @@ def label_file(
 
 def close_engine(engine: Engine) -> None:
     engine.close()
-    if isinstance(engine.store, BatchedLogStore):
-        engine.store.close()
+    close_store(engine.store)
 
 
-class _interrupt_on_sigterm:
+def close_store(store: Store) -> None:
+    if isinstance(store, BatchedLogStore):
+        store.close()
+
+
+class interrupt_on_sigterm:
     """SIGTERM stops a run the way Ctrl-C does: in-flight items finish and are written."""
 
     def __enter__(self) -> None:

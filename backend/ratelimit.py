@@ -3,17 +3,31 @@
 A provider answers 429 once its own limiter is exceeded; pacing the calls here keeps a large run under the
 limit instead of burning retries. Each role (annotator, judge) gets a request bucket and a token bucket;
 `RateLimitedClient` wraps any `LLMClient` and acquires from both before each call.
+
+The provider counts every call of the account, not of one process: gunicorn workers and a `prelabel label`
+run on the same machine must draw on one budget. `SharedTokenBucket` keeps the bucket's level in a small
+file under MODEL_DIR, read and written under an exclusive lock, so every process using that MODEL_DIR
+shares it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import math
+import os
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.families import ModelRef
 from backend.providers import CallParams, Completion, LLMClient
 
 
@@ -32,6 +46,14 @@ class RateLimitSettings(BaseSettings):
         return (rpm or None), (tpm or None)
 
 
+@dataclass
+class BucketState:
+    """The mutable part of a bucket: its level and when it was last refilled."""
+
+    level: float
+    updated: float
+
+
 class TokenBucket:
     """A thread-safe token bucket sized so that no 60-second window holds more than `per_minute` units.
 
@@ -39,6 +61,8 @@ class TokenBucket:
     window can hold a full bucket plus a minute of refill. The level may go negative: a single request
     larger than the bucket waits for a full bucket and then runs into debt, and `settle` charges the
     difference between an estimate and the real usage after a call.
+
+    The state lives in this object, so the budget is this process's alone; see `SharedTokenBucket`.
     """
 
     def __init__(
@@ -55,37 +79,86 @@ class TokenBucket:
         self.rate = max(self.per_minute - self.capacity, min(self.per_minute, 1.0)) / 60.0  # units per second
         self._clock = clock
         self._sleep = sleep
-        self._level = self.capacity
-        self._updated = clock()
+        self._state = BucketState(level=self.capacity, updated=clock())
         self._lock = threading.Lock()
         self.waited_s = 0.0
 
-    def _refill(self, now: float) -> None:
-        self._level = min(self.capacity, self._level + (now - self._updated) * self.rate)
-        self._updated = now
+    @contextmanager
+    def _locked(self) -> Iterator[BucketState]:
+        """The state, held exclusively for one read-modify-write."""
+        with self._lock:
+            yield self._state
+
+    def _refill(self, state: BucketState, now: float) -> None:
+        # A clock that went back (a wall clock stepped by NTP) refills nothing rather than draining.
+        state.level = min(self.capacity, state.level + max(0.0, now - state.updated) * self.rate)
+        state.updated = now
 
     def acquire(self, amount: float = 1.0) -> float:
         """Block until `amount` units may be spent, spend them, and return the seconds waited."""
         needed = min(float(amount), self.capacity)
         waited = 0.0
         while True:
-            with self._lock:
-                now = self._clock()
-                self._refill(now)
-                if self._level >= needed - 1e-9:  # float refill may fall short by a rounding error
-                    self._level -= amount
+            with self._locked() as state:
+                self._refill(state, self._clock())
+                if state.level >= needed - 1e-9:  # float refill may fall short by a rounding error
+                    state.level -= amount
                     self.waited_s += waited
                     return waited
-                delay = max((needed - self._level) / self.rate, 0.001)
-            # Sleep outside the lock; another thread may take the units first, so check again.
+                delay = max((needed - state.level) / self.rate, 0.001)
+            # Sleep outside the lock; another thread (or process) may take the units first, so check again.
             self._sleep(delay)
             waited += delay
 
     def settle(self, difference: float) -> None:
         """Charge (positive) or refund (negative) units after the real usage is known."""
-        with self._lock:
-            self._refill(self._clock())
-            self._level = min(self.capacity, self._level - difference)
+        with self._locked() as state:
+            self._refill(state, self._clock())
+            state.level = min(self.capacity, state.level - difference)
+
+
+class SharedTokenBucket(TokenBucket):
+    """A `TokenBucket` whose state is a 16-byte file shared by every process (and thread) that opens it.
+
+    Each read-modify-write holds an exclusive flock on the file. The file is opened for every operation: a
+    descriptor inherited across fork() would share its lock with the parent, and a closed descriptor leaves
+    no lock behind when a process dies. The default clock is the wall clock: a time written to the file
+    by one process (or container, or boot) means the same to the next reader.
+    """
+
+    _FORMAT = struct.Struct("<dd")  # level, updated
+
+    def __init__(
+        self,
+        per_minute: float,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        super().__init__(per_minute, clock=clock, sleep=sleep)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def _locked(self) -> Iterator[BucketState]:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # also excludes other threads: each holds its own descriptor
+            state = self._read(fd)
+            yield state
+            os.pwrite(fd, self._FORMAT.pack(state.level, state.updated), 0)
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _read(self, fd: int) -> BucketState:
+        raw = os.pread(fd, self._FORMAT.size, 0)
+        if len(raw) == self._FORMAT.size:
+            level, updated = self._FORMAT.unpack(raw)
+            if math.isfinite(level) and math.isfinite(updated):
+                return BucketState(level=level, updated=updated)
+        # A new (or damaged) file starts full, as a new bucket does.
+        return BucketState(level=self.capacity, updated=self._clock())
 
 
 def estimate_prompt_tokens(prompt: str) -> int:
@@ -117,13 +190,30 @@ class RateLimitedClient:
         return completion
 
 
-def limited(inner: LLMClient, role: str, limits: RateLimitSettings | None = None) -> LLMClient:
-    """`inner` wrapped with the role's limits, or `inner` itself when the role has none."""
+def bucket_path(shared_dir: Path, role: str, kind: str, ref: ModelRef) -> Path:
+    """One file per role, kind (rpm/tpm) and endpoint+model: a provider limits each model separately, and
+    the two roles have limits of their own even when they call one model."""
+    endpoint = hashlib.sha256(f"{ref.provider}\x00{ref.model}\x00{ref.base_url or ''}".encode()).hexdigest()[:16]
+    return shared_dir / f"{role}-{kind}-{endpoint}.bucket"
+
+
+def limited(
+    inner: LLMClient, role: str, limits: RateLimitSettings | None = None, shared_dir: Path | None = None
+) -> LLMClient:
+    """`inner` wrapped with the role's limits, or `inner` itself when the role has none.
+
+    With `shared_dir` the buckets are files there, shared by every process that uses the same directory;
+    without it they belong to this process.
+    """
     rpm, tpm = (limits or RateLimitSettings()).limits(role)
     if rpm is None and tpm is None:
         return inner
-    return RateLimitedClient(
-        inner,
-        TokenBucket(rpm) if rpm is not None else None,
-        TokenBucket(tpm) if tpm is not None else None,
-    )
+
+    def bucket(per_minute: float | None, kind: str) -> TokenBucket | None:
+        if per_minute is None:
+            return None
+        if shared_dir is None:
+            return TokenBucket(per_minute)
+        return SharedTokenBucket(per_minute, bucket_path(shared_dir, role, kind, inner.ref))
+
+    return RateLimitedClient(inner, bucket(rpm, "rpm"), bucket(tpm, "tpm"))

@@ -29,9 +29,16 @@ def run_gunicorn(host: str, port: int, workers: int = 1, threads: int = 8) -> No
             "workers": workers,
             "threads": threads,
             "worker_class": "gthread",
+            # A worker holds no more connections than it has threads, so a request goes to a worker with a
+            # free thread instead of queuing behind a busy one's long /predict while another idles. Without
+            # spare connections keep-alive has nothing to hold them in: it is off.
+            "worker_connections": threads,
+            "keepalive": 0,
             # Longer than the predict deadline (85 s by default), shorter than nothing Label Studio waits for.
             "timeout": 120,
             "graceful_timeout": 10,
             "accesslog": "-",
+            # The worker's pid on each line: with several workers, it tells which process answered.
+            "access_log_format": '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms worker=%(p)s',
         }
     ).run()

@@ -32,17 +32,25 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
                 raise TaskFileError(f"{path}: item {index} is not an object")
             yield item
         return
+    for number, record in jsonl_lines(path):
+        if isinstance(record, str):
+            raise TaskFileError(f"{path} line {number}: {record}")
+        yield record
+
+
+def jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, record) for each non-blank line; a line that is not a JSON object comes as the reason
+    instead, so a reader can decide whether it ends the file or only that item."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise TaskFileError(f"{path} line {number}: not valid JSON: {error.msg}") from None
-            if not isinstance(item, dict):
-                raise TaskFileError(f"{path} line {number}: not a JSON object")
-            yield item
+                yield number, f"not valid JSON: {error.msg}"
+                continue
+            yield number, record if isinstance(record, dict) else "not a JSON object"
 
 
 def as_task(record: dict[str, Any], index: int) -> dict[str, Any]:

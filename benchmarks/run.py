@@ -7,7 +7,9 @@
     LLM example backend does), and against the ideal ceil(100 / concurrency) x 2 x latency;
 (b) `label` on 5,000 distinct items at concurrency 64 against the ideal ceil(n / 64) x 2 x latency;
 (c) the same pool again into a fresh output: every call is a cache hit;
-(d) peak RSS of a separate process labeling 100,000 items (DialogSum dialogues repeated with distinct ids).
+(d) peak RSS labeling 100,000 items (DialogSum dialogues repeated with distinct ids).
+
+(b), (c) and (d) each label in a process of their own, as separate `prelabel label` runs do.
 
 The fake provider runs in its own process, so its HTTP work does not share the measured process's GIL.
 """
@@ -33,6 +35,7 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIRS = [ROOT.parent / "shared" / "data" / "dialogsum", ROOT / "tests" / "data" / "dialogsum"]
 SUMMARY_CONFIG = ROOT / "label_config" / "summarization.xml"
+TARGET_ITEMS = 5000  # the pool size of the (b) and (c) targets
 
 
 class Row(BaseModel):
@@ -180,7 +183,7 @@ def post_predict(base: str, tasks: list[dict[str, Any]]) -> tuple[float, dict[st
 
 def bench_predict(url: str, latency: float, work: Path, tasks_count: int, reference_count: int) -> list[Row]:
     from backend.app import create_app
-    from backend.pipeline import Engine
+    from backend.bulk import close_engine
     from backend.settings import Settings
 
     source = dialogues()
@@ -188,12 +191,12 @@ def bench_predict(url: str, latency: float, work: Path, tasks_count: int, refere
              for i in range(tasks_count)]
     with environment(provider_env(url, work / "predict-store")):
         settings = Settings()
-        engine = Engine(settings)
+        app = create_app(settings)  # the engine the backend builds for itself, as under gunicorn
         try:
-            with serve(create_app(settings, engine)) as base:
+            with serve(app) as base:
                 prelabel_s, body = post_predict(base, tasks)
         finally:
-            engine.close()
+            close_engine(app.extensions["prelabel.engine"])
     ok = sum(1 for item in body["results"] if "result" in item)
     with serve(reference_app(url)) as base:
         reference_s, _ = post_predict(base, tasks[:reference_count])
@@ -211,15 +214,28 @@ def bench_predict(url: str, latency: float, work: Path, tasks_count: int, refere
     ]
 
 
-def run_label(url: str, model_dir: Path, pool: Path, output: Path, concurrency: int) -> Any:
-    from backend.bulk import label_file
-    from backend.label_config import parse_label_config
-    from backend.settings import Settings
+class LabelReport(BaseModel):
+    """What benchmarks.label_child prints."""
 
-    with environment(provider_env(url, model_dir, concurrency)):
-        settings = Settings()
-        config = parse_label_config(SUMMARY_CONFIG.read_text(encoding="utf-8"))
-        return label_file(settings, config, pool, output, concurrency=concurrency)
+    peak_rss_mb: float
+    baseline_rss_mb: float
+    labeled: int
+    failed: int
+    elapsed_s: float
+    items_per_s: float
+
+
+def run_label(url: str, model_dir: Path, pool: Path, output: Path, concurrency: int) -> LabelReport:
+    """Label `pool` in a fresh process, as a `prelabel label` run is: nothing an earlier figure left in this
+    process (clients, threads, garbage) weighs on the one measured."""
+    env = {**os.environ, **provider_env(url, model_dir, concurrency)}
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.label_child", str(pool), str(output), str(concurrency)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"labeling {pool.name} failed:\n{result.stderr[-2000:]}")
+    return LabelReport.model_validate_json(result.stdout.strip().splitlines()[-1])
 
 
 def bench_label(url: str, latency: float, work: Path, items: int, concurrency: int) -> list[Row]:
@@ -231,37 +247,35 @@ def bench_label(url: str, latency: float, work: Path, items: int, concurrency: i
     overhead_ms = (first.elapsed_s - ideal) / items * 1000
     second = run_label(url, work / "label-store", pool, work / "second.jsonl", concurrency)
     complete = first.labeled == items and second.labeled == items
+    # The targets hold for a pool of TARGET_ITEMS: on a smaller one (--quick) a run's fixed start-up costs
+    # (connections, SQLite connections per thread, first-use work in the SDKs) weigh more, so a miss there
+    # says nothing about the target and is shown, not judged.
+    judged = items >= TARGET_ITEMS
+    note = "" if judged else f" (target at {TARGET_ITEMS:,} items)"
     return [
         Row(figure=f"(b) label {items:,} items, concurrency {concurrency}",
             measured=f"{first.elapsed_s:.2f} s ({first.labeled:,} labeled, {first.failed} failed)",
             reference=f"ideal {ideal:.2f} s"),
-        Row(figure="(b) label vs ideal", measured=f"{ratio:.3f}x", reference="<= 1.15x", ok=ratio <= 1.15 and complete),
+        Row(figure="(b) label vs ideal", measured=f"{ratio:.3f}x", reference="<= 1.15x" + note,
+            ok=(ratio <= 1.15 and complete) if judged else None),
         Row(figure="(b) overhead per item (wall)", measured=f"{overhead_ms:.2f} ms",
             reference=f"{1000 * ideal * 0.15 / items:.2f} ms at 1.15x"),
         Row(figure=f"(c) cached rerun of the {items:,} items", measured=f"{second.items_per_s:,.0f} items/s "
-            f"({second.elapsed_s:.2f} s)", reference="> 2,000 items/s", ok=second.items_per_s > 2000 and complete),
+            f"({second.elapsed_s:.2f} s)", reference="> 2,000 items/s" + note,
+            ok=(second.items_per_s > 2000 and complete) if judged else None),
     ]
 
 
 def bench_memory(url: str, work: Path, items: int, concurrency: int) -> list[Row]:
     pool = work / "memory-pool.jsonl"
     write_pool(pool, items, distinct_prompts=False)
-    env = {**os.environ, **provider_env(url, work / "memory-store", concurrency)}
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory_child", str(pool), str(work / "memory-out.jsonl"), str(concurrency)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600,
-    )
-    if result.returncode != 0:
-        return [Row(figure=f"(d) peak RSS labeling {items:,} items", measured="failed: " + result.stderr[-300:],
-                    reference="< 300 MB", ok=False)]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    peak = report["peak_rss_mb"]
+    report = run_label(url, work / "memory-store", pool, work / "memory-out.jsonl", concurrency)
     return [
         Row(figure=f"(d) peak RSS labeling {items:,} items",
-            measured=f"{peak:.0f} MB ({report['labeled']:,} labeled in {time.perf_counter() - started:.0f} s; "
-            f"{report['baseline_rss_mb']:.0f} MB before the first item)",
-            reference="< 300 MB", ok=peak < 300 and report["labeled"] == items),
+            measured=f"{report.peak_rss_mb:.0f} MB ({report.labeled:,} labeled in {time.perf_counter() - started:.0f} s; "
+            f"{report.baseline_rss_mb:.0f} MB before the first item)",
+            reference="< 300 MB", ok=report.peak_rss_mb < 300 and report.labeled == items),
     ]
 
 
@@ -281,14 +295,15 @@ def print_table(rows: list[Row], latency: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.25, help="seconds per fake provider call")
-    parser.add_argument("--quick", action="store_true", help="smaller pools (a tenth; 20 reference tasks)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller pools (a tenth; 20 reference tasks); (b) and (c) are shown, not judged")
     parser.add_argument("--concurrency", type=int, default=64, help="label concurrency for (b)-(d)")
     parser.add_argument("--items", type=int, default=None, help="pool size for (b) and (c) (default 5,000)")
     parser.add_argument("--memory-items", type=int, default=None, help="pool size for (d) (default 100,000)")
     parser.add_argument("--only", choices=["predict", "label", "memory"], action="append", help="run only these")
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
-    items = args.items or 5000 // scale
+    items = args.items or TARGET_ITEMS // scale
     memory_items = args.memory_items or 100_000 // scale
     parts = args.only or ["predict", "label", "memory"]
     rows: list[Row] = []

@@ -46,16 +46,22 @@ def load_settings() -> Settings:
 
 
 def quiet_http_logs() -> None:
-    """Keep the HTTP clients at WARNING: one INFO line per request would bury the progress bar."""
+    """Keep the HTTP clients at WARNING: one INFO line per request would bury the progress bar.
+    LOG_LEVEL=DEBUG keeps them, for whoever asked to see every request."""
+    if logging.getLogger().level <= logging.DEBUG:
+        return
     for name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def build_engine(settings: Settings) -> "Engine":
-    from backend.pipeline import Engine
+    """backend.bulk.build_engine (rate limits shared with other processes) with a usage log written at once,
+    or a clean exit on a same-family judge or an unusable provider."""
+    from backend.bulk import build_engine as build
+    from backend.store import Store
 
     try:
-        return Engine(settings)
+        return build(settings, store=Store(settings.store_path))
     except (SameFamilyError, ProviderError) as error:
         raise fail(str(error)) from None
 

@@ -1,4 +1,5 @@
-"""Labels a pool in this process and prints its peak RSS as JSON (run by benchmarks.run)."""
+"""Labels a pool in a process of its own, as `prelabel label` does, and prints a report as JSON (run by
+benchmarks.run): the run's summary figures and the peak RSS."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def main() -> None:
     baseline = current_rss_mb()
     summary = label_file(settings, config, pool, output, concurrency=concurrency)
     print(json.dumps({"peak_rss_mb": rss_mb(), "baseline_rss_mb": baseline, "labeled": summary.labeled,
-                      "failed": summary.failed, "elapsed_s": summary.elapsed_s}))
+                      "failed": summary.failed, "elapsed_s": summary.elapsed_s,
+                      "items_per_s": summary.items_per_s}))
 
 
 if __name__ == "__main__":

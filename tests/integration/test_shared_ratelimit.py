@@ -1,0 +1,87 @@
+"""Client-side rate limits shared by gunicorn workers: two workers answering concurrent /predict requests
+stay, together, within one role's requests per minute at the fake provider."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from backend.labelstudio_server import free_port
+from backend.ratelimit import TokenBucket
+from tests.conftest import ROOT, SUMMARY_CONFIG, ls_task
+
+RPM = 60  # a one-request burst, then 59 a minute: about one call a second per role, for both workers together
+
+
+@contextmanager
+def prelabel_serve(log: Path, workers: int = 2, threads: int = 4) -> Iterator[str]:
+    """`prelabel serve` under gunicorn with the environment of the test; its access log goes to `log`."""
+    port = free_port()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scripts.cli", "serve", "--port", str(port), "--workers", str(workers),
+             "--threads", str(threads)],
+            cwd=ROOT, env=dict(os.environ), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "gunicorn did not come up"
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def test_two_gunicorn_workers_share_one_requests_per_minute_budget(make_settings, provider, dialogsum, tmp_path):
+    make_settings(PRELABEL_ANNOTATOR_RPM=str(RPM), PRELABEL_JUDGE_RPM=str(RPM), PRELABEL_CACHE="0")
+    log = tmp_path / "gunicorn.log"
+    requests_count, tasks_each = 6, 2
+    with prelabel_serve(log) as url:
+        def post(index: int) -> list[dict[str, Any]]:
+            # distinct tasks per request: every one of them costs a call per role
+            tasks = [ls_task(index * tasks_each + n, dialogsum[index * tasks_each + n]) for n in range(tasks_each)]
+            body = {"tasks": tasks, "project": "5.1", "label_config": SUMMARY_CONFIG}
+            return requests.post(f"{url}/predict", json=body, timeout=90).json()["results"]
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(requests_count) as pool:
+            answers = list(pool.map(post, range(requests_count)))
+        elapsed = time.monotonic() - started
+
+    calls = requests_count * tasks_each
+    assert all(len(answer) == tasks_each and all("result" in item for item in answer) for answer in answers)
+    workers = set(re.findall(r'"POST /predict HTTP/1\.1" 200 .* worker=<(\d+)>', log.read_text()))
+    assert len(workers) == 2, f"both workers must answer /predict to test sharing; log:\n{log.read_text()}"
+
+    bucket = TokenBucket(RPM)
+    for role, sdk in (("annotator", "openai"), ("judge", "anthropic")):
+        assert len([r for r in provider.requests if r.provider == sdk]) == calls, role
+        assert provider.peak_in_window(60.0, sdk) <= RPM
+        # The test lasts well under a minute, so the minute's limit alone could not catch two budgets.
+        # What one bucket allows in any shorter window is a full bucket plus that window's refill; two
+        # workers each with a budget of their own would take about twice that. One call of slack, for
+        # HTTP latency between the grant and the provider's clock.
+        for window in (5.0, 10.0):
+            allowed = int(bucket.capacity + bucket.rate * window) + 1
+            assert provider.peak_in_window(window, sdk) <= allowed, (role, window)
+    # and the budget is used, not starved: the calls take about as long as the limit makes them
+    assert elapsed < (calls - bucket.capacity) / bucket.rate * 1.5 + 5
