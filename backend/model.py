@@ -6,15 +6,84 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from xml.etree import ElementTree
+
+from pydantic import BaseModel, ValidationError
 
 from backend.label_config import LabelConfig, LabelConfigError, parse_label_config
 from backend.pipeline import Engine, LabelOutcome
+from backend.prompts import PromptError, PromptRegistry, PromptSet, with_input_section
 
 log = logging.getLogger("prelabel")
 
 ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
 # Label Studio sends deletes as ANNOTATIONS_DELETED with a list of {id}; the singular form is accepted too.
 DELETE_EVENTS = {"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}
+# A TextArea named like these holds the annotator instruction a reviewer revises (the Label Studio LLM
+# example's "prompt" prefix); it is never the label.
+PROMPT_CONTROL_PREFIXES = ("prompt", "instruction")
+
+
+class ContextError(ValueError):
+    """An interactive /predict context that cannot be read."""
+
+
+class PromptControl(BaseModel):
+    name: str
+    to_name: str
+
+
+class ContextRegion(BaseModel, extra="allow"):
+    from_name: str | None = None
+    type: str | None = None
+    value: dict[str, Any] = {}
+
+
+class InteractiveContext(BaseModel, extra="allow"):
+    """What Label Studio sends as params.context for an interactive backend: the reviewer's current regions."""
+
+    result: list[ContextRegion] = []
+
+
+def split_prompt_control(xml: str) -> tuple[str, PromptControl | None]:
+    """The config without its prompt TextArea, and that control. Removing it (rather than relying on its
+    position) keeps the label, rating and reason found the same way with or without a prompt box."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return xml, None  # parse_label_config reports the problem
+    for parent in root.iter():
+        for element in list(parent):
+            name = element.get("name") or ""
+            if element.tag.lower() == "textarea" and name.lower().startswith(PROMPT_CONTROL_PREFIXES):
+                parent.remove(element)
+                control = PromptControl(name=name, to_name=(element.get("toName") or "").split(",")[0])
+                return ElementTree.tostring(root, encoding="unicode"), control
+    return xml, None
+
+
+def instruction_from_context(context: Any, control: PromptControl) -> str | None:
+    """The text the reviewer typed into the prompt box, if the context holds one."""
+    if not context:
+        return None
+    try:
+        parsed = InteractiveContext.model_validate(context)
+    except ValidationError as problem:
+        first = problem.errors()[0]
+        raise ContextError(f"params.context.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    for region in parsed.result:
+        if region.from_name == control.name:
+            texts = region.value.get("text") or []
+            text = "\n".join(str(part) for part in (texts if isinstance(texts, list) else [texts])).strip()
+            if text:
+                return text
+    return None
+
+
+def prompt_region(control: PromptControl, text: str) -> dict[str, Any]:
+    """The prompt box's region, sent back with every prediction so the box shows the instruction in use."""
+    return {"from_name": control.name, "to_name": control.to_name, "type": "textarea",
+            "value": {"text": [text]}, "origin": "prediction"}
 
 
 def prediction_for(outcome: LabelOutcome, config: LabelConfig) -> dict[str, Any]:
@@ -49,14 +118,31 @@ class PrelabelModel:
     def config(self) -> LabelConfig:
         if not self.label_config:
             raise LabelConfigError("no label config: Label Studio sends it in /setup and /predict")
-        return parse_label_config(self.label_config)
+        return parse_label_config(split_prompt_control(self.label_config)[0])
+
+    def prompt_control(self) -> PromptControl | None:
+        return split_prompt_control(self.label_config)[1] if self.label_config else None
+
+    def revised_prompts(self, config: LabelConfig, instruction: str, tasks: list[dict[str, Any]]) -> PromptSet:
+        """A reviewer's instruction as a named, stored prompt version (with the configured judge prompt)."""
+        base = self.engine.prompts_for(config.kind)
+        template = with_input_section(instruction, config.kind)
+        settings = self.engine.settings
+        task_ids = ", ".join(str(task.get("id")) for task in tasks if isinstance(task, dict))
+        version = PromptRegistry(settings.model_dir, settings.store_path).save(
+            template, config.kind, base_name=base.name,
+            origin=f"label studio project {self.project or '?'}, task {task_ids or '?'}",
+        )
+        log.info("prompt version %s from Label Studio (%s)", version.name, version.origin)
+        return PromptSet(name=version.name, annotator=template, judge=base.judge)
 
     @property
     def model_version(self) -> str:
         return self.engine.labeler(self.config()).model_version
 
-    def predict_outcomes(self, tasks: list[dict[str, Any]], deadline_s: float | None = None) -> list[LabelOutcome]:
-        labeler = self.engine.labeler(self.config())
+    def predict_outcomes(self, tasks: list[dict[str, Any]], deadline_s: float | None = None,
+                         prompts: PromptSet | None = None) -> list[LabelOutcome]:
+        labeler = self.engine.labeler(self.config(), prompts)
         outcomes = self.engine.run_batch(labeler, tasks, deadline_s)
         for outcome in outcomes:
             self.engine.store.record_prediction(
@@ -75,9 +161,23 @@ class PrelabelModel:
 
     def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, **kwargs: Any
                 ) -> list[dict[str, Any]]:
+        """Predictions for the tasks. With a prompt box in the config and the reviewer's instruction in an
+        interactive context, that instruction becomes a new prompt version and labels the task."""
         config = self.config()
         deadline = kwargs.get("deadline_s", self.engine.settings.prelabel_predict_deadline)
-        return [prediction_for(outcome, config) for outcome in self.predict_outcomes(tasks, deadline)]
+        control = self.prompt_control()
+        instruction = instruction_from_context(context, control) if control else None
+        try:
+            prompts = self.revised_prompts(config, instruction, tasks) if instruction else None
+        except PromptError as problem:
+            raise ContextError(f"revised prompt: {problem}") from None
+        predictions = [prediction_for(outcome, config) for outcome in self.predict_outcomes(tasks, deadline, prompts)]
+        if control is not None:
+            shown = prompts.annotator if prompts else self.engine.prompts_for(config.kind).annotator
+            for prediction in predictions:
+                if "result" in prediction:
+                    prediction["result"].append(prompt_region(control, shown))
+        return predictions
 
     def fit(self, event: str, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Record a reviewer's annotation (the webhook); training is not done here."""
@@ -94,7 +194,7 @@ class PrelabelModel:
             raise ValueError("webhook payload has no annotation with an id")
         task = data.get("task") if isinstance(data.get("task"), dict) else {}
         project = data.get("project") if isinstance(data.get("project"), dict) else {"id": data.get("project")}
-        config = parse_label_config(project.get("label_config") or self.label_config or "")
+        config = parse_label_config(split_prompt_control(project.get("label_config") or self.label_config or "")[0])
         result = annotation.get("result") or []
         parent = annotation.get("parent_prediction")
         if parent is None and isinstance(annotation.get("prediction"), dict):

@@ -3,12 +3,17 @@
 Templates are text files with {input}, {label} and {labels} placeholders; the article's originals use a
 bare {} (input first, then label), which is accepted too. Rendering is plain substitution, so braces in the
 templates or in the data are never interpreted.
+
+A prompt revised outside a file (a reviewer's instruction typed in Label Studio) becomes a named version:
+its text under MODEL_DIR/prompts/<name>.txt and a row in the store, so `evaluate --prompt NAME` can use it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -89,3 +94,132 @@ class PromptSet(BaseModel, frozen=True):
             annotator=read_template(annotator_file, "annotator", needs_label=False),
             judge=read_template(judge_file, "judge", needs_label=True),
         )
+
+
+# -- named prompt versions ---------------------------------------------------------------------------
+
+# What a reviewer's instruction lacks to become a template: where the input goes. Appended only when the
+# text has no {input} (or {}) placeholder of its own.
+INPUT_SECTIONS = {
+    "summarization": "\nConversation:\n{input}",
+    "classification": "\nLabels: {labels}\nText:\n{input}\nLabel:",
+}
+
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+_REGISTRY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS prompt_versions (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    path TEXT NOT NULL,
+    origin TEXT,
+    created_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS prompt_versions_content ON prompt_versions (kind, content_hash);
+"""
+
+
+def with_input_section(text: str, kind: str) -> str:
+    """A reviewer's instruction as a template: kept as is when it places the input itself."""
+    if "{input}" in text or "{}" in text:
+        return text
+    return text.rstrip() + INPUT_SECTIONS[kind]
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+class PromptVersion(BaseModel):
+    """An annotator template saved under MODEL_DIR/prompts and recorded in the store by name."""
+
+    name: str
+    kind: str
+    content_hash: str  # of the annotator template alone; model_version also hashes the judge's
+    path: str
+    origin: str | None = None  # where it came from, e.g. "label studio project 3, task 17"
+    created_at: float
+
+
+class PromptRegistry:
+    """Named annotator prompt versions: a file per version under MODEL_DIR/prompts and a row in the store.
+
+    The same text saved twice is one version (found by its hash), so a reviewer re-sending an instruction
+    never multiplies versions.
+    """
+
+    def __init__(self, model_dir: Path, store_path: Path):
+        self.directory = Path(model_dir) / "prompts"
+        self.store_path = Path(store_path)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.store_path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.store_path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=30000")
+        db.row_factory = sqlite3.Row
+        db.executescript(_REGISTRY_SCHEMA)
+        return db
+
+    def save(self, text: str, kind: str, name: str | None = None, base_name: str = "prompt",
+             origin: str | None = None) -> PromptVersion:
+        """The version holding this template: the existing one, or a new one named `name` (default
+        `<base_name>-<hash>`). Raises PromptError if the name is taken by other text."""
+        if kind not in DEFAULT_TEMPLATES:
+            raise PromptError(f"unknown task kind {kind!r}")
+        digest = text_hash(text)
+        name = name or f"{base_name}-{digest}"
+        if not _VERSION_NAME.match(name):
+            raise PromptError(f"prompt version name {name!r}: use letters, digits and . _ + -, at most 64 characters")
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT * FROM prompt_versions WHERE kind = ? AND content_hash = ?", (kind, digest)
+                ).fetchone()
+                if row is None:
+                    taken = db.execute("SELECT content_hash FROM prompt_versions WHERE name = ?", (name,)).fetchone()
+                    if taken is not None:
+                        raise PromptError(f"prompt version {name!r} already exists with other text")
+                    path = self.directory / f"{name}.txt"
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    path.write_text(text, encoding="utf-8")
+                    db.execute(
+                        "INSERT INTO prompt_versions (name, kind, content_hash, path, origin, created_at)"
+                        " VALUES (?,?,?,?,?,?)",
+                        (name, kind, digest, str(path), origin, time.time()),
+                    )
+                    row = db.execute("SELECT * FROM prompt_versions WHERE name = ?", (name,)).fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return PromptVersion(**dict(row))
+        finally:
+            db.close()
+
+    def get(self, name: str) -> PromptVersion | None:
+        db = self._connect()
+        try:
+            row = db.execute("SELECT * FROM prompt_versions WHERE name = ?", (name,)).fetchone()
+        finally:
+            db.close()
+        return PromptVersion(**dict(row)) if row else None
+
+    def versions(self) -> list[PromptVersion]:
+        db = self._connect()
+        try:
+            rows = db.execute("SELECT * FROM prompt_versions ORDER BY created_at, name").fetchall()
+        finally:
+            db.close()
+        return [PromptVersion(**dict(row)) for row in rows]
+
+    def path_of(self, name: str) -> Path:
+        """The template file of a stored version; raises PromptError naming the versions there are."""
+        version = self.get(name)
+        if version is None:
+            known = ", ".join(v.name for v in self.versions()) or "none"
+            raise PromptError(f"no prompt version {name!r} in {self.store_path} (stored: {known}); "
+                              "use NAME=PATH for a template file")
+        return Path(version.path)

@@ -9,20 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from backend.dialogue import InputError, parse_dialogue, parse_text
-from backend.label_config import LabelConfig
+from backend.label_config import LabelConfig, parse_label_config
 from backend.records import ROUND_FIELD, SOURCE_ID_FIELD
 from backend.tasks_io import iter_records
 
 if TYPE_CHECKING:
     from backend.labelstudio import LabelStudioClient
-    from backend.pipeline import Engine
+    from backend.pipeline import Engine, LabelOutcome
 
 _ID_FIELDS = (SOURCE_ID_FIELD, "id", "fname", "uid", "uuid")
 
@@ -180,3 +180,181 @@ def push_round(
     if result.model_version:
         client.set_model_version(project.id, result.model_version)
     return result
+
+
+# -- labeled items into a project as predictions (evaluate --push-project, label --project) -------------
+
+WEAKEST_FIRST = ["tasks:predictions_score"]  # the Data Manager's ordering: lowest judge score first
+WEAKEST_FIRST_TITLE = "weakest first"
+
+
+class ProjectImport(BaseModel):
+    """What one import of labeled items did. Every item becomes one task, once; a prediction is added
+    unless its task already holds one of the same model_version, so reruns import nothing twice."""
+
+    project_id: int
+    task_ids: list[int] = []  # tasks created by this import
+    predictions_on_new_tasks: int = 0
+    predictions_added: int = 0  # to tasks imported before
+    already_present: int = 0  # items whose task already holds that model_version's prediction
+    not_predicted: list[str] = []  # "source id: error" for items without a usable label
+    skipped: list[str] = []  # records that cannot become tasks
+    model_version: str | None = None
+    view_id: int | None = None
+
+
+def resolve_project(client: "LabelStudioClient", name_or_id: str, label_config_xml: str) -> Any:
+    """A project by its id (digits) or by its title (created with the config if absent)."""
+    if name_or_id.strip().isdigit():
+        return client.project(int(name_or_id))
+    return client.ensure_project(name_or_id, label_config_xml)
+
+
+def outcome_from_record(record: BaseModel) -> "LabelOutcome":
+    """A saved result (an evaluation item, a `label` output line) as the outcome predictions are built from."""
+    from backend.judge import MAX_LEVEL, Verdict
+    from backend.pipeline import LabelOutcome
+
+    values = record.model_dump()
+    verdict = None
+    if values.get("level") is not None:
+        score = values.get("score")
+        # The saved score may be a G-Eval expectation rather than level / 4: keep it exact.
+        expected = score * MAX_LEVEL if score is not None and score != values["level"] / MAX_LEVEL else None
+        verdict = Verdict(level=values["level"], reason=values.get("reason") or "", expected_level=expected)
+    return LabelOutcome(
+        task_id=values.get("source_id"),
+        model_version=values.get("model_version") or "",
+        label=values.get("label"),
+        verdict=verdict,
+        unrated_reason=values.get("unrated_reason"),
+        error=values.get("error") or (None if values.get("label") is not None else "no label"),
+    )
+
+
+def _guarded(what: str, function: Callable[..., Any], client: "LabelStudioClient", *args: Any,
+             idempotent: bool = False) -> Any:
+    """A Label Studio call with the client's error messages (and retries, when it changes nothing)."""
+    from backend.labelstudio import _label_studio_call
+
+    return _label_studio_call(what, idempotent)(function)(client, *args)
+
+
+def _import_predictions(client: "LabelStudioClient", project_id: int, predictions: list[dict[str, Any]]) -> None:
+    client.sdk.projects.import_predictions(id=project_id, request=predictions)  # type: ignore[arg-type]
+
+
+def _tasks_by_source(client: "LabelStudioClient", project_id: int) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for task in client.iter_tasks(project_id):
+        value = (task.data or {}).get(SOURCE_ID_FIELD)
+        if value is not None:
+            ids.setdefault(str(value), task.id)
+    return ids
+
+
+def _prediction_versions(client: "LabelStudioClient", project_id: int) -> set[tuple[int, str]]:
+    return {(p.task, p.model_version or "") for p in client.sdk.predictions.list(project=project_id)}
+
+
+def _ensure_weakest_first_view(client: "LabelStudioClient", project_id: int) -> int:
+    for view in client.sdk.views.list(project=project_id):
+        if list((view.data or {}).get("ordering") or view.ordering or []) == WEAKEST_FIRST:
+            return view.id
+    return client.sdk.views.create(
+        project=project_id, data={"title": WEAKEST_FIRST_TITLE, "ordering": WEAKEST_FIRST}  # type: ignore[arg-type]
+    ).id
+
+
+def import_outcomes(
+    client: "LabelStudioClient",
+    project: str,
+    label_config_xml: str,
+    items: Iterable[tuple[PoolItem, Sequence["LabelOutcome"]]],
+    *,
+    round_name: str,
+    input_field: str | None = None,
+    keep_fields: Iterable[str] = (),
+    model_version: str | None = None,
+    batch_size: int = 500,
+) -> ProjectImport:
+    """Import labeled items into a project (by title or id) as tasks with predictions, `batch_size` at a time.
+
+    Tasks are matched to items by the recorded source id, so an item already in the project only gets the
+    predictions of model_versions it lacks. `model_version` becomes the project's, the one the Data Manager's
+    prediction score counts, and a "weakest first" tab orders tasks by that score.
+    """
+    from backend.model import prediction_for, split_prompt_control
+
+    project_obj = resolve_project(client, project, label_config_xml)
+    config = parse_label_config(split_prompt_control(project_obj.label_config or label_config_xml)[0])
+    existing = _guarded("list the project's tasks", _tasks_by_source, client, project_obj.id, idempotent=True)
+    have = _guarded("list the project's predictions", _prediction_versions, client, project_obj.id, idempotent=True)
+    result = ProjectImport(project_id=project_obj.id, model_version=model_version)
+    keep = tuple(keep_fields)
+
+    def flush(new_tasks: list[dict[str, Any]], added: list[dict[str, Any]]) -> None:
+        if new_tasks:
+            result.task_ids += client.import_tasks(project_obj.id, new_tasks)
+        if added:
+            _guarded("import predictions", _import_predictions, client, project_obj.id, added)
+            result.predictions_added += len(added)
+
+    new_tasks: list[dict[str, Any]] = []
+    added: list[dict[str, Any]] = []
+    for item, outcomes in items:
+        predictions = []
+        for outcome in outcomes:
+            if outcome.ok:
+                predictions.append(prediction_for(outcome, config))
+            else:
+                result.not_predicted.append(f"{item.source_id}: {outcome.error or 'no label'}")
+        task_id = existing.get(item.source_id)
+        if task_id is None:
+            try:
+                data = task_data(item, config, round_name, input_field, keep)
+            except InputError as error:
+                result.skipped.append(str(error))
+                continue
+            new_tasks.append({"data": data, "predictions": predictions})
+            existing[item.source_id] = -1  # the same source twice in one import is one task
+            result.predictions_on_new_tasks += len(predictions)
+        elif task_id > 0:
+            for prediction in predictions:
+                if (task_id, prediction["model_version"]) in have:
+                    result.already_present += 1
+                else:
+                    added.append({"task": task_id, **prediction})
+                    have.add((task_id, prediction["model_version"]))
+        if len(new_tasks) + len(added) >= batch_size:
+            flush(new_tasks, added)
+            new_tasks, added = [], []
+    flush(new_tasks, added)
+    if model_version:
+        client.set_model_version(project_obj.id, model_version)
+    result.view_id = _guarded("create the weakest-first tab", _ensure_weakest_first_view, client, project_obj.id)
+    return result
+
+
+def labeled_output_items(
+    pool_path: Path, output_path: Path, input_field: str
+) -> Iterable[tuple[PoolItem, list["LabelOutcome"]]]:
+    """The pool's items joined with their lines of a `prelabel label` output file (by source id, as that
+    command assigns them). Items without a line yet (batch jobs still running) wait for a later import."""
+    from backend.bulk import BulkRecord, iter_items
+
+    records: dict[str, BulkRecord] = {}
+    if output_path.exists():
+        with output_path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = BulkRecord.model_validate_json(line)
+                except ValueError:
+                    continue  # a blank line or one cut short by a kill: that item is labeled again on a rerun
+                records[record.source_id] = record
+    for item in iter_items(pool_path, input_field):
+        if item.task is None:
+            continue  # unreadable record: `label` reports it
+        record = records.get(item.source_id)
+        if record is not None:
+            yield PoolItem(source_id=item.source_id, record=item.task["data"]), [outcome_from_record(record)]

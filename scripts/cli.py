@@ -97,6 +97,35 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+def prompts(
+    show: Annotated[Optional[str], typer.Argument(help="print this version's template")] = None,
+) -> None:
+    """Prompt versions stored by the backend (revised in Label Studio); use one with evaluate --prompt NAME."""
+    from datetime import datetime
+
+    from rich.table import Table
+
+    from backend.prompts import PromptError, PromptRegistry
+
+    settings = load_settings()
+    registry = PromptRegistry(settings.model_dir, settings.store_path)
+    if show is not None:
+        try:
+            print(registry.path_of(show).read_text(encoding="utf-8"))
+        except (PromptError, OSError) as error:
+            raise fail(str(error)) from None
+        return
+    table = Table(title=f"prompt versions in {settings.store_path}")
+    table.add_column("name", no_wrap=True)  # what evaluate --prompt takes: never broken across lines
+    for column in ("kind", "hash", "created", "origin", "file"):
+        table.add_column(column)
+    for version in registry.versions():
+        created = datetime.fromtimestamp(version.created_at).strftime("%Y-%m-%d %H:%M")
+        table.add_row(version.name, version.kind, version.content_hash, created, version.origin or "", version.path)
+    console.print(table)
+
+
 def main() -> None:
     app()
 

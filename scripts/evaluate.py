@@ -9,19 +9,59 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from scripts.common import build_engine, console, fail, label_config_path, load_settings, quiet_http_logs
+from scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client, quiet_http_logs
 
 if TYPE_CHECKING:
-    from backend.evaluate import Comparison
+    from backend.evaluate import Comparison, EvalSet, ItemResult
     from backend.label_config import LabelConfig
+    from backend.labelstudio import LabelStudioClient
+    from backend.prompts import PromptRegistry
     from backend.report import ReportData
 
 
-def _parse_prompt_option(value: str) -> tuple[str, Path]:
+def _parse_prompt_option(value: str, registry: "PromptRegistry") -> tuple[str, Path]:
+    """NAME=TEMPLATE_PATH, or NAME alone for a version stored by the backend (`prelabel prompts`)."""
+    from backend.prompts import PromptError
+
     name, sep, path = value.partition("=")
-    if not sep or not name.strip() or not path.strip():
-        raise fail(f"--prompt {value!r}: expected NAME=TEMPLATE_PATH")
+    if not name.strip() or (sep and not path.strip()):
+        raise fail(f"--prompt {value!r}: expected NAME=TEMPLATE_PATH or the NAME of a stored version")
+    if not sep:
+        try:
+            return name.strip(), registry.path_of(name.strip())
+        except PromptError as error:
+            raise fail(str(error)) from None
     return name.strip(), Path(path.strip())
+
+
+def _push_results(
+    client: "LabelStudioClient", project: str, label_config_xml: str, the_set: "EvalSet",
+    results: dict[str, list["ItemResult"]], input_field: str,
+) -> None:
+    """The evaluation set into a Label Studio project, one prediction per version evaluated in this run."""
+    from backend.labelstudio import LabelStudioError
+    from backend.push import import_outcomes, outcome_from_record
+
+    by_version = {name: {item.source_id: item for item in items} for name, items in results.items()}
+    pairs = [(item, [outcome_from_record(by_version[name][item.source_id]) for name in by_version])
+             for item in the_set.items]
+    last = list(results.values())[-1] if results else []
+    try:
+        with console.status(f"pushing {len(pairs)} items to Label Studio project {project!r}..."):
+            done = import_outcomes(
+                client, project, label_config_xml, pairs, round_name=f"eval-{the_set.sha256[:8]}",
+                input_field=input_field, model_version=last[0].model_version if last else None,
+            )
+    except (LabelStudioError, ValueError) as error:
+        raise fail(f"--push-project: {error}") from None
+    console.print(
+        f"pushed to project {done.project_id}: {len(done.task_ids)} new tasks with {done.predictions_on_new_tasks} "
+        f"predictions, {done.predictions_added} predictions added to earlier tasks, {done.already_present} "
+        f"already there; project model_version {done.model_version}"
+    )
+    for problem in done.skipped:
+        console.print(f"[yellow]{problem}[/yellow]")
+    console.print(f"review weakest first: {client.url}/projects/{done.project_id}/data?tab={done.view_id}")
 
 
 def _report_data(
@@ -82,7 +122,7 @@ def _print_report(data: "ReportData", html_path: Path, md_path: Path) -> None:
 def evaluate(
     pool: Annotated[Path, typer.Argument(help="the unlabeled pool: JSONL, JSON or CSV")],
     prompt: Annotated[
-        list[str], typer.Option(help="NAME=ANNOTATOR_TEMPLATE_PATH, one per prompt version (repeatable)")
+        list[str], typer.Option(help="NAME=ANNOTATOR_TEMPLATE_PATH, or the NAME of a stored version (`prelabel prompts`); one per prompt version (repeatable)")
     ] = [],
     judge_prompt: Annotated[Optional[Path], typer.Option(help="judge template (default PRELABEL_JUDGE_PROMPT or the packaged one)")] = None,
     label_config: Annotated[Path, typer.Option("--label-config", "-c", help="Label Studio config XML")] = (
@@ -100,6 +140,9 @@ def evaluate(
     min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
     fewshot_corrections: Annotated[Optional[Path], typer.Option(help="corrections JSONL: add the most similar corrected examples to the annotator prompt")] = None,
     fewshot_k: Annotated[int, typer.Option(help="few-shot examples per input")] = 3,
+    push_project: Annotated[Optional[str], typer.Option(
+        help="Label Studio project (title, created if absent, or id): import the evaluation set with every "
+             "version's predictions of this run, scored by the judge, to review the weakest first")] = None,
 ) -> None:
     """Label and judge a fixed evaluation set with each prompt version; summarise, compare and report."""
     from backend.evaluate import (
@@ -112,13 +155,14 @@ def evaluate(
     )
     from backend.fewshot import FewShotError, TfidfIndex, fewshot_labeler, load_corrections
     from backend.label_config import LabelConfigError, parse_label_config
-    from backend.prompts import PromptError, PromptSet
+    from backend.prompts import PromptError, PromptRegistry, PromptSet
     from backend.report import write_reports
     from backend.tasks_io import TaskFileError
 
     settings = load_settings()
     quiet_http_logs()
-    versions = [_parse_prompt_option(value) for value in prompt]
+    registry = PromptRegistry(settings.model_dir, settings.store_path)
+    versions = [_parse_prompt_option(value, registry) for value in prompt]
     names = [name for name, _ in versions]
     if len(set(names)) != len(names):
         raise fail("--prompt: each prompt version needs its own NAME")
@@ -139,6 +183,8 @@ def evaluate(
         + f", sha256 {the_set.sha256[:12]}"
     )
 
+    client = ls_client(settings, None, None) if push_project else None  # fail before any LLM call
+    results: dict[str, list[ItemResult]] = {}
     engine = build_engine(settings)
     try:
         if engine.family_warning:
@@ -166,6 +212,7 @@ def evaluate(
                 except EvaluationError as error:
                     raise fail(str(error)) from None
                 save_version(out, run, items, summary)
+                results[prompts.name] = items
     finally:
         engine.close()
 
@@ -176,6 +223,8 @@ def evaluate(
         raise fail(str(error)) from None
     html_path, md_path = write_reports(out, data)
     _print_report(data, html_path, md_path)
+    if client is not None and push_project is not None:  # after the reports: a refused push loses nothing
+        _push_results(client, push_project, label_config.read_text(encoding="utf-8"), the_set, results, field)
 
 
 def compare(

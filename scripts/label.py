@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from scripts.common import console, fail, label_config_path, load_settings, quiet_http_logs
+from scripts.common import console, fail, label_config_path, load_settings, ls_client, quiet_http_logs
 
 
 class _RateColumn(ProgressColumn):
@@ -34,6 +34,15 @@ def label(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="estimate tokens and cost; call nothing")] = False,
     sample: Annotated[int, typer.Option(min=1, help="items sampled for --dry-run")] = 200,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    project: Annotated[Optional[str], typer.Option(
+        help="Label Studio project (title, created if absent, or id): import the results as tasks with "
+             "predictions; a rerun adds only what is missing")] = None,
+    batch_api: Annotated[bool, typer.Option(
+        "--batch-api", help="submit OpenAI Batch / Anthropic Message Batches jobs (half price, up to 24 h) "
+                            "instead of live calls; job ids are kept in OUTPUT.batch.json, rerun to resume")] = False,
+    batch_poll: Annotated[float, typer.Option(min=0.01, help="seconds between batch status checks")] = 30.0,
+    batch_wait: Annotated[bool, typer.Option(
+        help="wait for the batch jobs; --no-batch-wait submits, collects what has ended, and exits")] = True,
 ) -> None:
     """Label every item of a pool (annotator, then judge) into a JSONL file. Rerun the same command to resume."""
     from backend.costs import PriceFileError
@@ -43,15 +52,24 @@ def label(
 
     settings = load_settings()
     quiet_http_logs()
+    client = ls_client(settings, None, None) if project and not dry_run else None  # fail before any LLM call
     try:
         config = parse_label_config(label_config.read_text(encoding="utf-8"))
         if dry_run:
             _dry_run(settings, config, input, output, input_field, retry_failed, sample)
             return
-        summary = _run(settings, config, input, output, concurrency, input_field, retry_failed, progress)
+        if batch_api:
+            summary = _run_batch(settings, config, input, output, input_field, retry_failed, batch_poll, batch_wait)
+        else:
+            summary = _run(settings, config, input, output, concurrency, input_field, retry_failed, progress)
     except (LabelConfigError, TaskFileError, PromptError, PriceFileError, OSError) as error:
         raise fail(str(error)) from None
     _print_summary(summary)
+    if batch_api:
+        _print_batch(summary)
+    if client is not None and project is not None and not summary.interrupted:
+        _push_output(client, project, label_config, input, output, input_field or config.data_key,
+                     summary.model_version)
     if summary.interrupted:
         raise typer.Exit(130)
     if summary.failed:
@@ -102,6 +120,30 @@ def _run(settings, config, input, output, concurrency, input_field, retry_failed
             )
     finally:
         close_engine(engine)
+
+
+def _push_output(client, project: str, label_config: Path, input: Path, output: Path, input_field: str,  # type: ignore[no-untyped-def]
+                 model_version: str | None) -> None:
+    """The labeled pool into a Label Studio project, in batches; tasks already there (by source id) are kept."""
+    from backend.dialogue import InputError
+    from backend.labelstudio import LabelStudioError
+    from backend.push import import_outcomes, labeled_output_items
+
+    try:
+        with console.status(f"importing into Label Studio project {project!r}..."):
+            done = import_outcomes(
+                client, project, label_config.read_text(encoding="utf-8"),
+                labeled_output_items(input, output, input_field), round_name="label",
+                input_field=input_field, model_version=model_version,
+            )
+    except (LabelStudioError, InputError, OSError, ValueError) as error:
+        raise fail(f"--project: {error}") from None
+    console.print(
+        f"Label Studio project {done.project_id}: {len(done.task_ids):,} new tasks, "
+        f"{done.predictions_on_new_tasks + done.predictions_added:,} predictions imported, "
+        f"{done.already_present:,} already there, {len(done.not_predicted):,} items without a label"
+    )
+    console.print(f"review weakest first: {client.url}/projects/{done.project_id}/data?tab={done.view_id}")
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
@@ -179,6 +221,33 @@ def _dry_run(settings, config, input, output, input_field, retry_failed, sample)
     console.print(f"estimated cost: {format_usd(estimate.cost_usd)} (at most {format_usd(estimate.cost_upper_usd)})")
     for note in estimate.notes:
         console.print(f"[dim]{note}[/dim]")
+
+
+def _run_batch(settings, config, input, output, input_field, retry_failed, poll, wait):  # type: ignore[no-untyped-def]
+    from backend.batch_api import BatchError, BatchOptions, BatchStateError, label_file_batch
+    from backend.families import SameFamilyError
+    from backend.providers import ProviderError
+
+    try:
+        return label_file_batch(
+            settings, config, input, output, options=BatchOptions(poll_interval_s=poll, wait=wait),
+            input_field=input_field, retry_failed=retry_failed, on_event=lambda message: console.print(message),
+        )
+    except (SameFamilyError, ProviderError, BatchError, BatchStateError) as error:
+        raise fail(str(error)) from None
+
+
+def _print_batch(summary) -> None:  # type: ignore[no-untyped-def]
+    if summary.jobs_resumed:
+        console.print(f"resumed batch jobs: {', '.join(summary.jobs_resumed)}")
+    if summary.jobs_submitted:
+        console.print(f"submitted batch jobs: {', '.join(summary.jobs_submitted)}")
+    if summary.cache_hits or summary.resubmitted or summary.live_retries:
+        console.print(f"{summary.cache_hits:,} answers from the cache, {summary.resubmitted:,} requests resubmitted "
+                      f"after their batch ended without them, {summary.live_retries:,} unusable answers asked again live")
+    if summary.jobs_pending:
+        console.print(f"[yellow]{len(summary.jobs_pending)} batch job(s) still running ({summary.state_file}): "
+                      "rerun the same command to collect them[/yellow]")
 
 
 if __name__ == "__main__":  # `python -m scripts.label ...`, the same command without the prelabel entry point

@@ -35,7 +35,9 @@ def scan(paths: list[Path], texts: list[str], secrets: list[str]) -> list[str]:
 
 
 def test_no_key_or_token_in_any_output(ls_client, label_studio, backend_factory, tmp_path, caplog, monkeypatch):
-    caplog.set_level(logging.DEBUG)  # the SDKs' and the backend's DEBUG logs included
+    # The SDKs' and the backend's DEBUG logs included, whatever level an earlier test left their loggers at.
+    for name in (None, "openai", "anthropic", "httpx", "httpx2", "prelabel"):
+        caplog.set_level(logging.DEBUG, logger=name)
     backend = backend_factory(
         OPENAI_API_KEY=OPENAI_KEY, ANTHROPIC_API_KEY=ANTHROPIC_KEY, LOG_LEVEL="DEBUG",
         BASIC_AUTH_USER="labelstudio", BASIC_AUTH_PASS=BASIC_PASS,
