@@ -120,7 +120,7 @@ class Engine:
         Identical calls in flight at once in this process wait for the first one instead of repeating it.
         """
         ref = client.ref
-        key = cache_key(ref.provider, ref.model, ref.base_url, params.cache_fields(), prompt)
+        key = self.key_for(ref, prompt, params)
         use_cache = self.settings.prelabel_cache
         if use_cache and read_cache:
             hit = self._cached(role, ref, key, parse)
@@ -142,6 +142,17 @@ class Engine:
                 with self._lock:
                     self._in_flight.pop(key).set()
         return self._call_provider(role, client, key, prompt, params, parse)
+
+    @staticmethod
+    def key_for(ref: ModelRef, prompt: str, params: CallParams) -> str:
+        """The cache key of one call."""
+        return cache_key(ref.provider, ref.model, ref.base_url, params.cache_fields(), prompt)
+
+    def cached(
+        self, role: str, ref: ModelRef, prompt: str, params: CallParams, parse: Callable[[Completion], Parsed]
+    ) -> tuple[Completion, Parsed] | None:
+        """A cached answer that still parses (logged as a cache hit), or None."""
+        return self._cached(role, ref, self.key_for(ref, prompt, params), parse)
 
     def _cached(
         self, role: str, ref: ModelRef, key: str, parse: Callable[[Completion], Parsed]
@@ -172,10 +183,31 @@ class Engine:
             self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=None,
                                 error=str(error))
             raise
+        return self.accept(role, ref, key, completion, parse, save=self.settings.prelabel_cache)
+
+    def accept(
+        self,
+        role: str,
+        ref: ModelRef,
+        key: str,
+        completion: Completion,
+        parse: Callable[[Completion], Parsed],
+        save: bool,
+    ) -> tuple[Completion, Parsed]:
+        """Log a provider's answer, parse it (ValueError for the caller) and, if it parses and `save`, cache it.
+
+        When another process cached an answer for the same call meanwhile, that one is returned instead, so
+        every worker serves the same label for the same input.
+        """
         self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=completion)
-        parsed = parse(completion)  # raises ValueError for the caller to handle
-        if self.settings.prelabel_cache:
-            self.store.save_completion(key, ref.provider, ref.model, completion)
+        parsed = parse(completion)
+        if save:
+            earlier = self.store.save_completion(key, ref.provider, ref.model, completion)
+            if earlier is not None:
+                try:
+                    return earlier, parse(earlier)
+                except ValueError:
+                    self.store.replace_completion(key, ref.provider, ref.model, completion)
         return completion, parsed
 
     def run_batch(
@@ -213,13 +245,13 @@ class Labeler:
             engine.annotator_ref, engine.judge_ref if self.uses_judge else None, bool(engine.family_warning)
         )
         labels = config.class_labels
-        self._annotator_params = CallParams(
+        self.annotator_params = CallParams(
             max_tokens=settings.prelabel_annotator_max_tokens,
             temperature=settings.prelabel_temperature,
             schema_name="choose_label" if labels else None,
             json_schema=_label_schema(labels) if labels else None,
         )
-        self._judge_params = CallParams(
+        self.judge_params = CallParams(
             max_tokens=settings.prelabel_judge_max_tokens,
             temperature=settings.prelabel_temperature,
             schema_name=JUDGE_SCHEMA_NAME,
@@ -258,7 +290,8 @@ class Labeler:
             log.exception("unexpected error labeling task %s", task.get("id") if isinstance(task, dict) else None)
             return self.failed(task, f"internal error: {type(error).__name__}: {error}")
 
-    def _label(self, task: Any) -> LabelOutcome:
+    def begin(self, task: Any) -> tuple[str, LabelOutcome]:
+        """The task's input text and an outcome holding its warnings (InputError for a bad task)."""
         text, truncated = self.read_input(task)
         outcome = LabelOutcome(task_id=task.get("id"), model_version=self.model_version, truncated=truncated)
         if truncated:
@@ -267,6 +300,10 @@ class Labeler:
             )
         if self.engine.family_warning:
             outcome.warnings.append(self.engine.family_warning)
+        return text, outcome
+
+    def _label(self, task: Any) -> LabelOutcome:
+        text, outcome = self.begin(task)
         outcome.label = self._annotate(text)
         if self.uses_judge:
             self._judge(text, outcome)
@@ -276,18 +313,32 @@ class Labeler:
         """The rendered annotator prompt for one input (few-shot labelers add examples here)."""
         return render(self.prompts.annotator, input=text, labels=self.config.class_labels)
 
+    def judge_prompt(self, text: str, label: str) -> str:
+        return render(self.prompts.judge, input=text, label=label)
+
+    def parse_label(self, completion: Completion) -> str:
+        """The annotator's answer as a label (ValueError when it is unusable)."""
+        if self.config.class_labels:
+            return self._parse_class_label(completion)
+        return _parse_free_text(completion)
+
     def _annotate(self, text: str) -> str:
         prompt = self.annotator_prompt(text)
-        parse = self._parse_class_label if self.config.class_labels else _parse_free_text
         try:
-            _, label = self.engine.call("annotator", self.engine.annotator, prompt, self._annotator_params, parse)
+            _, label = self.engine.call("annotator", self.engine.annotator, prompt, self.annotator_params,
+                                        self.parse_label)
         except ValueError as first:
-            try:
-                _, label = self.engine.call(
-                    "annotator", self.engine.annotator, prompt, self._annotator_params, parse, read_cache=False
-                )
-            except ValueError as second:
-                raise ProviderError(f"unusable answer twice: {first}; then {second}") from None
+            label = self.annotate_again(prompt, first)
+        return label
+
+    def annotate_again(self, prompt: str, first: Exception) -> str:
+        """The second and last try after an unusable answer, asked afresh (ProviderError if unusable again)."""
+        try:
+            _, label = self.engine.call(
+                "annotator", self.engine.annotator, prompt, self.annotator_params, self.parse_label, read_cache=False
+            )
+        except ValueError as second:
+            raise ProviderError(f"unusable answer twice: {first}; then {second}") from None
         return label
 
     def _parse_class_label(self, completion: Completion) -> str:
@@ -304,12 +355,18 @@ class Labeler:
         raise ValueError(f"answer {answer!r} is not one of the labels {self.config.class_labels}")
 
     def _judge(self, text: str, outcome: LabelOutcome) -> None:
-        prompt = render(self.prompts.judge, input=text, label=outcome.label or "")
+        self.rate(self.judge_prompt(text, outcome.label or ""), outcome)
+
+    def rate(self, prompt: str, outcome: LabelOutcome, earlier: JudgeParseError | None = None) -> None:
+        """Ask the judge (twice at most); `earlier` is a first answer that did not parse, so one try is left."""
         errors: list[str] = []
-        for attempt in range(2):
+        if earlier is not None:
+            errors.append(str(earlier))
+            outcome.judge_raw = getattr(earlier, "raw", None)
+        for attempt in range(len(errors), 2):
             try:
                 completion, verdict = self.engine.call(
-                    "judge", self.engine.judge, prompt, self._judge_params, _parse_judge, read_cache=attempt == 0
+                    "judge", self.engine.judge, prompt, self.judge_params, parse_judge, read_cache=attempt == 0
                 )
             except ProviderError as error:
                 outcome.unrated_reason = f"judge call failed: {error}"
@@ -318,16 +375,21 @@ class Labeler:
                 errors.append(str(error))
                 outcome.judge_raw = getattr(error, "raw", None)
                 continue
-            outcome.judge_raw = completion.text
-            if completion.tokens and completion.top_logprobs:
-                weighted = expected_level(completion.tokens, completion.top_logprobs)
-                if weighted is not None:
-                    verdict = verdict.model_copy(
-                        update={"expected_level": round(weighted[0], 4), "level_probabilities": weighted[1]}
-                    )
-            outcome.verdict = verdict
+            self.accept_verdict(outcome, completion, verdict)
             return
         outcome.unrated_reason = "judge answer did not parse twice: " + " | ".join(errors)
+
+    @staticmethod
+    def accept_verdict(outcome: LabelOutcome, completion: Completion, verdict: Verdict) -> None:
+        """Record a parsed verdict, weighted by the rating token's log-probabilities where they exist."""
+        outcome.judge_raw = completion.text
+        if completion.tokens and completion.top_logprobs:
+            weighted = expected_level(completion.tokens, completion.top_logprobs)
+            if weighted is not None:
+                verdict = verdict.model_copy(
+                    update={"expected_level": round(weighted[0], 4), "level_probabilities": weighted[1]}
+                )
+        outcome.verdict = verdict
 
 
 def _parse_free_text(completion: Completion) -> str:
@@ -337,7 +399,8 @@ def _parse_free_text(completion: Completion) -> str:
     return text
 
 
-def _parse_judge(completion: Completion) -> Verdict:
+def parse_judge(completion: Completion) -> Verdict:
+    """The judge's verdict (JudgeParseError, carrying the raw answer, when it does not parse)."""
     try:
         return parse_verdict(completion.text)
     except JudgeParseError as error:

@@ -111,7 +111,24 @@ class Store:
         completion = Completion.model_validate_json(row["completion"])
         return completion.model_copy(update={"cached": True, "latency_s": 0.0})
 
-    def save_completion(self, key: str, provider: str, model: str, completion: Completion) -> None:
+    def save_completion(self, key: str, provider: str, model: str, completion: Completion) -> Completion | None:
+        """Cache an answer unless one is there already; returns that earlier answer, or None if this one was saved.
+
+        The first answer wins: when two processes ask the same question at once, both serve the answer that
+        was stored first, so one item never carries two different labels.
+        """
+        with self._transaction() as db:
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO llm_cache (key, provider, model, completion, created_at) VALUES (?,?,?,?,?)",
+                (key, provider, model, completion.model_dump_json(), time.time()),
+            ).rowcount
+            if inserted:
+                return None
+            row = db.execute("SELECT completion FROM llm_cache WHERE key = ?", (key,)).fetchone()
+        return Completion.model_validate_json(row["completion"]).model_copy(update={"cached": True})
+
+    def replace_completion(self, key: str, provider: str, model: str, completion: Completion) -> None:
+        """Overwrite a cached answer that no longer parses (e.g. after the label set changed)."""
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO llm_cache (key, provider, model, completion, created_at) VALUES (?,?,?,?,?)",

@@ -70,6 +70,9 @@ def test_serve_with_two_gunicorn_workers_shares_the_cache(make_settings, provide
         with ThreadPoolExecutor(4) as pool:  # four requests spread over both workers
             answers = list(pool.map(post, range(4)))
         assert all(len(answer) == 8 and all("result" in item for item in answer) for answer in answers)
+        # Both workers may ask the provider for the same task at once; the answer cached first wins, so every
+        # request shows the same summary and rating for a task, whichever worker served it.
+        assert all(answer == answers[0] for answer in answers)
         # Every worker read and wrote one store: at most one provider call per task and role got through
         # per worker, and a fifth request is answered from the cache alone.
         calls = provider.count
@@ -77,7 +80,7 @@ def test_serve_with_two_gunicorn_workers_shares_the_cache(make_settings, provide
         post(0)
         assert provider.count == calls
         totals = {row["role"]: row for row in Store(settings.store_path).usage_totals()}
-        assert totals["annotator"]["calls"] == 40 and totals["annotator"]["cache_hits"] >= 40 - calls // 2
+        assert totals["annotator"]["calls"] == 40 and totals["annotator"]["cache_hits"] >= 40 - 2 * 8
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
