@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from backend.fencing import fence
 from backend.metrics import tokenize
 from backend.prompts import PromptSet
 
@@ -115,7 +116,8 @@ def format_examples(examples: Sequence[Example], kind: str) -> str:
         return ""
     input_name, label_name = ("conversation", "summary") if kind == "summarization" else ("text", "label")
     # Headings differ from the template's own ("Conversation:") so the real input stays unambiguous.
-    blocks = [f"Example {i} {input_name}:\n{e.input}\nExample {i} corrected {label_name}:\n{e.label}"
+    # Examples are data like the input: fenced, so a reviewer's text cannot read as instructions either.
+    blocks = [f"Example {i} {input_name}:\n{fence(e.input)}\nExample {i} corrected {label_name}:\n{fence(e.label)}"
               for i, e in enumerate(examples, start=1)]
     return ("Examples corrected by human reviewers:\n\n" + "\n\n".join(blocks) + "\n\n")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from backend.families import ModelRef
+from backend.fencing import fence
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
@@ -36,6 +37,9 @@ _PLACEHOLDER = re.compile(r"\{(input|label|labels)\}")
 
 
 def render(template: str, *, input: str, label: str = "", labels: list[str] | None = None) -> str:
+    """The prompt for one item. The input and the label are data: each is fenced (backend/fencing.py), so
+    nothing inside them reads as the template's headings or instructions."""
+    input, label = fence(input), fence(label)
     if "{input}" not in template and "{}" in template:
         # The article's positional form: the first {} is the input, the second the label.
         first, _, rest = template.partition("{}")

@@ -56,7 +56,7 @@ def label(
     try:
         config = parse_label_config(label_config.read_text(encoding="utf-8"))
         if dry_run:
-            _dry_run(settings, config, input, output, input_field, retry_failed, sample)
+            _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch_api)
             return
         if batch_api:
             summary = _run_batch(settings, config, input, output, input_field, retry_failed, batch_poll, batch_wait)
@@ -180,7 +180,7 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
         console.print("[yellow]interrupted: rerun the same command to continue[/yellow]")
 
 
-def _dry_run(settings, config, input, output, input_field, retry_failed, sample) -> None:  # type: ignore[no-untyped-def]
+def _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch) -> None:  # type: ignore[no-untyped-def]
     from backend.bulk import iter_items, prepare_output, previous_records
     from backend.costs import estimate_cost, format_usd
 
@@ -197,7 +197,7 @@ def _dry_run(settings, config, input, output, input_field, retry_failed, sample)
 
     estimate = estimate_cost(
         settings, config, remaining(), done=len(state.done), sample_size=sample,
-        previous=previous_records(output, sample),
+        previous=previous_records(output, sample), batch=batch,
     )
     table = Table(title=f"estimate for {estimate.remaining:,} items ({estimate.done:,} already done, "
                         f"{estimate.sampled} sampled)")

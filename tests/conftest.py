@@ -50,7 +50,10 @@ def sentiment() -> list[dict[str, Any]]:
 
 
 def section(prompt: str, heading: str) -> str:
-    """The text after "<heading>:\\n" up to the next "Word:" heading line."""
+    """The fenced text after "<heading>:\\n" (prompts fence their data), else up to the next "Word:" line."""
+    fenced = re.search(rf"{heading}:\n(`{{3,}})\n(.*?)\n\1(?:\n|$)", prompt, re.DOTALL)
+    if fenced:
+        return fenced.group(2).strip()
     match = re.search(rf"{heading}:\n(.*?)(?:\n[A-Z][a-z]+:\n|\n[A-Z][a-z]+:$|$)", prompt, re.DOTALL)
     return match.group(1).strip() if match else ""
 

@@ -106,9 +106,9 @@ def test_model_spec_must_name_a_provider():
 # -- prompts and versions -------------------------------------------------------------------------
 
 def test_render_named_and_positional_and_data_braces_untouched():
-    assert render("In: {input} / {label}", input="x {label} {}", label="L") == "In: x {label} {} / L"
-    assert render("C:\n{}\nS:\n{}", input="dia", label="sum") == "C:\ndia\nS:\nsum"
-    assert render("pick {labels}: {input}", input="t", labels=["a", "b"]) == "pick a, b: t"
+    assert render("In: {input} / {label}", input="x {label} {}", label="L") == "In: ```\nx {label} {}\n``` / ```\nL\n```"
+    assert render("C:\n{}\nS:\n{}", input="dia", label="sum") == "C:\n```\ndia\n```\nS:\n```\nsum\n```"
+    assert render("pick {labels}: {input}", input="t", labels=["a", "b"]) == "pick a, b: ```\nt\n```"
 
 
 def test_default_prompts_are_the_articles():

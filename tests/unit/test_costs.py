@@ -138,3 +138,14 @@ def test_reservoir_is_uniform_enough_and_counts():
     sample, count = reservoir(range(1000), 100, seed=1)
     assert count == 1000 and len(sample) == 100 and len(set(sample)) == 100
     assert 300 < sum(sample) / 100 < 700
+
+
+def test_batch_estimate_is_half_the_list_price(settings, dialogsum):
+    config = parse_label_config(SUMMARY_CONFIG)
+    tasks = [{"id": r["fname"], "data": {"dialogue": r["dialogue"]}} for r in dialogsum[:5]]
+    listed = estimate_cost(settings, config, iter(tasks), sample_size=5)
+    batch = estimate_cost(settings, config, iter(tasks), sample_size=5, batch=True)
+    assert [r.input_tokens for r in batch.roles] == [r.input_tokens for r in listed.roles]
+    assert batch.cost_usd == pytest.approx(listed.cost_usd / 2)
+    assert any("batch prices" in note for note in batch.notes)
+    assert not any("batch prices" in note for note in listed.notes)

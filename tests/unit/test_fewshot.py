@@ -83,17 +83,17 @@ def test_slot_goes_above_the_input_heading_and_changes_the_version():
     rendered = render(shot.annotator, input="A: {examples} inside the data")
     block = format_examples(examples()[:2], "summarization")
     prompt = fill_examples(rendered, block)
-    assert prompt.index("Examples corrected by human reviewers") < prompt.index("Conversation:\nA: {examples} inside")
+    assert prompt.index("Examples corrected by human reviewers") < prompt.index("Conversation:\n```\nA: {examples} inside")
     assert "[few-shot" not in prompt and prompt.count("corrected summary:") == 2
-    assert prompt.endswith("A: {examples} inside the data")  # the data's own braces are untouched
+    assert prompt.endswith("A: {examples} inside the data\n```")  # the data's own braces are untouched
 
 
 def test_slot_with_positional_and_explicit_templates():
     positional = with_examples_slot("Summarize this.\n{}", "k=1")
-    assert fill_examples(render(positional, input="DATA"), "EX\n") == "Summarize this.\nEX\nDATA"
+    assert fill_examples(render(positional, input="DATA"), "EX\n") == "Summarize this.\nEX\n```\nDATA\n```"
     explicit = with_examples_slot("{examples}Then: {input}", "k=1")
-    assert fill_examples(render(explicit, input="X"), "EX ") == "EX Then: X"
+    assert fill_examples(render(explicit, input="X"), "EX ") == "EX Then: ```\nX\n```"
     classify = (PROMPTS_DIR / "classify.txt").read_text(encoding="utf-8")
     filled = fill_examples(render(with_examples_slot(classify, "k=1"), input="great", labels=["a", "b"]),
                            format_examples(examples()[:1], "classification"))
-    assert filled.index("Example 1 text:") < filled.index("Text:\ngreat")
+    assert filled.index("Example 1 text:\n```\n") < filled.index("Text:\n```\ngreat\n```")
