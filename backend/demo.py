@@ -8,9 +8,6 @@ Every process the demo starts is stopped when it ends, fails, or is interrupted.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,6 +21,7 @@ from backend.labelstudio import LabelStudioClient
 from backend.labelstudio_server import LabelStudioServer, PortInUseError
 from backend.push import push_round
 from backend.records import reviewed_tasks
+from backend.server import serve_in_background
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_POOL = ROOT / "tests" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
@@ -88,7 +86,12 @@ def _port_busy(port: int) -> bool:
 def local_model_env(options: DemoOptions, say: Say) -> Iterator[dict[str, str]]:
     """Start the bundled local model (one server per role, so both cores work) and yield the environment
     that points the annotator and the judge at them."""
-    from backend.local_model import DEFAULT_MODEL, LocalModelServer, ensure_local_runtime, find_model_file
+    from backend.local_model import (
+        DEFAULT_MODEL,
+        LocalModelServer,
+        ensure_local_runtime,
+        find_model_file,
+    )
 
     say("No OPENAI_API_KEY and ANTHROPIC_API_KEY: using a local model (SmolLM2-135M-Instruct, llama.cpp).")
     python = ensure_local_runtime(progress=say)
@@ -127,47 +130,9 @@ def backend_process(env: dict[str, str], port: int, log_path: Path, say: Say) ->
     """`prelabel serve` in its own process group, stopped on exit."""
     if _port_busy(port):
         raise DemoError(f"port {port} is in use: stop what listens there, or pass --backend-port")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("a", encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scripts.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise DemoError(f"the prelabel backend exited ({process.returncode}):\n{_tail(log_path)}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise DemoError(f"the prelabel backend did not answer /health within 60 s:\n{_tail(log_path)}")
-            time.sleep(0.3)
-        say(f"prelabel backend up at {url}.")
-        yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        log.close()
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    with serve_in_background(port, {**os.environ, **env}, log_path, error=DemoError) as backend:
+        say(f"prelabel backend up at {backend.url}.")
+        yield backend.url
 
 
 def wait_for_predictions(

@@ -18,9 +18,7 @@ import argparse
 import json
 import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +35,7 @@ from pydantic import BaseModel
 from backend.judge import LEVELS
 from backend.label_config import LabelConfig, parse_label_config
 from backend.labelstudio_server import free_port
+from backend.server import serve_in_background
 from tests.fakes import FakeProvider, FakeRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,37 +165,6 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _start_backend(config: LoadConfig, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    log = open(Path(env["MODEL_DIR"]) / "backend.log", "wb")  # noqa: SIM115 (closed with the process)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scripts.cli", "serve", "--port", str(port), "--workers", str(config.workers),
-         "--threads", str(config.threads)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                return process, url
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    _stop_backend(process)
-    raise RuntimeError(f"the backend did not come up; see {log.name}")
-
-
-def _stop_backend(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
 def _pool(kind: str, size: int) -> list[dict[str, Any]]:
     _, data = CONFIGS[kind]
     with data.open(encoding="utf-8") as handle:
@@ -242,10 +210,11 @@ def run_load(config: LoadConfig) -> LoadReport:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("PRELABEL_", "OPENAI_",
                                                                                       "ANTHROPIC_", "BASIC_AUTH"))}
         env.update(provider.env(), MODEL_DIR=work, PRELABEL_CONCURRENCY="16", PYTHONPATH=str(ROOT))
-        process, url = _start_backend(config, env)
+        log = Path(work) / "backend.log"
         session = requests.Session()
-        try:
-            with RssSampler(process.pid) as sampler:
+        with serve_in_background(free_port(), env, log, workers=config.workers, threads=config.threads) as backend:
+            url = backend.url
+            with RssSampler(backend.pid) as sampler:
                 def run(job: tuple[str, _Project, Any]) -> None:
                     if time.monotonic() - started > config.time_limit_s:
                         report.stopped_by_time_limit = True
@@ -263,8 +232,6 @@ def run_load(config: LoadConfig) -> LoadReport:
                 report.wall_s = time.monotonic() - started
             report.peak_rss_total_mb = round(sampler.peak_total, 1)
             report.peak_rss_worker_mb = round(sampler.peak_worker, 1)
-        finally:
-            _stop_backend(process)
         report.provider_calls = provider.count
         with sqlite3.connect(Path(work) / "prelabel.sqlite3") as db:
             report.webhooks_recorded = db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0]

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from typer.testing import CliRunner
 
 from backend.labelstudio_server import free_port
+from backend.server import serve_in_background
 from backend.store import Store
 from scripts.cli import app
-from tests.conftest import ROOT, SUMMARY_CONFIG, ls_task
+from tests.conftest import SUMMARY_CONFIG, ls_task
 
 
 def test_predict_prints_one_line_per_task_and_names_bad_ones(make_settings, provider, dialogsum, tmp_path):
@@ -45,22 +42,9 @@ def test_same_family_refusal_at_the_command_line(make_settings):
 
 def test_serve_with_two_gunicorn_workers_shares_the_cache(make_settings, provider, dialogsum, tmp_path):
     settings = make_settings()
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scripts.cli", "serve", "--port", str(port), "--workers", "2", "--threads", "4"],
-        cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, "gunicorn did not come up"
-            time.sleep(0.2)
+    with serve_in_background(free_port(), dict(os.environ), tmp_path / "gunicorn.log", workers=2,
+                             threads=4) as backend:
+        url = backend.url
         tasks = [ls_task(i, record) for i, record in enumerate(dialogsum[:8])]
         body = {"tasks": tasks, "project": "3.1", "label_config": SUMMARY_CONFIG}
 
@@ -81,6 +65,3 @@ def test_serve_with_two_gunicorn_workers_shares_the_cache(make_settings, provide
         assert provider.count == calls
         totals = {row["role"]: row for row in Store(settings.store_path).usage_totals()}
         assert totals["annotator"]["calls"] == 40 and totals["annotator"]["cache_hits"] >= 40 - 2 * 8
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +16,8 @@ import requests
 
 from backend.labelstudio_server import free_port
 from backend.ratelimit import TokenBucket
-from tests.conftest import ROOT, SUMMARY_CONFIG, ls_task
+from backend.server import serve_in_background
+from tests.conftest import SUMMARY_CONFIG, ls_task
 
 RPM = 60  # a one-request burst, then 59 a minute: about one call a second per role, for both workers together
 
@@ -27,28 +25,8 @@ RPM = 60  # a one-request burst, then 59 a minute: about one call a second per r
 @contextmanager
 def prelabel_serve(log: Path, workers: int = 2, threads: int = 4) -> Iterator[str]:
     """`prelabel serve` under gunicorn with the environment of the test; its access log goes to `log`."""
-    port = free_port()
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scripts.cli", "serve", "--port", str(port), "--workers", str(workers),
-             "--threads", str(threads)],
-            cwd=ROOT, env=dict(os.environ), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, "gunicorn did not come up"
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+    with serve_in_background(free_port(), dict(os.environ), log, workers=workers, threads=threads) as backend:
+        yield backend.url
 
 
 def test_two_gunicorn_workers_share_one_requests_per_minute_budget(make_settings, provider, dialogsum, tmp_path):
