@@ -17,7 +17,7 @@ _BACKTICKS = re.compile(r"`+")
 
 def fence(text: str) -> str:
     """`text` between two fence lines that cannot occur inside it."""
-    longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
+    longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0) if "`" in text else 0
     bar = "`" * max(MIN_FENCE, longest + 1)
     return f"{bar}\n{text}\n{bar}"
 

@@ -47,8 +47,9 @@ class CallParams(BaseModel, frozen=True):
     json_schema: dict[str, Any] | None = None
     logprobs: bool = False
 
-    def cache_fields(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+    def cache_fields(self) -> str:
+        """The parameters as JSON, part of every cache key (pydantic's serializer: fast and in field order)."""
+        return self.model_dump_json()
 
 
 class LLMClient(Protocol):

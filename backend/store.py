@@ -72,13 +72,14 @@ CREATE TABLE IF NOT EXISTS projects (
 """
 
 
-def cache_key(provider: str, model: str, base_url: str | None, params: dict[str, Any], prompt: str) -> str:
-    payload = json.dumps(
-        {"provider": provider, "model": model, "base_url": base_url or "", "params": params, "prompt": prompt},
-        sort_keys=True,
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+def cache_key(provider: str, model: str, base_url: str | None, params_json: str, prompt: str) -> str:
+    """A call's identity: who answers, with which parameters (canonical JSON), to which prompt."""
+    digest = hashlib.sha256()
+    for part in (provider, model, base_url or "", params_json, prompt):
+        encoded = part.encode("utf-8")
+        digest.update(b"%d:" % len(encoded))  # length-prefixed, so no part can run into the next
+        digest.update(encoded)
+    return digest.hexdigest()
 
 
 class Store:
@@ -109,7 +110,8 @@ class Store:
         if row is None:
             return None
         completion = Completion.model_validate_json(row["completion"])
-        return completion.model_copy(update={"cached": True, "latency_s": 0.0})
+        completion.cached, completion.latency_s = True, 0.0  # a fresh object: nothing else holds it
+        return completion
 
     def save_completion(self, key: str, provider: str, model: str, completion: Completion) -> Completion | None:
         """Cache an answer unless one is there already; returns that earlier answer, or None if this one was saved.
