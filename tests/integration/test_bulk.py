@@ -131,8 +131,13 @@ def test_rate_limits_hold_at_the_server(make_settings, provider, dialogsum, tmp_
         burst = max(1.0, limit / 60)
         per_second = (limit - burst) / 60
         assert provider.peak_in_window(60.0, provider=kind) <= limit
-        for window in (1.0, 2.0, 3.0):  # the per-minute limit, scaled to windows the test can afford
-            assert provider.peak_in_window(window, provider=kind) <= burst + per_second * window + 1
+        # The per-minute limit, scaled to windows the test can afford. The server sees arrivals, not grants:
+        # on a busy machine a granted call can reach it up to a few hundred ms late and bunch up with the next
+        # ones, so the window the limiter kept is allowed half a second more. Without limits all 45 calls
+        # arrive within a fraction of a second, far above these bounds.
+        jitter_s = 0.5
+        for window in (1.0, 2.0, 3.0):
+            assert provider.peak_in_window(window, provider=kind) <= burst + per_second * (window + jitter_s) + 1
 
 
 class Flaky:
