@@ -12,6 +12,9 @@ from __future__ import annotations
 import re
 
 MIN_FENCE = 3
+# Part of every prompt version's hash: a change to how data is rendered into prompts changes model_version,
+# so Label Studio predicts again, as it does after a template edit.
+RENDER_FORMAT = "fenced-1"
 _BACKTICKS = re.compile(r"`+")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from backend.families import ModelRef
-from backend.fencing import fence
+from backend.fencing import RENDER_FORMAT, fence
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
@@ -72,7 +72,7 @@ class PromptSet(BaseModel, frozen=True):
     @property
     def content_hash(self) -> str:
         digest = hashlib.sha256()
-        for part in (self.annotator, "\x00", self.judge):
+        for part in (self.annotator, "\x00", self.judge, "\x00", RENDER_FORMAT):
             digest.update(part.encode("utf-8"))
         return digest.hexdigest()[:8]
 
