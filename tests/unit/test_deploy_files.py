@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -15,12 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "backend" / "Dockerfile").read_text()
 SETTINGS_NAMES = {field.alias for field in Settings.model_fields.values()}
-# Read by the Dockerfile's gunicorn command rather than by Settings.
+# Read by the Dockerfile's `prelabel serve` command rather than by Settings.
 DOCKERFILE_NAMES = {"PORT", "WORKERS", "THREADS"}
 CONTRACT = {
     "PRELABEL_ANNOTATOR", "PRELABEL_JUDGE", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LABEL_STUDIO_URL",
     "LABEL_STUDIO_API_KEY", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "MODEL_DIR",
 }
+
+
+def click_command(name: str) -> Any:
+    from typer.main import get_command
+
+    from scripts.cli import app
+
+    return get_command(app).commands[name]  # type: ignore[attr-defined]
 
 
 def default(value: str) -> str:
@@ -52,7 +61,13 @@ def test_backend_environment_is_what_the_code_reads():
     # MODEL_DIR sits on the volume, so the cache and corrections survive a restart.
     volume = COMPOSE["services"]["prelabel"]["volumes"][0]
     assert volume.split(":", 1)[1] == env["MODEL_DIR"]
-    assert "backend._wsgi:app" in DOCKERFILE and (ROOT / "backend" / "_wsgi.py").exists()
+    # The image runs the same command as a user does, with every option that command takes.
+    command = re.search(r"^CMD exec prelabel serve (.*)$", DOCKERFILE, re.MULTILINE)
+    assert command, "the image must run `prelabel serve`"
+    options = set(re.findall(r"--([a-z-]+)", command.group(1)))
+    served = {param.name.replace("_", "-") for param in click_command("serve").params if param.name != "help"}
+    assert options == served, (options, served)
+    assert (ROOT / "backend" / "_wsgi.py").exists()
 
 
 def test_label_studio_environment_lets_the_backend_in():
