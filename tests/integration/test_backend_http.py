@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -244,3 +245,27 @@ def test_deadline_gives_unfinished_tasks_no_prediction(backend, dialogsum, provi
     assert len(results) == 6
     assert "result" not in results[-1] and "deadline" in results[-1]["error"]
     assert "result" in results[0] and "result" in results[1]
+
+
+HOSTILE_BODIES: list[Any] = [
+    b"", b"nope", b"[]", b"null", b"42", b'"text"', b"{", b'{"tasks": null}', b'{"tasks": [1, "x", null]}',
+    b'{"tasks": [{"id": 1, "data": {"dialogue": 7}}]}', b'{"tasks": [{"id": 1, "data": []}]}',
+    b'{"tasks": [], "params": "x"}', b'{"tasks": [{}], "params": {"context": "x"}}',
+    b'{"action": 5}', b'{"action": "ANNOTATION_CREATED", "annotation": "x"}',
+    b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 1, "result": "x"}, "project": {"id": "x"}}',
+    b'{"project": [], "schema": 5}', b'{"schema": "<View><Text name=\\"t\\"/></View"}',
+    "\u0000\ud7ff".encode("utf-8", "surrogatepass"), b"\xff\xfe\x00garbage",
+]
+
+
+def test_no_malformed_body_gets_a_500_or_leaks_internals(backend, tmp_path):
+    server, _ = backend()
+    for path in ("/predict", "/setup", "/webhook"):
+        for body in HOSTILE_BODIES:
+            response = requests.post(f"{server.url}{path}", data=body, headers={"Content-Type": "application/json"},
+                                     timeout=10)
+            text = response.text
+            assert response.status_code < 500, (path, body, text)
+            assert "Traceback" not in text and str(tmp_path) not in text and "/site-packages/" not in text, (path, body)
+            if response.status_code >= 400:
+                assert response.json()["error"], (path, body)  # a reason, never an empty 4xx
