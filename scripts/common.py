@@ -42,6 +42,7 @@ def load_settings() -> Settings:
         handlers=[RichHandler(console=console, show_path=False)],
         force=True,
     )
+    quiet_http_logs()
     return settings
 
 

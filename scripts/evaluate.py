@@ -160,7 +160,6 @@ def evaluate(
     from backend.tasks_io import TaskFileError
 
     settings = load_settings()
-    quiet_http_logs()
     registry = PromptRegistry(settings.model_dir, settings.store_path)
     versions = [_parse_prompt_option(value, registry) for value in prompt]
     names = [name for name, _ in versions]

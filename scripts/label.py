@@ -51,7 +51,6 @@ def label(
     from backend.tasks_io import TaskFileError
 
     settings = load_settings()
-    quiet_http_logs()
     client = ls_client(settings, None, None) if project and not dry_run else None  # fail before any LLM call
     try:
         config = parse_label_config(label_config.read_text(encoding="utf-8"))
