@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client, quiet_http_logs
+from scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client
 
 if TYPE_CHECKING:
     from backend.evaluate import Comparison, EvalSet, ItemResult

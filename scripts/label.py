@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from scripts.common import console, fail, label_config_path, load_settings, ls_client, quiet_http_logs
+from scripts.common import console, fail, label_config_path, load_settings, ls_client
 
 
 class _RateColumn(ProgressColumn):
