@@ -168,6 +168,11 @@ def evaluate(
     try:
         config = parse_label_config(label_config.read_text(encoding="utf-8"))
         field = input_field or config.data_key
+        for name, path in versions:
+            stored = registry.get(name)
+            if stored is not None and Path(stored.path) == path and stored.kind != config.kind:
+                raise PromptError(f"prompt version {name!r} was written for {stored.kind}, but "
+                                  f"{label_config.name} is a {config.kind} config")
         judge_path = judge_prompt or settings.prelabel_judge_prompt
         prompt_sets = [PromptSet.load(config.kind, path, judge_path, name) for name, path in versions] or [
             PromptSet.load(config.kind, settings.prelabel_annotator_prompt, judge_path, settings.prelabel_prompt_name)

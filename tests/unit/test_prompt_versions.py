@@ -62,3 +62,24 @@ def test_a_saved_result_becomes_the_same_prediction_g_eval_score_included():
         {"text": ["A summary."]}, {"choices": ["good"]}, {"text": ["fine."]}]
     failed = outcome_from_record(BulkRecord(source_id="b", error="task b: boom", model_version="v@1:m+j"))
     assert not failed.ok
+
+
+def test_evaluate_refuses_a_stored_version_of_another_task_kind(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from scripts.cli import app
+    from tests.conftest import DATA
+
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "unused")
+    registry = PromptRegistry(tmp_path, tmp_path / "prelabel.sqlite3")
+    version = registry.save("Summarize briefly.\n{input}", "summarization", base_name="summarize")
+    result = CliRunner().invoke(app, [
+        "evaluate", str(DATA / "sentiment" / "amazon.jsonl"), "--prompt", version.name,
+        "-c", str(ROOT / "label_config" / "sentiment.xml"), "--size", "2", "--out", str(tmp_path / "run"),
+    ])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert "written for summarization" in said and "classification config" in said
+    assert not (tmp_path / "run" / "summary.json").exists()  # refused before any call
