@@ -427,6 +427,10 @@ class BulkRun:
                     self._finish(writer, BulkRecord(source_id=item.source_id, error=item.error,
                                                     model_version=self.labeler.model_version), release=False)
                     continue
+                cached = self.labeler.label_from_cache(item.task)
+                if cached is not None:  # nothing to wait for: no worker hand-off
+                    self._finish(writer, BulkRecord.from_outcome(item.source_id, cached), release=False)
+                    continue
                 self._slots.acquire()
                 future = pool.submit(self.labeler.label_task, item.task)
                 future.add_done_callback(lambda done, sid=item.source_id: self._done(writer, sid, done))

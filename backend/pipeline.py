@@ -29,6 +29,12 @@ from backend.store import Store, cache_key
 log = logging.getLogger("prelabel")
 
 Parsed = TypeVar("Parsed")
+Result = TypeVar("Result")
+
+
+class CacheMiss(Exception):
+    """In cache-only mode, a call the cache cannot answer (deliberately not a ValueError or ProviderError, so
+    no retry or error handling in the labeler takes it for a bad answer)."""
 
 
 class LabelOutcome(BaseModel):
@@ -88,6 +94,7 @@ class Engine:
         self._labelers: dict[str, Labeler] = {}
         self._in_flight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+        self._cache_only = threading.local()  # .hits: the deferred cache-hit log rows, set in cache-only mode
 
     def prompts_for(self, kind: str) -> PromptSet:
         return PromptSet.load(
@@ -122,10 +129,13 @@ class Engine:
         ref = client.ref
         key = self.key_for(ref, prompt, params)
         use_cache = self.settings.prelabel_cache
+        cache_only = getattr(self._cache_only, "hits", None) is not None
         if use_cache and read_cache:
             hit = self._cached(role, ref, key, parse)
             if hit is not None:
                 return hit
+            if cache_only:
+                raise CacheMiss(key)
             with self._lock:
                 leader = self._in_flight.get(key)
                 if leader is None:
@@ -141,7 +151,26 @@ class Engine:
             finally:
                 with self._lock:
                     self._in_flight.pop(key).set()
+        if cache_only:
+            raise CacheMiss(key)
         return self._call_provider(role, client, key, prompt, params, parse)
+
+    def from_cache(self, work: Callable[[], Result]) -> Result | None:
+        """`work` answered from the cache alone, or None as soon as it would need a provider call.
+
+        Its cache hits are logged only when it succeeds, so falling back to the normal path never counts a
+        hit twice. Bulk runs use it to finish cached items at once instead of handing them to a worker.
+        """
+        self._cache_only.hits = hits = []
+        try:
+            result = work()
+        except CacheMiss:
+            return None
+        finally:
+            self._cache_only.hits = None
+        for row in hits:
+            self.store.log_call(**row)
+        return result
 
     @staticmethod
     def key_for(ref: ModelRef, prompt: str, params: CallParams) -> str:
@@ -164,7 +193,12 @@ class Engine:
             parsed = parse(hit)
         except ValueError:
             return None  # an entry that no longer parses (e.g. a changed label set): ask again
-        self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=hit)
+        row = dict(role=role, provider=ref.provider, model=ref.model, key=key, completion=hit)
+        deferred = getattr(self._cache_only, "hits", None)
+        if deferred is None:
+            self.store.log_call(**row)
+        else:
+            deferred.append(row)
         return hit, parsed
 
     def _call_provider(
@@ -289,6 +323,14 @@ class Labeler:
         except Exception as error:  # a bug must not sink the batch; it is logged with its traceback
             log.exception("unexpected error labeling task %s", task.get("id") if isinstance(task, dict) else None)
             return self.failed(task, f"internal error: {type(error).__name__}: {error}")
+
+    def label_from_cache(self, task: Any) -> LabelOutcome | None:
+        """The outcome when every call it needs is already cached, else None (label_task then does the work
+        and reports any error the usual way)."""
+        try:
+            return self.engine.from_cache(lambda: self._label(task))
+        except Exception:  # bad input and the like: label_task reports it with the task and the field
+            return None
 
     def begin(self, task: Any) -> tuple[str, LabelOutcome]:
         """The task's input text and an outcome holding its warnings (InputError for a bad task)."""

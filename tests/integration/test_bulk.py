@@ -209,3 +209,34 @@ def test_cli_exit_codes_and_bad_lines(make_settings, provider, dialogsum, tmp_pa
     assert result.exit_code == 0 and provider.count == calls  # nothing left to do, nothing called
     result = CliRunner().invoke(app, ["label", "-i", str(pool), "-o", str(tmp_path / "new.jsonl"), "--dry-run"])
     assert result.exit_code == 0 and "estimate" in result.output and provider.count == calls
+
+
+def test_cached_items_are_answered_at_once_and_each_hit_is_logged_once(make_settings, provider, dialogsum,
+                                                                      tmp_path):
+    from backend.store import Store
+
+    settings = make_settings()
+    pool = tmp_path / "pool.jsonl"
+    write_pool(pool, dialogsum, 10)
+    label_file(settings, SUMMARY, pool, tmp_path / "first.jsonl", concurrency=4)
+    assert provider.count == 20
+
+    # A new judge prompt: every annotator answer is cached, no judge answer is. The cache-only attempt finds
+    # the label, misses the verdict, and the item goes to a worker, which finds the label again: one hit each.
+    judge = tmp_path / "judge.txt"
+    judge.write_text("Rate the summary of this conversation.\nConversation:\n{input}\nSummary:\n{label}\n",
+                     encoding="utf-8")
+    settings = make_settings(PRELABEL_JUDGE_PROMPT=str(judge))
+    second = label_file(settings, SUMMARY, pool, tmp_path / "second.jsonl", concurrency=4)
+    assert second.labeled == 10 and provider.count == 30
+    totals = {row["role"]: row for row in Store(settings.store_path).usage_totals()}
+    assert (totals["annotator"]["calls"], totals["annotator"]["cache_hits"]) == (20, 10)
+    assert (totals["judge"]["calls"], totals["judge"]["cache_hits"]) == (20, 0)
+
+    # Everything cached now: no provider call, no worker, and the output equals the worker-made one.
+    third = label_file(settings, SUMMARY, pool, tmp_path / "third.jsonl", concurrency=4)
+    assert third.labeled == 10 and provider.count == 30
+    totals = {row["role"]: row for row in Store(settings.store_path).usage_totals()}
+    assert totals["annotator"]["cache_hits"] == 20 and totals["judge"]["cache_hits"] == 10
+    assert sorted(read_output(tmp_path / "third.jsonl"), key=lambda r: r["source_id"]) == sorted(
+        read_output(tmp_path / "second.jsonl"), key=lambda r: r["source_id"])
