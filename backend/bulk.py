@@ -29,7 +29,7 @@ from backend.providers import Completion, LLMClient
 from backend.push import source_id
 from backend.ratelimit import RateLimitSettings, limited
 from backend.settings import Settings
-from backend.store import Store
+from backend.store import INSERT_CALL, Store, call_row
 from backend.tasks_io import TaskFileError, iter_records, jsonl_lines
 
 MAX_LISTED_FAILURES = 20
@@ -258,11 +258,6 @@ class BatchedLogStore(Store):
     lost if the process is killed.
     """
 
-    _INSERT = (
-        "INSERT INTO llm_calls (at, role, provider, model, cache_key, cached, input_tokens, output_tokens,"
-        " latency_ms, error) VALUES (?,?,?,?,?,?,?,?,?,?)"
-    )
-
     def __init__(self, path: Path, interval: float = 0.2):
         super().__init__(path)
         self._rows: list[tuple[Any, ...]] = []
@@ -274,12 +269,7 @@ class BatchedLogStore(Store):
 
     def log_call(self, *, role: str, provider: str, model: str, key: str, completion: Completion | None,
                  error: str | None = None) -> None:
-        usage = completion.usage if completion and not completion.cached else None
-        row = (
-            time.time(), role, provider, model, key, int(bool(completion and completion.cached)),
-            usage.input_tokens if usage else 0, usage.output_tokens if usage else 0,
-            (completion.latency_s * 1000) if completion else 0.0, error,
-        )
+        row = call_row(role, provider, model, key, completion, error)
         with self._rows_lock:
             self._rows.append(row)
 
@@ -288,7 +278,7 @@ class BatchedLogStore(Store):
             rows, self._rows = self._rows, []
         if rows:
             with self._transaction() as db:
-                db.executemany(self._INSERT, rows)
+                db.executemany(INSERT_CALL, rows)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

@@ -82,6 +82,24 @@ def cache_key(provider: str, model: str, base_url: str | None, params_json: str,
     return digest.hexdigest()
 
 
+INSERT_CALL = (
+    "INSERT INTO llm_calls (at, role, provider, model, cache_key, cached, input_tokens, output_tokens,"
+    " latency_ms, error) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def call_row(
+    role: str, provider: str, model: str, key: str, completion: Completion | None, error: str | None
+) -> tuple[Any, ...]:
+    """One llm_calls row; a cache hit spends no tokens."""
+    usage = completion.usage if completion and not completion.cached else None
+    return (
+        time.time(), role, provider, model, key, int(bool(completion and completion.cached)),
+        usage.input_tokens if usage else 0, usage.output_tokens if usage else 0,
+        (completion.latency_s * 1000) if completion else 0.0, error,
+    )
+
+
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -147,24 +165,8 @@ class Store:
         completion: Completion | None,
         error: str | None = None,
     ) -> None:
-        usage = completion.usage if completion and not completion.cached else None
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO llm_calls (at, role, provider, model, cache_key, cached, input_tokens, output_tokens,"
-                " latency_ms, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    time.time(),
-                    role,
-                    provider,
-                    model,
-                    key,
-                    int(bool(completion and completion.cached)),
-                    usage.input_tokens if usage else 0,
-                    usage.output_tokens if usage else 0,
-                    (completion.latency_s * 1000) if completion else 0.0,
-                    error,
-                ),
-            )
+            db.execute(INSERT_CALL, call_row(role, provider, model, key, completion, error))
 
     def usage_totals(self) -> list[dict[str, Any]]:
         rows = self._connection().execute(
