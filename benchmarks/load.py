@@ -35,7 +35,9 @@ from pydantic import BaseModel
 from backend.judge import LEVELS
 from backend.label_config import LabelConfig, parse_label_config
 from backend.labelstudio_server import free_port
+from backend.metrics import quantile
 from backend.server import serve_in_background
+from benchmarks.label_child import current_rss_mb
 from tests.fakes import FakeProvider, FakeRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,17 +108,6 @@ def varying_responder() -> Any:
     return respond
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -153,16 +144,13 @@ class RssSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            workers = [_rss_mb(child) for child in _children(self.pid)]
-            self.peak_total = max(self.peak_total, _rss_mb(self.pid) + sum(workers))
+            workers = [current_rss_mb(child) for child in _children(self.pid)]
+            self.peak_total = max(self.peak_total, current_rss_mb(self.pid) + sum(workers))
             self.peak_worker = max([self.peak_worker, *workers])
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+def _percentile_ms(values: list[float], fraction: float) -> float:
+    return round(quantile(values, fraction), 1) if values else 0.0
 
 
 def _pool(kind: str, size: int) -> list[dict[str, Any]]:
@@ -238,9 +226,9 @@ def run_load(config: LoadConfig) -> LoadReport:
 
     report.items_labeled_twice = sum(1 for count in asked.values() if count > 1)
     report.inconsistent_items = sum(1 for key, seen in labels.items() if len(seen) > 1)
-    report.predict_p50_ms = round(_percentile(predict_ms, 0.5), 1)
-    report.predict_p95_ms = round(_percentile(predict_ms, 0.95), 1)
-    report.webhook_p95_ms = round(_percentile(webhook_ms, 0.95), 1)
+    report.predict_p50_ms = _percentile_ms(predict_ms, 0.5)
+    report.predict_p95_ms = _percentile_ms(predict_ms, 0.95)
+    report.webhook_p95_ms = _percentile_ms(webhook_ms, 0.95)
     report.webhook_max_ms = round(max(webhook_ms, default=0.0), 1)
     return report
 
