@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The harness's virtual environments live in the checkout (an installed prelabel defaults to the working folder).
+export PRELABEL_LS_VENV ?= $(CURDIR)/.venv-labelstudio
+export PRELABEL_LOCAL_VENV ?= $(CURDIR)/.venv-localmodel
 
 .PHONY: demo test test-fast bench load install labelstudio clean
 
@@ -16,7 +19,7 @@ install: $(STAMP)
 
 # Label Studio lives in its own virtual environment (.venv-labelstudio): it pins openai 1.x.
 labelstudio: $(STAMP)
-	$(BIN)/python -c "from backend.labelstudio_server import ensure_label_studio; ensure_label_studio()"
+	$(BIN)/python -c "from prelabel.harness.labelstudio_server import ensure_label_studio; ensure_label_studio()"
 
 demo: labelstudio
 	$(BIN)/prelabel demo $(DEMO_ARGS)

@@ -1,5 +1,5 @@
-"""WSGI entry point: `gunicorn backend._wsgi:app` (the Label Studio ML backend convention's name)."""
+"""WSGI entry point: `gunicorn prelabel._wsgi:app` (the Label Studio ML backend convention's name)."""
 
-from backend.app import create_app
+from prelabel.app import create_app
 
 app = create_app()

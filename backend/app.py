@@ -13,14 +13,15 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 
-from backend.bulk import build_engine
-from backend.label_config import LabelConfigError
-from backend.model import ContextError, PrelabelModel
-from backend.pipeline import Engine
-from backend.settings import Settings
-from backend.store import Store
+from prelabel.bulk import build_engine
+from prelabel.label_interface import LabelConfigError
+from prelabel.model import ContextError, PrelabelModel
+from prelabel.pipeline import Engine
+from prelabel.settings import Settings
+from prelabel.store import Store
 
 log = logging.getLogger("prelabel")
+
 
 class SetupRequest(BaseModel):
     project: str | int | None = None
@@ -142,8 +143,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         limit = settings.prelabel_max_tasks_per_request
         if len(payload.tasks) > limit:
             # More than one request can label before Label Studio's 100 s timeout: it would store nothing.
-            return error(413, f"/predict got {len(payload.tasks)} tasks; at most {limit} at a time "
-                              "(select fewer tasks, or raise PRELABEL_MAX_TASKS_PER_REQUEST)")
+            return error(
+                413,
+                f"/predict got {len(payload.tasks)} tasks; at most {limit} at a time "
+                "(select fewer tasks, or raise PRELABEL_MAX_TASKS_PER_REQUEST)",
+            )
         project = project_id(payload.project)
         xml = label_config_for(project, payload.label_config)
         model = PrelabelModel(engine, xml, project)
@@ -203,4 +207,3 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return error(500, f"internal error ({type(problem).__name__}); see the backend log")
 
     return app
-

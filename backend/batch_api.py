@@ -48,7 +48,7 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, Field, ValidationError
 
-from backend.bulk import (
+from prelabel.bulk import (
     MAX_LISTED_FAILURES,
     BulkRecord,
     BulkSummary,
@@ -61,13 +61,13 @@ from backend.bulk import (
     iter_items,
     prepare_output,
 )
-from backend.costs import RoleUsage, UsageMeter, batch_prices, load_prices
-from backend.dialogue import InputError
-from backend.families import ModelRef
-from backend.judge import JudgeParseError
-from backend.label_config import LabelConfig
-from backend.pipeline import Engine, Labeler, LabelOutcome, parse_judge
-from backend.providers import (
+from prelabel.costs import RoleUsage, UsageMeter, batch_prices, load_prices
+from prelabel.dialogue import InputError
+from prelabel.families import ModelRef
+from prelabel.judge import JudgeParseError
+from prelabel.label_interface import LabelConfig
+from prelabel.pipeline import Engine, Labeler, LabelOutcome, parse_judge
+from prelabel.providers import (
     CallParams,
     Completion,
     ProviderError,
@@ -79,7 +79,7 @@ from backend.providers import (
     openai_completion,
     openai_sdk,
 )
-from backend.settings import Settings
+from prelabel.settings import Settings
 
 log = logging.getLogger("prelabel")
 
@@ -240,12 +240,19 @@ class OpenAIBatches(BatchAPI):
         self.client = client
 
     def entry(self, cid: str, prompt: str, params: CallParams) -> dict[str, Any]:
-        return {"custom_id": cid, "method": "POST", "url": CHAT_ENDPOINT, "body": openai_chat_body(self.ref, prompt, params)}
+        return {
+            "custom_id": cid,
+            "method": "POST",
+            "url": CHAT_ENDPOINT,
+            "body": openai_chat_body(self.ref, prompt, params),
+        }
 
     def submit(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> tuple[str, str | None]:
         data = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries).encode("utf-8")
         try:
-            uploaded = self.client.files.create(file=("prelabel-batch.jsonl", data, "application/jsonl"), purpose="batch")
+            uploaded = self.client.files.create(
+                file=("prelabel-batch.jsonl", data, "application/jsonl"), purpose="batch"
+            )
             batch = self.client.batches.create(
                 input_file_id=uploaded.id, endpoint=CHAT_ENDPOINT, completion_window="24h", metadata=metadata
             )
@@ -260,16 +267,24 @@ class OpenAIBatches(BatchAPI):
             raise self._fail(f"polling OpenAI batch {job.id}", error) from None
         counts = batch.request_counts
         done = (counts.completed + counts.failed) if counts else 0
-        return JobStatus(ended=batch.status in self.ENDED, status=batch.status, done=done,
-                         total=counts.total if counts else len(job.source_ids))
+        return JobStatus(
+            ended=batch.status in self.ENDED,
+            status=batch.status,
+            done=done,
+            total=counts.total if counts else len(job.source_ids),
+        )
 
     def results(self, job: JobRecord, status: JobStatus) -> Iterator[RequestResult]:
         try:
             batch = self.client.batches.retrieve(job.id)
             if batch.status == "failed":  # the file was rejected as a whole: nothing ran
-                reasons = "; ".join(e.message or e.code or "" for e in (batch.errors.data or [])) if batch.errors else ""
+                reasons = (
+                    "; ".join(e.message or e.code or "" for e in (batch.errors.data or [])) if batch.errors else ""
+                )
                 for sid in job.source_ids:
-                    yield RequestResult(custom_id=custom_id(sid), error=f"batch {job.id} failed: {reasons or 'no reason given'}")
+                    yield RequestResult(
+                        custom_id=custom_id(sid), error=f"batch {job.id} failed: {reasons or 'no reason given'}"
+                    )
                 return
             for file_id in (batch.output_file_id, batch.error_file_id):
                 if file_id:
@@ -284,8 +299,11 @@ class OpenAIBatches(BatchAPI):
         error = line.get("error")
         if error:
             code = error.get("code") or "error"
-            return RequestResult(custom_id=cid, error=f"batch {job.id}: {code}: {error.get('message') or ''}".strip(),
-                                 ran=code not in self.UNRUN_CODES)
+            return RequestResult(
+                custom_id=cid,
+                error=f"batch {job.id}: {code}: {error.get('message') or ''}".strip(),
+                ran=code not in self.UNRUN_CODES,
+            )
         response = line.get("response") or {}
         body = response.get("body") or {}
         status = response.get("status_code")
@@ -293,7 +311,9 @@ class OpenAIBatches(BatchAPI):
             message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
             return RequestResult(custom_id=cid, error=f"batch {job.id}: HTTP {status}: {message or body}")
         try:
-            return RequestResult(custom_id=cid, completion=openai_completion(self.ref, ChatCompletion.model_validate(body)))
+            return RequestResult(
+                custom_id=cid, completion=openai_completion(self.ref, ChatCompletion.model_validate(body))
+            )
         except (ValidationError, ProviderError) as bad:
             return RequestResult(custom_id=cid, error=f"batch {job.id}: malformed result: {str(bad)[:300]}")
 
@@ -324,8 +344,12 @@ class AnthropicBatches(BatchAPI):
             raise self._fail(f"polling Anthropic message batch {job.id}", error) from None
         counts = batch.request_counts
         done = counts.succeeded + counts.errored + counts.canceled + counts.expired
-        return JobStatus(ended=batch.processing_status == "ended", status=batch.processing_status, done=done,
-                         total=done + counts.processing)
+        return JobStatus(
+            ended=batch.processing_status == "ended",
+            status=batch.processing_status,
+            done=done,
+            total=done + counts.processing,
+        )
 
     def results(self, job: JobRecord, status: JobStatus) -> Iterator[RequestResult]:
         try:
@@ -335,11 +359,13 @@ class AnthropicBatches(BatchAPI):
                     yield RequestResult(custom_id=line.custom_id, completion=anthropic_completion(result.message))
                 elif result.type == "errored":
                     detail = result.error.error
-                    yield RequestResult(custom_id=line.custom_id,
-                                        error=f"batch {job.id}: {detail.type}: {detail.message}")
+                    yield RequestResult(
+                        custom_id=line.custom_id, error=f"batch {job.id}: {detail.type}: {detail.message}"
+                    )
                 else:  # expired or canceled: never ran
-                    yield RequestResult(custom_id=line.custom_id, error=f"batch {job.id}: request {result.type}",
-                                        ran=False)
+                    yield RequestResult(
+                        custom_id=line.custom_id, error=f"batch {job.id}: request {result.type}", ran=False
+                    )
         except anthropic.APIError as error:
             raise self._fail(f"reading the results of Anthropic message batch {job.id}", error) from None
 
@@ -348,11 +374,17 @@ def batch_api_for(settings: Settings, ref: ModelRef, options: BatchOptions) -> B
     """The batch API of a role's provider, with the same key and endpoint as its live client."""
     limits = options.limits_for(ref.provider)
     if ref.provider == "anthropic":
-        client = anthropic_sdk(ref, settings.anthropic_api_key, settings.anthropic_base_url,
-                               options.request_timeout_s, settings.prelabel_max_retries)
+        client = anthropic_sdk(
+            ref,
+            settings.anthropic_api_key,
+            settings.anthropic_base_url,
+            options.request_timeout_s,
+            settings.prelabel_max_retries,
+        )
         return AnthropicBatches(ref, limits, client)
-    client = openai_sdk(ref, settings.openai_api_key, settings.openai_base_url, options.request_timeout_s,
-                        settings.prelabel_max_retries)
+    client = openai_sdk(
+        ref, settings.openai_api_key, settings.openai_base_url, options.request_timeout_s, settings.prelabel_max_retries
+    )
     return OpenAIBatches(ref, limits, client)
 
 
@@ -401,13 +433,22 @@ class _JobBuilder:
         run = self.run
         metadata = {"prelabel_role": self.role, "prelabel_model_version": run.labeler.model_version[:500]}
         job_id, file_id = self.api.submit(self._entries, metadata)
-        job = JobRecord(id=job_id, provider=self.api.provider, role=self.role, round=self.round,
-                        source_ids=self._ids, input_file_id=file_id, submitted_at=time.time())
+        job = JobRecord(
+            id=job_id,
+            provider=self.api.provider,
+            role=self.role,
+            round=self.round,
+            source_ids=self._ids,
+            input_file_id=file_id,
+            submitted_at=time.time(),
+        )
         run.state.jobs.append(job)
         run.state_file.save(run.state)  # at once: a run that dies from here on polls this job, never resubmits
         run.summary.jobs_submitted.append(job_id)
-        run.event(f"submitted {self.api.provider} batch {job_id}: {len(self._ids):,} {self.role} requests"
-                  + (f" (resubmission {self.round})" if self.round else ""))
+        run.event(
+            f"submitted {self.api.provider} batch {job_id}: {len(self._ids):,} {self.role} requests"
+            + (f" (resubmission {self.round})" if self.round else "")
+        )
         self._entries, self._ids, self._bytes = [], [], 0
 
 
@@ -445,8 +486,9 @@ class BatchRun:
         self.read_cache = engine.settings.prelabel_cache
         self.state_file = StateFile(output)
         self.state = BatchState(model_version=labeler.model_version)
-        self.summary = BatchSummary(output=str(output), model_version=labeler.model_version,
-                                    state_file=str(self.state_file.path))
+        self.summary = BatchSummary(
+            output=str(output), model_version=labeler.model_version, state_file=str(self.state_file.path)
+        )
         self._written: set[str] = set()
         self._writer: OutputWriter | None = None
 
@@ -529,8 +571,9 @@ class BatchRun:
                     self.event(f"{job.provider} batch {job.id} ({job.role}) ended: {status.status}")
                     self._merge(job, status)
                 else:
-                    log.debug("%s batch %s: %s, %d of %d done", job.provider, job.id, status.status, status.done,
-                              status.total)
+                    log.debug(
+                        "%s batch %s: %s, %d of %d done", job.provider, job.id, status.status, status.done, status.total
+                    )
             if not self.state.open_jobs() or not self.options.wait:
                 return
             time.sleep(self.options.poll_interval_s)
@@ -540,8 +583,9 @@ class BatchRun:
     def _begin(self, item: Item) -> tuple[str, LabelOutcome] | None:
         """The item's input text and outcome, or None after writing it as failed (unreadable input)."""
         if item.task is None:
-            self._write_record(BulkRecord(source_id=item.source_id, error=item.error,
-                                          model_version=self.labeler.model_version))
+            self._write_record(
+                BulkRecord(source_id=item.source_id, error=item.error, model_version=self.labeler.model_version)
+            )
             return None
         try:
             return self.labeler.begin(item.task)
@@ -582,8 +626,9 @@ class BatchRun:
             outcome.unrated_reason = f"judge call failed: {reason}"
             self._write(outcome, sid)
 
-    def _accept(self, role: Role, prompt: str, completion: Completion,
-                parse: Callable[[Completion], Any]) -> tuple[Completion, Any]:
+    def _accept(
+        self, role: Role, prompt: str, completion: Completion, parse: Callable[[Completion], Any]
+    ) -> tuple[Completion, Any]:
         """A batch answer: metered at batch prices, logged, parsed, and cached (the judge stage reads labels there);
         the answer cached first wins, as on the live path."""
         ref = self._ref(role)
@@ -611,7 +656,8 @@ class BatchRun:
                 continue
             text, outcome = started
             result = results.get(custom_id(sid)) or RequestResult(
-                custom_id=custom_id(sid), error=f"batch {job.id} ended {status.status} without a result for it",
+                custom_id=custom_id(sid),
+                error=f"batch {job.id} ended {status.status} without a result for it",
                 ran=status.status not in ("expired", "cancelled"),
             )
             if job.role == "annotator":
@@ -619,8 +665,13 @@ class BatchRun:
             else:
                 self._merge_verdict(job, item, text, outcome, result, again)
         for sid in set(wanted.values()) - found - self._written - elsewhere:
-            self._write_record(BulkRecord(source_id=sid, model_version=self.labeler.model_version,
-                                          error=f"task {sid}: no longer in {self.input_path}; its batch answer is dropped"))
+            self._write_record(
+                BulkRecord(
+                    source_id=sid,
+                    model_version=self.labeler.model_version,
+                    error=f"task {sid}: no longer in {self.input_path}; its batch answer is dropped",
+                )
+            )
         again.flush()
         judge.flush()
         job.merged = True
@@ -635,8 +686,16 @@ class BatchRun:
         self.summary.resubmitted += 1
         return True
 
-    def _merge_label(self, job: JobRecord, item: Item, text: str, outcome: LabelOutcome, result: RequestResult,
-                     again: _JobBuilder, judge: _JobBuilder) -> None:
+    def _merge_label(
+        self,
+        job: JobRecord,
+        item: Item,
+        text: str,
+        outcome: LabelOutcome,
+        result: RequestResult,
+        again: _JobBuilder,
+        judge: _JobBuilder,
+    ) -> None:
         sid = item.source_id
         prompt = self.labeler.annotator_prompt(text)
         if result.completion is None:
@@ -658,20 +717,27 @@ class BatchRun:
             return
         self._to_judge(sid, text, outcome, judge)
 
-    def _merge_verdict(self, job: JobRecord, item: Item, text: str, outcome: LabelOutcome, result: RequestResult,
-                       again: _JobBuilder) -> None:
+    def _merge_verdict(
+        self, job: JobRecord, item: Item, text: str, outcome: LabelOutcome, result: RequestResult, again: _JobBuilder
+    ) -> None:
         sid = item.source_id
         prompt_in = self.labeler.annotator_prompt(text)
         cached = self.engine.store.cached_completion(
-            self.engine.key_for(self.engine.annotator_ref, prompt_in, self.labeler.annotator_params))
+            self.engine.key_for(self.engine.annotator_ref, prompt_in, self.labeler.annotator_params)
+        )
         try:
             outcome.label = self.labeler.parse_label(cached) if cached is not None else None
         except ValueError:
             outcome.label = None
         if outcome.label is None:
-            self._write(self.labeler.failed(
-                item.task, "the annotator's answer is no longer in the call cache (was MODEL_DIR changed?); "
-                           "rerun to label it again"), sid)
+            self._write(
+                self.labeler.failed(
+                    item.task,
+                    "the annotator's answer is no longer in the call cache (was MODEL_DIR changed?); "
+                    "rerun to label it again",
+                ),
+                sid,
+            )
             return
         prompt = self.labeler.judge_prompt(text, outcome.label)
         if result.completion is None:
@@ -706,11 +772,16 @@ class BatchRun:
             summary.labeled += 1
             summary.unrated += record.unrated_reason is not None
         if self.on_progress is not None:
-            self.on_progress(Progress(
-                done=summary.labeled + summary.failed, labeled=summary.labeled, failed=summary.failed,
-                unrated=summary.unrated, tokens=self.batch_meter.tokens + (self.meter.tokens if self.meter else 0),
-                cost_usd=self._cost(),
-            ))
+            self.on_progress(
+                Progress(
+                    done=summary.labeled + summary.failed,
+                    labeled=summary.labeled,
+                    failed=summary.failed,
+                    unrated=summary.unrated,
+                    tokens=self.batch_meter.tokens + (self.meter.tokens if self.meter else 0),
+                    cost_usd=self._cost(),
+                )
+            )
 
     def _usage(self) -> list[RoleUsage]:
         return self.batch_meter.roles() + (self.meter.roles() if self.meter else [])
@@ -743,12 +814,23 @@ def label_file_batch(
     own_engine = engine is None
     engine = engine or build_engine(settings, meter)
     try:
-        apis = {"annotator": batch_api_for(settings, engine.annotator_ref, options),
-                "judge": batch_api_for(settings, engine.judge_ref, options)}
+        apis = {
+            "annotator": batch_api_for(settings, engine.annotator_ref, options),
+            "judge": batch_api_for(settings, engine.judge_ref, options),
+        }
         run = BatchRun(
-            engine, engine.labeler(config), input_path, output, input_field=input_field or config.data_key,
-            options=options, apis=apis, meter=meter, batch_meter=UsageMeter(batch_prices(meter.prices)),
-            retry_failed=retry_failed, on_progress=on_progress, on_event=on_event,
+            engine,
+            engine.labeler(config),
+            input_path,
+            output,
+            input_field=input_field or config.data_key,
+            options=options,
+            apis=apis,
+            meter=meter,
+            batch_meter=UsageMeter(batch_prices(meter.prices)),
+            retry_failed=retry_failed,
+            on_progress=on_progress,
+            on_event=on_event,
         )
         with interrupt_on_sigterm():
             return run.run()

@@ -22,15 +22,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from backend.costs import MeteredClient, RoleUsage, UsageMeter, load_prices
-from backend.label_config import LabelConfig
-from backend.pipeline import Engine, LabelOutcome, Labeler
-from backend.providers import Completion, LLMClient
-from backend.push import source_id
-from backend.ratelimit import RateLimitSettings, limited
-from backend.settings import Settings
-from backend.store import INSERT_CALL, Store, call_row
-from backend.tasks_io import TaskFileError, iter_records, jsonl_lines
+from prelabel.costs import MeteredClient, RoleUsage, UsageMeter, load_prices
+from prelabel.label_interface import LabelConfig
+from prelabel.pipeline import Engine, Labeler, LabelOutcome
+from prelabel.providers import Completion, LLMClient
+from prelabel.push import source_id
+from prelabel.ratelimit import RateLimitSettings, limited
+from prelabel.settings import Settings
+from prelabel.store import INSERT_CALL, Store, call_row
+from prelabel.tasks_io import TaskFileError, iter_records, jsonl_lines
 
 MAX_LISTED_FAILURES = 20
 
@@ -50,7 +50,7 @@ class BulkRecord(BaseModel):
     warnings: list[str] | None = None
 
     @classmethod
-    def from_outcome(cls, sid: str, outcome: LabelOutcome) -> "BulkRecord":
+    def from_outcome(cls, sid: str, outcome: LabelOutcome) -> BulkRecord:
         verdict = outcome.verdict
         return cls(
             source_id=sid,
@@ -66,8 +66,13 @@ class BulkRecord(BaseModel):
         )
 
     def line(self) -> bytes:
-        return (json.dumps(self.model_dump(exclude_none=False, exclude={"warnings"} if not self.warnings else None),
-                           ensure_ascii=False) + "\n").encode("utf-8")
+        return (
+            json.dumps(
+                self.model_dump(exclude_none=False, exclude={"warnings"} if not self.warnings else None),
+                ensure_ascii=False,
+            )
+            + "\n"
+        ).encode("utf-8")
 
 
 class Item(BaseModel):
@@ -267,8 +272,9 @@ class BatchedLogStore(Store):
         self._writer = threading.Thread(target=self._loop, name="prelabel-usage-log", daemon=True)
         self._writer.start()
 
-    def log_call(self, *, role: str, provider: str, model: str, key: str, completion: Completion | None,
-                 error: str | None = None) -> None:
+    def log_call(
+        self, *, role: str, provider: str, model: str, key: str, completion: Completion | None, error: str | None = None
+    ) -> None:
         row = call_row(role, provider, model, key, completion, error)
         with self._rows_lock:
             self._rows.append(row)
@@ -310,8 +316,12 @@ def build_engine(
     """
     store = store or BatchedLogStore(settings.store_path)
     try:
-        engine = Engine(settings, store=store, annotator_client=clients[0] if clients else None,
-                        judge_client=clients[1] if clients else None)
+        engine = Engine(
+            settings,
+            store=store,
+            annotator_client=clients[0] if clients else None,
+            judge_client=clients[1] if clients else None,
+        )
     except Exception:
         close_store(store)  # e.g. a same-family judge: no writer thread left behind
         raise
@@ -414,8 +424,13 @@ class BulkRun:
                 submitted.add(item.source_id)
                 summary.seen += 1
                 if item.error is not None:
-                    self._finish(writer, BulkRecord(source_id=item.source_id, error=item.error,
-                                                    model_version=self.labeler.model_version), release=False)
+                    self._finish(
+                        writer,
+                        BulkRecord(
+                            source_id=item.source_id, error=item.error, model_version=self.labeler.model_version
+                        ),
+                        release=False,
+                    )
                     continue
                 cached = self.labeler.label_from_cache(item.task)
                 if cached is not None:  # nothing to wait for: no worker hand-off
@@ -472,7 +487,6 @@ class BulkRun:
         finally:
             if release:
                 self._slots.release()
-
 
 
 def label_file(

@@ -14,18 +14,18 @@ import os
 import random
 import threading
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from backend.families import ModelRef
-from backend.label_config import LabelConfig
-from backend.prompts import PromptSet, render
-from backend.providers import CallParams, Completion, LLMClient
-from backend.settings import Settings
+from prelabel.families import ModelRef
+from prelabel.label_interface import LabelConfig
+from prelabel.prompts import PromptSet, render
+from prelabel.providers import CallParams, Completion, LLMClient
+from prelabel.settings import Settings
 
 PRICES_ENV = "PRELABEL_PRICES"
 
@@ -148,14 +148,14 @@ def approx_tokens(text: str) -> int:
     return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoding(name: str) -> Any:
     import tiktoken
 
     return tiktoken.get_encoding(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _loadable(name: str) -> bool:
     try:
         _encoding(name)
@@ -310,7 +310,7 @@ class CostEstimate(BaseModel):
 
 def offline_labeler(settings: Settings, config: LabelConfig, prompts: PromptSet | None = None) -> Any:
     """A Labeler for rendering prompts and reading inputs without provider clients (no key needed)."""
-    from backend.pipeline import Labeler
+    from prelabel.pipeline import Labeler
 
     engine = SimpleNamespace(
         settings=settings, annotator_ref=settings.annotator, judge_ref=settings.judge, family_warning=None
@@ -409,8 +409,16 @@ def estimate_cost(
     # The judge reads the annotator's label too: its estimated length, counted with the judge's tokenizer.
     j_in = (j_in_total / readable + a_out) if readable else 0.0
 
-    def role(name: str, ref: ModelRef, counter: TokenCounter, per_in: float, per_out: float, basis: str,
-             upper_in: float, upper_out: int) -> RoleEstimate:
+    def role(
+        name: str,
+        ref: ModelRef,
+        counter: TokenCounter,
+        per_in: float,
+        per_out: float,
+        basis: str,
+        upper_in: float,
+        upper_out: int,
+    ) -> RoleEstimate:
         price = price_for(ref.model, prices)
         total_in = round(per_in * remaining)
         total_out = round(per_out * remaining)
@@ -442,16 +450,25 @@ def estimate_cost(
     if any(r.price is None for r in roles):
         missing = ", ".join(r.model for r in roles if r.price is None)
         notes.append(f"no price for {missing}: add it to a file named by {PRICES_ENV}")
-    notes.append("cache hits and retries are not counted; " + (
-        f"batch prices ({BATCH_PRICE_FACTOR:g} x list)" if batch else "provider batch discounts (--batch-api) are not applied"
-    ))
+    notes.append(
+        "cache hits and retries are not counted; "
+        + (
+            f"batch prices ({BATCH_PRICE_FACTOR:g} x list)"
+            if batch
+            else "provider batch discounts (--batch-api) are not applied"
+        )
+    )
     if unreadable:
         notes.append(f"{unreadable} of {len(sample)} sampled items cannot be read and would fail")
     return CostEstimate(
-        pool=remaining + done, done=done, remaining=remaining, sampled=len(sample), unreadable=unreadable,
-        roles=roles, notes=notes,
+        pool=remaining + done,
+        done=done,
+        remaining=remaining,
+        sampled=len(sample),
+        unreadable=unreadable,
+        roles=roles,
+        notes=notes,
     )
-
 
 
 def format_usd(value: float | None) -> str:

@@ -24,18 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from backend import metrics
-from backend.atomic import write_atomic
-from backend.dialogue import InputError, parse_dialogue, parse_text, render_dialogue
-from backend.judge import LEVELS, MAX_LEVEL
-from backend.label_config import LabelConfig, TaskKind
-from backend.push import PoolItem, read_pool
-from backend.records import ReviewedTask, reviewed_tasks
-from backend.review_stats import edit_distance
-from backend.subsets import SliceReport, SliceRow, analyse
+from prelabel import metrics
+from prelabel.atomic import write_atomic
+from prelabel.dialogue import InputError, parse_dialogue, parse_text, render_dialogue
+from prelabel.judge import LEVELS, MAX_LEVEL
+from prelabel.label_interface import LabelConfig, TaskKind
+from prelabel.push import PoolItem, read_pool
+from prelabel.records import ReviewedTask, reviewed_tasks
+from prelabel.review_stats import edit_distance
+from prelabel.subsets import SliceReport, SliceRow, analyse
 
 if TYPE_CHECKING:
-    from backend.pipeline import Engine, LabelOutcome, Labeler
+    from prelabel.pipeline import Engine, Labeler, LabelOutcome
 
 GOOD = LEVELS.index("good")
 SUMMARY_FILE = "summary.json"
@@ -103,8 +103,9 @@ def load_or_create_eval_set(
     chosen = sorted(random.Random(seed).sample(range(len(pool)), min(size, len(pool))))
     items = [pool[i] for i in chosen]
     write_atomic(eval_set_path, "".join(item.model_dump_json() + "\n" for item in items))
-    return EvalSet(path=str(eval_set_path), items=items, sha256=file_sha256(eval_set_path), created=True,
-                   pool_size=len(pool))
+    return EvalSet(
+        path=str(eval_set_path), items=items, sha256=file_sha256(eval_set_path), created=True, pool_size=len(pool)
+    )
 
 
 # -- per-item results ------------------------------------------------------------------------------
@@ -147,14 +148,17 @@ class ItemResult(BaseModel):
 
     def slice_row(self, extra: dict[str, Any] | None = None) -> SliceRow:
         return SliceRow(
-            source_id=self.source_id, level=self.level, label=self.label, reason=self.reason,
-            input_preview=self.input_preview, values={**self.fields, **self.features, **(extra or {})},
+            source_id=self.source_id,
+            level=self.level,
+            label=self.label,
+            reason=self.reason,
+            input_preview=self.input_preview,
+            values={**self.fields, **self.features, **(extra or {})},
         )
 
 
 def _scalar_fields(record: dict[str, Any], skip: set[str]) -> dict[str, Any]:
-    return {k: v for k, v in record.items()
-            if k not in skip and (v is None or isinstance(v, (str, int, float, bool)))}
+    return {k: v for k, v in record.items() if k not in skip and (v is None or isinstance(v, (str, int, float, bool)))}
 
 
 def _preview(text: str) -> str:
@@ -175,7 +179,7 @@ def reference_class(value: Any, labels: Sequence[str]) -> str | None:
 def item_result(
     name: str,
     item: PoolItem,
-    outcome: "LabelOutcome",
+    outcome: LabelOutcome,
     config: LabelConfig,
     input_field: str,
     reference_field: str | None,
@@ -189,7 +193,7 @@ def item_result(
     verdict = outcome.verdict
     error = outcome.error
     if error and error.startswith(f"task {outcome.task_id}: "):
-        error = error[len(f"task {outcome.task_id}: "):]
+        error = error[len(f"task {outcome.task_id}: ") :]
     result = ItemResult(
         source_id=item.source_id,
         version=name,
@@ -490,8 +494,8 @@ def task_for(item: PoolItem, config: LabelConfig, input_field: str) -> dict[str,
 
 
 def run_version(
-    engine: "Engine",
-    labeler: "Labeler",
+    engine: Engine,
+    labeler: Labeler,
     name: str,
     eval_set: EvalSet,
     *,
@@ -520,11 +524,14 @@ def run_version(
         if progress:
             progress(len(batch))
     seconds = time.monotonic() - started
-    results = [item_result(name, item, outcome, config, field, reference_field)
-               for item, outcome in zip(items, outcomes)]
+    results = [
+        item_result(name, item, outcome, config, field, reference_field) for item, outcome in zip(items, outcomes)
+    ]
     usage = usage_between(engine.store.path, start_id)
     summary = summarize_version(
-        name, results, config.kind,
+        name,
+        results,
+        config.kind,
         class_labels=config.class_labels,
         prompt_hash=labeler.prompts.content_hash,
         annotator=engine.annotator_ref.spec,
@@ -581,8 +588,14 @@ def load_run(run_dir: Path) -> RunSummary:
     return RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
 
 
-def open_run(run_dir: Path, eval_set: EvalSet, config: LabelConfig, input_field: str,
-             reference_field: str | None, family_warning: str | None) -> RunSummary:
+def open_run(
+    run_dir: Path,
+    eval_set: EvalSet,
+    config: LabelConfig,
+    input_field: str,
+    reference_field: str | None,
+    family_warning: str | None,
+) -> RunSummary:
     """The run directory's summary, new or existing; refuses a directory measured on other items."""
     if (run_dir / SUMMARY_FILE).exists():
         run = load_run(run_dir)
@@ -597,15 +610,20 @@ def open_run(run_dir: Path, eval_set: EvalSet, config: LabelConfig, input_field:
         run.family_warning = family_warning or run.family_warning
         return run
     return RunSummary(
-        eval_set=eval_set.path, eval_set_sha256=eval_set.sha256, n_items=len(eval_set.items), kind=config.kind,
-        data_key=config.data_key, input_field=input_field, class_labels=config.class_labels,
-        reference_field=reference_field, family_warning=family_warning,
+        eval_set=eval_set.path,
+        eval_set_sha256=eval_set.sha256,
+        n_items=len(eval_set.items),
+        kind=config.kind,
+        data_key=config.data_key,
+        input_field=input_field,
+        class_labels=config.class_labels,
+        reference_field=reference_field,
+        family_warning=family_warning,
     )
 
 
 def save_version(run_dir: Path, run: RunSummary, items: Sequence[ItemResult], summary: VersionSummary) -> None:
-    write_atomic(items_path(run_dir, summary.name),
-                  "".join(item.model_dump_json() + "\n" for item in items))
+    write_atomic(items_path(run_dir, summary.name), "".join(item.model_dump_json() + "\n" for item in items))
     run.versions[summary.name] = summary
     save_run(run_dir, run)
 
@@ -673,8 +691,9 @@ def compare_items(
     by_id = {item.source_id: item for item in candidate_items}
     if set(by_id) != {item.source_id for item in base_items}:
         raise EvaluationError(f"versions {base!r} and {candidate!r} were not evaluated on the same items")
-    pairs = [(b, by_id[b.source_id]) for b in base_items
-             if b.level is not None and by_id[b.source_id].level is not None]
+    pairs = [
+        (b, by_id[b.source_id]) for b in base_items if b.level is not None and by_id[b.source_id].level is not None
+    ]
     a = [float(b.level) for b, _ in pairs]  # type: ignore[arg-type]
     c = [float(x.level) for _, x in pairs]  # type: ignore[arg-type]
     ci = metrics.paired_bootstrap_ci(a, c, n_resamples=n_resamples, seed=seed, confidence=confidence)
@@ -688,11 +707,18 @@ def compare_items(
         verdict = "no clear difference"
     movers = [
         Mover(
-            source_id=b.source_id, base_level=b.level, candidate_level=x.level,  # type: ignore[arg-type]
-            delta=x.level - b.level, input_preview=b.input_preview,  # type: ignore[operator]
-            base_label=b.label, candidate_label=x.label, base_reason=b.reason, candidate_reason=x.reason,
+            source_id=b.source_id,
+            base_level=b.level,
+            candidate_level=x.level,  # type: ignore[arg-type]
+            delta=x.level - b.level,
+            input_preview=b.input_preview,  # type: ignore[operator]
+            base_label=b.label,
+            candidate_label=x.label,
+            base_reason=b.reason,
+            candidate_reason=x.reason,
         )
-        for b, x in pairs if x.level != b.level
+        for b, x in pairs
+        if x.level != b.level
     ]
     movers.sort(key=lambda m: (-abs(m.delta), m.delta, m.source_id))
     return Comparison(
@@ -716,8 +742,9 @@ def compare_items(
     )
 
 
-def compare_run(run_dir: Path, base: str | None = None, candidate: str | None = None,
-                n_movers: int = 10) -> list[Comparison]:
+def compare_run(
+    run_dir: Path, base: str | None = None, candidate: str | None = None, n_movers: int = 10
+) -> list[Comparison]:
     """base vs candidate, or, with neither given, every version against the first evaluated."""
     run = load_run(run_dir)
     names = list(run.versions)
@@ -730,8 +757,11 @@ def compare_run(run_dir: Path, base: str | None = None, candidate: str | None = 
         pairs = [(base, name) for name in names if name != base]
     else:
         pairs = [(names[0], name) for name in names[1:]]
-    return [compare_items(b, load_items(run_dir, b), c, load_items(run_dir, c), n_movers=n_movers)
-            for b, c in pairs if b != c]
+    return [
+        compare_items(b, load_items(run_dir, b), c, load_items(run_dir, c), n_movers=n_movers)
+        for b, c in pairs
+        if b != c
+    ]
 
 
 # -- subset analysis over a run --------------------------------------------------------------------
@@ -803,9 +833,14 @@ def judge_calibration(
     reviewed = [t for t in tasks if t.reviewed]
 
     def rated(group: Iterable[ReviewedTask]) -> list[tuple[int, int]]:
-        return [(t.llm_level, t.human_level) for t in group  # type: ignore[misc]
-                if t.llm_level is not None and t.human_level is not None
-                and 0 <= t.llm_level <= MAX_LEVEL and 0 <= t.human_level <= MAX_LEVEL]
+        return [
+            (t.llm_level, t.human_level)
+            for t in group  # type: ignore[misc]
+            if t.llm_level is not None
+            and t.human_level is not None
+            and 0 <= t.llm_level <= MAX_LEVEL
+            and 0 <= t.human_level <= MAX_LEVEL
+        ]
 
     pairs = rated(reviewed)
     judge = [j for j, _ in pairs]
@@ -813,9 +848,15 @@ def judge_calibration(
     kappa = metrics.quadratic_weighted_kappa(judge, human, len(LEVELS))
     report = metrics.precision_recall_f1(list(LEVELS), [LEVELS[h] for h in human], [LEVELS[j] for j in judge])
     per_level = [
-        LevelAgreement(level=i, name=name, n_reviewer=human.count(i), n_judge=judge.count(i),
-                       precision=report.per_class[name].precision, recall=report.per_class[name].recall,
-                       f1=report.per_class[name].f1)
+        LevelAgreement(
+            level=i,
+            name=name,
+            n_reviewer=human.count(i),
+            n_judge=judge.count(i),
+            precision=report.per_class[name].precision,
+            recall=report.per_class[name].recall,
+            f1=report.per_class[name].f1,
+        )
         for i, name in enumerate(LEVELS)
     ]
     groups: dict[str, list[ReviewedTask]] = {}
@@ -836,8 +877,10 @@ def judge_calibration(
     elif kappa is None:
         warning = "weighted kappa is undefined (one side used a single level): the judge's agreement is unknown"
     elif kappa < threshold:
-        warning = (f"the judge agrees poorly with reviewers (weighted kappa {kappa:.2f} < {threshold:.2f}): its "
-                   "ratings cannot be trusted on the unreviewed items; review more or change the judge")
+        warning = (
+            f"the judge agrees poorly with reviewers (weighted kappa {kappa:.2f} < {threshold:.2f}): its "
+            "ratings cannot be trusted on the unreviewed items; review more or change the judge"
+        )
     if pairs and len(pairs) < min_pairs:
         few = f"only {len(pairs)} rated pairs: the agreement figures are uncertain"
         warning = f"{warning}; {few}" if warning else few
@@ -864,18 +907,20 @@ def reviewed_from_corrections(rows: Iterable[dict[str, Any]]) -> list[ReviewedTa
     tasks = []
     for number, row in enumerate(rows, start=1):
         task_id = row.get("task_id")
-        tasks.append(ReviewedTask(
-            task_id=task_id if isinstance(task_id, int) else number,
-            source_id=None if row.get("source_id") is None else str(row["source_id"]),
-            input_text=str(row.get("input") or ""),
-            llm_label=row.get("llm_label"),
-            llm_level=row.get("judge_level"),
-            model_version=row.get("model_version"),
-            human_label=row.get("corrected_label"),
-            human_level=row.get("reviewer_level"),
-            # The file holds reviewed tasks only; the annotation id is not in it, so the row number stands in.
-            annotation_id=number,
-        ))
+        tasks.append(
+            ReviewedTask(
+                task_id=task_id if isinstance(task_id, int) else number,
+                source_id=None if row.get("source_id") is None else str(row["source_id"]),
+                input_text=str(row.get("input") or ""),
+                llm_label=row.get("llm_label"),
+                llm_level=row.get("judge_level"),
+                model_version=row.get("model_version"),
+                human_label=row.get("corrected_label"),
+                human_level=row.get("reviewer_level"),
+                # The file holds reviewed tasks only; the annotation id is not in it, so the row number stands in.
+                annotation_id=number,
+            )
+        )
     return tasks
 
 

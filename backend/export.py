@@ -26,9 +26,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from rich.table import Table
 
-from backend.judge import LEVELS, MAX_LEVEL, JudgeParseError, level_from_name
-from backend.label_config import TaskKind
-from backend.records import ReviewedTask
+from prelabel.judge import LEVELS, MAX_LEVEL, JudgeParseError, level_from_name
+from prelabel.label_interface import TaskKind
+from prelabel.records import ReviewedTask
 
 FormatName = Literal["openai", "bedrock", "alpaca", "sharegpt", "parquet"]
 FORMATS: tuple[FormatName, ...] = ("openai", "bedrock", "alpaca", "sharegpt", "parquet")
@@ -47,7 +47,15 @@ DEFAULT_THRESHOLD = LEVELS.index("good")
 
 PARQUET_COLUMNS: tuple[str, ...] = ("instruction", "input", "output")
 PROVENANCE_KEYS: tuple[str, ...] = (
-    "example_id", "split", "task_id", "source_id", "origin", "llm_level", "human_level", "model_version", "round",
+    "example_id",
+    "split",
+    "task_id",
+    "source_id",
+    "origin",
+    "llm_level",
+    "human_level",
+    "model_version",
+    "round",
 )
 _MAX_PROBLEMS_PER_FILE = 20  # one systematic fault would otherwise repeat on every line
 
@@ -142,8 +150,11 @@ class SelectionCounts(BaseModel):
     @property
     def dropped(self) -> int:
         return (
-            self.dropped_low_rating + self.dropped_unrated + self.dropped_no_label
-            + self.dropped_no_input + self.dropped_duplicate
+            self.dropped_low_rating
+            + self.dropped_unrated
+            + self.dropped_no_label
+            + self.dropped_no_input
+            + self.dropped_duplicate
         )
 
     @property
@@ -611,9 +622,7 @@ def _check_keys(row: Any, required: set[str], optional: frozenset[str] = frozens
     return problems
 
 
-def _check_turns(
-    turns: Any, role_key: str, text_key: str, expected_roles: Sequence[str]
-) -> list[str]:
+def _check_turns(turns: Any, role_key: str, text_key: str, expected_roles: Sequence[str]) -> list[str]:
     if not isinstance(turns, list):
         return [f"expected a list of turns, got {type(turns).__name__}"]
     problems: list[str] = []

@@ -62,7 +62,7 @@ class ModelRef(BaseModel, frozen=True):
     family: str
 
     @classmethod
-    def parse(cls, spec: str, base_url: str | None = None, family: str | None = None) -> "ModelRef":
+    def parse(cls, spec: str, base_url: str | None = None, family: str | None = None) -> ModelRef:
         provider, sep, model = spec.partition(":")
         provider = provider.strip().lower()
         model = model.strip()

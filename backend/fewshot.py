@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from backend.fencing import fence
-from backend.metrics import tokenize
-from backend.prompts import PromptSet
+from prelabel.fencing import fence
+from prelabel.metrics import tokenize
+from prelabel.prompts import PromptSet
 
 if TYPE_CHECKING:
-    from backend.label_config import LabelConfig
-    from backend.pipeline import Engine
+    from prelabel.label_interface import LabelConfig
+    from prelabel.pipeline import Engine
 
 EXAMPLES_SLOT = "{examples}"
 
@@ -61,8 +61,9 @@ def load_corrections(path: Path) -> list[Example]:
         if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label.strip():
             continue
         sid = row.get("source_id")
-        examples[text.strip()] = Example(source_id=None if sid is None else str(sid), input=text.strip(),
-                                         label=label.strip())
+        examples[text.strip()] = Example(
+            source_id=None if sid is None else str(sid), input=text.strip(), label=label.strip()
+        )
     if not examples:
         raise FewShotError(f"{path}: no row has both an input and a reviewer's corrected label")
     return list(examples.values())
@@ -117,9 +118,11 @@ def format_examples(examples: Sequence[Example], kind: str) -> str:
     input_name, label_name = ("conversation", "summary") if kind == "summarization" else ("text", "label")
     # Headings differ from the template's own ("Conversation:") so the real input stays unambiguous.
     # Examples are data like the input: fenced, so a reviewer's text cannot read as instructions either.
-    blocks = [f"Example {i} {input_name}:\n{fence(e.input)}\nExample {i} corrected {label_name}:\n{fence(e.label)}"
-              for i, e in enumerate(examples, start=1)]
-    return ("Examples corrected by human reviewers:\n\n" + "\n\n".join(blocks) + "\n\n")
+    blocks = [
+        f"Example {i} {input_name}:\n{fence(e.input)}\nExample {i} corrected {label_name}:\n{fence(e.label)}"
+        for i, e in enumerate(examples, start=1)
+    ]
+    return "Examples corrected by human reviewers:\n\n" + "\n\n".join(blocks) + "\n\n"
 
 
 def with_examples_slot(template: str, tag: str) -> str:
@@ -160,9 +163,9 @@ def fill_examples(prompt: str, examples_text: str) -> str:
     return _SLOT.sub(lambda _: examples_text, prompt, count=1)
 
 
-def fewshot_labeler(engine: "Engine", config: "LabelConfig", prompts: PromptSet, index: TfidfIndex, k: int) -> Any:
+def fewshot_labeler(engine: Engine, config: LabelConfig, prompts: PromptSet, index: TfidfIndex, k: int) -> Any:
     """A Labeler whose annotator prompt carries the k nearest corrected examples of each input."""
-    from backend.pipeline import Labeler
+    from prelabel.pipeline import Labeler
 
     class FewShotLabeler(Labeler):
         def annotator_prompt(self, text: str) -> str:
@@ -170,4 +173,3 @@ def fewshot_labeler(engine: "Engine", config: "LabelConfig", prompts: PromptSet,
             return fill_examples(super().annotator_prompt(text), format_examples(chosen, self.config.kind))
 
     return FewShotLabeler(engine, config, fewshot_prompts(prompts, index.examples, k))
-

@@ -48,7 +48,7 @@ def _label_studio_call(what: str, idempotent: bool = False) -> Callable[[Callabl
     never imports a task twice."""
 
     def decorate(method: Callable[..., Result]) -> Callable[..., Result]:
-        def attempt(self: "LabelStudioClient", *args: Any, **kwargs: Any) -> Result:
+        def attempt(self: LabelStudioClient, *args: Any, **kwargs: Any) -> Result:
             if not idempotent:
                 return method(self, *args, **kwargs)
             for trial in Retrying(
@@ -62,7 +62,7 @@ def _label_studio_call(what: str, idempotent: bool = False) -> Callable[[Callabl
             raise AssertionError("unreachable: tenacity reraises the last error")
 
         @functools.wraps(method)
-        def wrapper(self: "LabelStudioClient", *args: Any, **kwargs: Any) -> Result:
+        def wrapper(self: LabelStudioClient, *args: Any, **kwargs: Any) -> Result:
             try:
                 return attempt(self, *args, **kwargs)
             except LabelStudioError:

@@ -326,9 +326,9 @@ def quadratic_weighted_kappa(a: Sequence[int], b: Sequence[int], n_levels: int =
     hist_a, hist_b = level_distribution(a, n_levels), level_distribution(b, n_levels)
     n = len(a)
     observed = math.fsum((x - y) ** 2 for x, y in zip(a, b)) / n
-    expected = math.fsum(
-        hist_a[i] * hist_b[j] * (i - j) ** 2 for i in range(n_levels) for j in range(n_levels)
-    ) / (n * n)
+    expected = math.fsum(hist_a[i] * hist_b[j] * (i - j) ** 2 for i in range(n_levels) for j in range(n_levels)) / (
+        n * n
+    )
     return 1.0 - observed / expected if expected else None
 
 

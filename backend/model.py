@@ -10,9 +10,9 @@ from xml.etree import ElementTree
 
 from pydantic import BaseModel, ValidationError
 
-from backend.label_config import LabelConfig, LabelConfigError, parse_label_config
-from backend.pipeline import Engine, LabelOutcome
-from backend.prompts import PromptError, PromptRegistry, PromptSet, with_input_section
+from prelabel.label_interface import LabelConfig, LabelConfigError, parse_label_config
+from prelabel.pipeline import Engine, LabelOutcome
+from prelabel.prompts import PromptError, PromptRegistry, PromptSet, with_input_section
 
 log = logging.getLogger("prelabel")
 
@@ -82,8 +82,13 @@ def instruction_from_context(context: Any, control: PromptControl) -> str | None
 
 def prompt_region(control: PromptControl, text: str) -> dict[str, Any]:
     """The prompt box's region, sent back with every prediction so the box shows the instruction in use."""
-    return {"from_name": control.name, "to_name": control.to_name, "type": "textarea",
-            "value": {"text": [text]}, "origin": "prediction"}
+    return {
+        "from_name": control.name,
+        "to_name": control.to_name,
+        "type": "textarea",
+        "value": {"text": [text]},
+        "origin": "prediction",
+    }
 
 
 def prediction_for(outcome: LabelOutcome, config: LabelConfig) -> dict[str, Any]:
@@ -130,7 +135,9 @@ class PrelabelModel:
         settings = self.engine.settings
         task_ids = ", ".join(str(task.get("id")) for task in tasks if isinstance(task, dict))
         version = PromptRegistry(settings.model_dir, settings.store_path).save(
-            template, config.kind, base_name=base.name,
+            template,
+            config.kind,
+            base_name=base.name,
             origin=f"label studio project {self.project or '?'}, task {task_ids or '?'}",
         )
         log.info("prompt version %s from Label Studio (%s)", version.name, version.origin)
@@ -140,8 +147,9 @@ class PrelabelModel:
     def model_version(self) -> str:
         return self.engine.labeler(self.config()).model_version
 
-    def predict_outcomes(self, tasks: list[dict[str, Any]], deadline_s: float | None = None,
-                         prompts: PromptSet | None = None) -> list[LabelOutcome]:
+    def predict_outcomes(
+        self, tasks: list[dict[str, Any]], deadline_s: float | None = None, prompts: PromptSet | None = None
+    ) -> list[LabelOutcome]:
         labeler = self.engine.labeler(self.config(), prompts)
         outcomes = self.engine.run_batch(labeler, tasks, deadline_s)
         for outcome in outcomes:
@@ -159,8 +167,9 @@ class PrelabelModel:
                 log.warning("%s", outcome.error)
         return outcomes
 
-    def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, **kwargs: Any
-                ) -> list[dict[str, Any]]:
+    def predict(
+        self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         """Predictions for the tasks. With a prompt box in the config and the reviewer's instruction in an
         interactive context, that instruction becomes a new prompt version and labels the task."""
         config = self.config()

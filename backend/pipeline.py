@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from backend.dialogue import InputError, parse_dialogue, parse_text, render_dialogue, truncate
-from backend.families import ModelRef, check_families
-from backend.judge import JUDGE_SCHEMA_NAME, JudgeParseError, Verdict, expected_level, judge_schema, parse_verdict
-from backend.label_config import LabelConfig
-from backend.prompts import PromptSet, render
-from backend.providers import CallParams, Completion, LLMClient, ProviderError, make_client
-from backend.settings import Settings
-from backend.store import Store, cache_key
+from prelabel.dialogue import InputError, parse_dialogue, parse_text, render_dialogue, truncate
+from prelabel.families import ModelRef, check_families
+from prelabel.judge import JUDGE_SCHEMA_NAME, JudgeParseError, Verdict, expected_level, judge_schema, parse_verdict
+from prelabel.label_interface import LabelConfig
+from prelabel.prompts import PromptSet, render
+from prelabel.providers import CallParams, Completion, LLMClient, ProviderError, make_client
+from prelabel.settings import Settings
+from prelabel.store import Store, cache_key
 
 log = logging.getLogger("prelabel")
 
@@ -74,9 +74,7 @@ class Engine:
         self.annotator_ref: ModelRef = settings.annotator
         self.judge_ref: ModelRef = settings.judge
         # Raises SameFamilyError at start, before any call is made.
-        self.family_warning = check_families(
-            self.annotator_ref, self.judge_ref, settings.prelabel_allow_same_family
-        )
+        self.family_warning = check_families(self.annotator_ref, self.judge_ref, settings.prelabel_allow_same_family)
         if self.family_warning:
             log.warning(self.family_warning)
         self.store = store or Store(settings.store_path)
@@ -104,7 +102,7 @@ class Engine:
             self.settings.prelabel_prompt_name,
         )
 
-    def labeler(self, config: LabelConfig, prompts: PromptSet | None = None) -> "Labeler":
+    def labeler(self, config: LabelConfig, prompts: PromptSet | None = None) -> Labeler:
         """The labeler for a label config (cached per config and prompt version)."""
         prompts = prompts or self.prompts_for(config.kind)
         key = f"{config.xml}\x00{prompts.content_hash}\x00{prompts.name}"
@@ -214,8 +212,9 @@ class Engine:
         try:
             completion = client.complete(prompt, params)
         except ProviderError as error:
-            self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=None,
-                                error=str(error))
+            self.store.log_call(
+                role=role, provider=ref.provider, model=ref.model, key=key, completion=None, error=str(error)
+            )
             raise
         return self.accept(role, ref, key, completion, parse, save=self.settings.prelabel_cache)
 
@@ -245,7 +244,7 @@ class Engine:
         return completion, parsed
 
     def run_batch(
-        self, labeler: "Labeler", tasks: list[dict[str, Any]], deadline_s: float | None = None
+        self, labeler: Labeler, tasks: list[dict[str, Any]], deadline_s: float | None = None
     ) -> list[LabelOutcome]:
         """Label tasks concurrently; answers in input order. Tasks unfinished at the deadline fail."""
         futures: list[Future[LabelOutcome]] = [self._pool.submit(labeler.label_task, task) for task in tasks]
@@ -337,9 +336,7 @@ class Labeler:
         text, truncated = self.read_input(task)
         outcome = LabelOutcome(task_id=task.get("id"), model_version=self.model_version, truncated=truncated)
         if truncated:
-            outcome.warnings.append(
-                f"input truncated to {self.engine.settings.prelabel_max_input_chars} characters"
-            )
+            outcome.warnings.append(f"input truncated to {self.engine.settings.prelabel_max_input_chars} characters")
         if self.engine.family_warning:
             outcome.warnings.append(self.engine.family_warning)
         return text, outcome
@@ -367,8 +364,9 @@ class Labeler:
     def _annotate(self, text: str) -> str:
         prompt = self.annotator_prompt(text)
         try:
-            _, label = self.engine.call("annotator", self.engine.annotator, prompt, self.annotator_params,
-                                        self.parse_label)
+            _, label = self.engine.call(
+                "annotator", self.engine.annotator, prompt, self.annotator_params, self.parse_label
+            )
         except ValueError as first:
             label = self.annotate_again(prompt, first)
         return label

@@ -14,14 +14,15 @@ import hashlib
 import re
 import sqlite3
 import time
+from importlib.resources import files
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from backend.families import ModelRef
-from backend.fencing import RENDER_FORMAT, fence
+from prelabel.families import ModelRef
+from prelabel.fencing import RENDER_FORMAT, fence
 
-PROMPTS_DIR = Path(__file__).parent / "prompts"
+PROMPTS_DIR = Path(str(files("prelabel").joinpath("prompt_templates")))  # package data
 
 DEFAULT_TEMPLATES = {
     "summarization": ("summarize.txt", "judge_summary.txt"),
@@ -89,7 +90,7 @@ class PromptSet(BaseModel, frozen=True):
         annotator_path: Path | None = None,
         judge_path: Path | None = None,
         name: str | None = None,
-    ) -> "PromptSet":
+    ) -> PromptSet:
         default_annotator, default_judge = DEFAULT_TEMPLATES[kind]
         annotator_file = annotator_path or PROMPTS_DIR / default_annotator
         judge_file = judge_path or PROMPTS_DIR / default_judge
@@ -165,8 +166,9 @@ class PromptRegistry:
         db.executescript(_REGISTRY_SCHEMA)
         return db
 
-    def save(self, text: str, kind: str, name: str | None = None, base_name: str = "prompt",
-             origin: str | None = None) -> PromptVersion:
+    def save(
+        self, text: str, kind: str, name: str | None = None, base_name: str = "prompt", origin: str | None = None
+    ) -> PromptVersion:
         """The version holding this template: the existing one, or a new one named `name` (default
         `<base_name>-<hash>`). Raises PromptError if the name is taken by other text."""
         if kind not in DEFAULT_TEMPLATES:
@@ -224,6 +226,7 @@ class PromptRegistry:
         version = self.get(name)
         if version is None:
             known = ", ".join(v.name for v in self.versions()) or "none"
-            raise PromptError(f"no prompt version {name!r} in {self.store_path} (stored: {known}); "
-                              "use NAME=PATH for a template file")
+            raise PromptError(
+                f"no prompt version {name!r} in {self.store_path} (stored: {known}); use NAME=PATH for a template file"
+            )
         return Path(version.path)

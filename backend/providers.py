@@ -15,7 +15,7 @@ import anthropic
 import openai
 from pydantic import BaseModel, SecretStr
 
-from backend.families import ModelRef
+from prelabel.families import ModelRef
 
 TopLogprobs = list[tuple[str, float]]
 
@@ -112,8 +112,10 @@ def openai_completion(ref: ModelRef, response: Any, latency: float = 0.0) -> Com
     tokens, top = None, None
     if choice.logprobs is not None and choice.logprobs.content:
         tokens = [item.token for item in choice.logprobs.content]
-        top = [[(alt.token, alt.logprob) for alt in item.top_logprobs] or [(item.token, item.logprob)]
-               for item in choice.logprobs.content]
+        top = [
+            [(alt.token, alt.logprob) for alt in item.top_logprobs] or [(item.token, item.logprob)]
+            for item in choice.logprobs.content
+        ]
     usage = response.usage
     return Completion(
         text=choice.message.content or "",

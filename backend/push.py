@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from backend.dialogue import InputError, parse_dialogue, parse_text
-from backend.label_config import LabelConfig, parse_label_config
-from backend.records import ROUND_FIELD, SOURCE_ID_FIELD
-from backend.tasks_io import iter_records
+from prelabel.dialogue import InputError, parse_dialogue, parse_text
+from prelabel.label_interface import LabelConfig, parse_label_config
+from prelabel.records import ROUND_FIELD, SOURCE_ID_FIELD
+from prelabel.tasks_io import iter_records
 
 if TYPE_CHECKING:
-    from backend.labelstudio import LabelStudioClient
-    from backend.pipeline import Engine, LabelOutcome
+    from prelabel.labelstudio import LabelStudioClient
+    from prelabel.pipeline import Engine, LabelOutcome
 
 _ID_FIELDS = (SOURCE_ID_FIELD, "id", "fname", "uid", "uuid")
 
@@ -117,7 +117,7 @@ class PushResult(BaseModel):
 
 
 def push_round(
-    client: "LabelStudioClient",
+    client: LabelStudioClient,
     label_config_xml: str,
     project_title: str,
     pool_path: Path,
@@ -127,14 +127,14 @@ def push_round(
     round_name: str | None = None,
     input_field: str | None = None,
     keep_fields: Iterable[str] = (),
-    engine: "Engine | None" = None,
+    engine: Engine | None = None,
     backend_url: str | None = None,
     basic_auth: tuple[str, str] | None = None,
 ) -> PushResult:
     """Create or reuse the project, draw a fresh sample, import it (with locally computed predictions when
     an engine is given), and optionally connect the ML backend and ask Label Studio for predictions."""
-    from backend.label_config import parse_label_config
-    from backend.model import prediction_for
+    from prelabel.label_interface import parse_label_config
+    from prelabel.model import prediction_for
 
     project = client.ensure_project(project_title, label_config_xml)
     config = parse_label_config(project.label_config or label_config_xml)
@@ -163,8 +163,9 @@ def push_round(
     if engine is not None and tasks:
         labeler = engine.labeler(config)
         result.model_version = labeler.model_version
-        outcomes = engine.run_batch(labeler, [{"id": f"source {task['data'][SOURCE_ID_FIELD]}", **task}
-                                              for task in tasks])
+        outcomes = engine.run_batch(
+            labeler, [{"id": f"source {task['data'][SOURCE_ID_FIELD]}", **task} for task in tasks]
+        )
         for task, outcome in zip(tasks, outcomes):
             if outcome.ok:
                 task["predictions"] = [prediction_for(outcome, config)]
@@ -203,17 +204,17 @@ class ProjectImport(BaseModel):
     view_id: int | None = None
 
 
-def resolve_project(client: "LabelStudioClient", name_or_id: str, label_config_xml: str) -> Any:
+def resolve_project(client: LabelStudioClient, name_or_id: str, label_config_xml: str) -> Any:
     """A project by its id (digits) or by its title (created with the config if absent)."""
     if name_or_id.strip().isdigit():
         return client.project(int(name_or_id))
     return client.ensure_project(name_or_id, label_config_xml)
 
 
-def outcome_from_record(record: BaseModel) -> "LabelOutcome":
+def outcome_from_record(record: BaseModel) -> LabelOutcome:
     """A saved result (an evaluation item, a `label` output line) as the outcome predictions are built from."""
-    from backend.judge import MAX_LEVEL, Verdict
-    from backend.pipeline import LabelOutcome
+    from prelabel.judge import MAX_LEVEL, Verdict
+    from prelabel.pipeline import LabelOutcome
 
     values = record.model_dump()
     verdict = None
@@ -232,19 +233,20 @@ def outcome_from_record(record: BaseModel) -> "LabelOutcome":
     )
 
 
-def _guarded(what: str, function: Callable[..., Any], client: "LabelStudioClient", *args: Any,
-             idempotent: bool = False) -> Any:
+def _guarded(
+    what: str, function: Callable[..., Any], client: LabelStudioClient, *args: Any, idempotent: bool = False
+) -> Any:
     """A Label Studio call with the client's error messages (and retries, when it changes nothing)."""
-    from backend.labelstudio import _label_studio_call
+    from prelabel.labelstudio import _label_studio_call
 
     return _label_studio_call(what, idempotent)(function)(client, *args)
 
 
-def _import_predictions(client: "LabelStudioClient", project_id: int, predictions: list[dict[str, Any]]) -> None:
+def _import_predictions(client: LabelStudioClient, project_id: int, predictions: list[dict[str, Any]]) -> None:
     client.sdk.projects.import_predictions(id=project_id, request=predictions)  # type: ignore[arg-type]
 
 
-def _tasks_by_source(client: "LabelStudioClient", project_id: int) -> dict[str, int]:
+def _tasks_by_source(client: LabelStudioClient, project_id: int) -> dict[str, int]:
     ids: dict[str, int] = {}
     for task in client.iter_tasks(project_id):
         value = (task.data or {}).get(SOURCE_ID_FIELD)
@@ -253,24 +255,25 @@ def _tasks_by_source(client: "LabelStudioClient", project_id: int) -> dict[str, 
     return ids
 
 
-def _prediction_versions(client: "LabelStudioClient", project_id: int) -> set[tuple[int, str]]:
+def _prediction_versions(client: LabelStudioClient, project_id: int) -> set[tuple[int, str]]:
     return {(p.task, p.model_version or "") for p in client.sdk.predictions.list(project=project_id)}
 
 
-def _ensure_weakest_first_view(client: "LabelStudioClient", project_id: int) -> int:
+def _ensure_weakest_first_view(client: LabelStudioClient, project_id: int) -> int:
     for view in client.sdk.views.list(project=project_id):
         if list((view.data or {}).get("ordering") or view.ordering or []) == WEAKEST_FIRST:
             return view.id
     return client.sdk.views.create(
-        project=project_id, data={"title": WEAKEST_FIRST_TITLE, "ordering": WEAKEST_FIRST}  # type: ignore[arg-type]
+        project=project_id,
+        data={"title": WEAKEST_FIRST_TITLE, "ordering": WEAKEST_FIRST},  # type: ignore[arg-type]
     ).id
 
 
 def import_outcomes(
-    client: "LabelStudioClient",
+    client: LabelStudioClient,
     project: str,
     label_config_xml: str,
-    items: Iterable[tuple[PoolItem, Sequence["LabelOutcome"]]],
+    items: Iterable[tuple[PoolItem, Sequence[LabelOutcome]]],
     *,
     round_name: str,
     input_field: str | None = None,
@@ -284,7 +287,7 @@ def import_outcomes(
     predictions of model_versions it lacks. `model_version` becomes the project's, the one the Data Manager's
     prediction score counts, and a "weakest first" tab orders tasks by that score.
     """
-    from backend.model import prediction_for, split_prompt_control
+    from prelabel.model import prediction_for, split_prompt_control
 
     project_obj = resolve_project(client, project, label_config_xml)
     config = parse_label_config(split_prompt_control(project_obj.label_config or label_config_xml)[0])
@@ -338,10 +341,10 @@ def import_outcomes(
 
 def labeled_output_items(
     pool_path: Path, output_path: Path, input_field: str
-) -> Iterable[tuple[PoolItem, list["LabelOutcome"]]]:
+) -> Iterable[tuple[PoolItem, list[LabelOutcome]]]:
     """The pool's items joined with their lines of a `prelabel label` output file (by source id, as that
     command assigns them). Items without a line yet (batch jobs still running) wait for a later import."""
-    from backend.bulk import BulkRecord, iter_items
+    from prelabel.bulk import BulkRecord, iter_items
 
     records: dict[str, BulkRecord] = {}
     if output_path.exists():

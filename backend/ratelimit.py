@@ -27,8 +27,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backend.families import ModelRef
-from backend.providers import CallParams, Completion, LLMClient
+from prelabel.families import ModelRef
+from prelabel.providers import CallParams, Completion, LLMClient
 
 
 class RateLimitSettings(BaseSettings):

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from backend.dialogue import InputError, parse_dialogue, render_dialogue
-from backend.label_config import LabelConfig
+from prelabel.dialogue import InputError, parse_dialogue, render_dialogue
+from prelabel.label_interface import LabelConfig
 
 SOURCE_ID_FIELD = "source_id"
 ROUND_FIELD = "prelabel_round"

@@ -21,11 +21,11 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from backend import metrics
-from backend.atomic import atomic_writer
-from backend.judge import LEVELS, MAX_LEVEL
-from backend.label_config import TaskKind
-from backend.records import ReviewedTask
+from prelabel import metrics
+from prelabel.atomic import atomic_writer
+from prelabel.judge import LEVELS, MAX_LEVEL
+from prelabel.label_interface import TaskKind
+from prelabel.records import ReviewedTask
 
 NO_VERSION = "-"  # how a group without a model_version is shown
 

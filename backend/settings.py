@@ -11,9 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backend.families import ModelRef
-
-PROMPTS_DIR = Path(__file__).parent / "prompts"
+from prelabel.families import ModelRef
 
 
 class Settings(BaseSettings):
@@ -54,6 +52,20 @@ class Settings(BaseSettings):
     prelabel_judge_logprobs: bool = Field(True, alias="PRELABEL_JUDGE_LOGPROBS")
     prelabel_cache: bool = Field(True, alias="PRELABEL_CACHE")
 
+    # Client-side rate limits per role (requests and tokens per minute); unset or 0 means none
+    prelabel_annotator_rpm: float | None = Field(None, alias="PRELABEL_ANNOTATOR_RPM", ge=0)
+    prelabel_annotator_tpm: float | None = Field(None, alias="PRELABEL_ANNOTATOR_TPM", ge=0)
+    prelabel_judge_rpm: float | None = Field(None, alias="PRELABEL_JUDGE_RPM", ge=0)
+    prelabel_judge_tpm: float | None = Field(None, alias="PRELABEL_JUDGE_TPM", ge=0)
+
+    # A JSON or TOML price table over the built-in list prices (USD per 1M tokens)
+    prelabel_prices: Path | None = Field(None, alias="PRELABEL_PRICES")
+
+    # Where the harness keeps what it builds: the Label Studio and local model virtual environments, wheels
+    prelabel_ls_venv: Path = Field(Path(".venv-labelstudio"), alias="PRELABEL_LS_VENV")
+    prelabel_local_venv: Path = Field(Path(".venv-localmodel"), alias="PRELABEL_LOCAL_VENV")
+    prelabel_cache_dir: Path | None = Field(None, alias="PRELABEL_CACHE_DIR")
+
     # Label Studio ML backend convention
     label_studio_url: str | None = Field(None, alias="LABEL_STUDIO_URL")
     label_studio_api_key: SecretStr | None = Field(None, alias="LABEL_STUDIO_API_KEY")
@@ -83,6 +95,14 @@ class Settings(BaseSettings):
             base_url=self.prelabel_judge_base_url,
             family=self.prelabel_judge_family,
         )
+
+    def rate_limits(self, role: str) -> tuple[float | None, float | None]:
+        """(requests, tokens) per minute for "annotator" or "judge"; None where there is no limit."""
+        if role == "annotator":
+            rpm, tpm = self.prelabel_annotator_rpm, self.prelabel_annotator_tpm
+        else:
+            rpm, tpm = self.prelabel_judge_rpm, self.prelabel_judge_tpm
+        return (rpm or None), (tpm or None)
 
     @property
     def store_path(self) -> Path:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backend.providers import Completion
+from prelabel.providers import Completion
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS llm_cache (
@@ -94,9 +94,16 @@ def call_row(
     """One llm_calls row; a cache hit spends no tokens."""
     usage = completion.usage if completion and not completion.cached else None
     return (
-        time.time(), role, provider, model, key, int(bool(completion and completion.cached)),
-        usage.input_tokens if usage else 0, usage.output_tokens if usage else 0,
-        (completion.latency_s * 1000) if completion else 0.0, error,
+        time.time(),
+        role,
+        provider,
+        model,
+        key,
+        int(bool(completion and completion.cached)),
+        usage.input_tokens if usage else 0,
+        usage.output_tokens if usage else 0,
+        (completion.latency_s * 1000) if completion else 0.0,
+        error,
     )
 
 
@@ -118,7 +125,7 @@ class Store:
             self._local.db = db
         return db
 
-    def _transaction(self) -> "_Transaction":
+    def _transaction(self) -> _Transaction:
         return _Transaction(self._connection())
 
     # -- LLM cache and usage -------------------------------------------------------------------------
@@ -169,11 +176,15 @@ class Store:
             db.execute(INSERT_CALL, call_row(role, provider, model, key, completion, error))
 
     def usage_totals(self) -> list[dict[str, Any]]:
-        rows = self._connection().execute(
-            "SELECT role, provider, model, COUNT(*) AS calls, SUM(cached) AS cache_hits,"
-            " SUM(error IS NOT NULL) AS errors, SUM(input_tokens) AS input_tokens,"
-            " SUM(output_tokens) AS output_tokens FROM llm_calls GROUP BY role, provider, model"
-        ).fetchall()
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT role, provider, model, COUNT(*) AS calls, SUM(cached) AS cache_hits,"
+                " SUM(error IS NOT NULL) AS errors, SUM(input_tokens) AS input_tokens,"
+                " SUM(output_tokens) AS output_tokens FROM llm_calls GROUP BY role, provider, model"
+            )
+            .fetchall()
+        )
         return [dict(row) for row in rows]
 
     # -- predictions and projects --------------------------------------------------------------------
@@ -198,10 +209,14 @@ class Store:
             )
 
     def latest_prediction(self, task_id: Any) -> dict[str, Any] | None:
-        row = self._connection().execute(
-            "SELECT * FROM predictions WHERE task_id = ? AND error IS NULL ORDER BY id DESC LIMIT 1",
-            (_text(task_id),),
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute(
+                "SELECT * FROM predictions WHERE task_id = ? AND error IS NULL ORDER BY id DESC LIMIT 1",
+                (_text(task_id),),
+            )
+            .fetchone()
+        )
         return dict(row) if row else None
 
     def save_project_config(self, project: str, label_config: str) -> None:
@@ -212,9 +227,7 @@ class Store:
             )
 
     def project_config(self, project: str) -> str | None:
-        row = self._connection().execute(
-            "SELECT label_config FROM projects WHERE project = ?", (project,)
-        ).fetchone()
+        row = self._connection().execute("SELECT label_config FROM projects WHERE project = ?", (project,)).fetchone()
         return row["label_config"] if row else None
 
     # -- reviewers' corrections ----------------------------------------------------------------------
@@ -288,4 +301,3 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-

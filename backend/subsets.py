@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from backend import metrics
-from backend.judge import LEVELS
+from prelabel import metrics
+from prelabel.judge import LEVELS
 
 GOOD = LEVELS.index("good")
 
@@ -129,8 +129,14 @@ def _examples(rows: Sequence[SliceRow], limit: int) -> list[SliceExample]:
     ]
 
 
-def _slice(feature: str, value: str, kind: Literal["numeric", "category"], order: int,
-           rows: Sequence[SliceRow], n_examples: int) -> Slice:
+def _slice(
+    feature: str,
+    value: str,
+    kind: Literal["numeric", "category"],
+    order: int,
+    rows: Sequence[SliceRow],
+    n_examples: int,
+) -> Slice:
     levels = [r.level for r in rows if r.level is not None]
     return Slice(
         feature=feature,
@@ -154,8 +160,7 @@ def slice_numeric(rows: Sequence[SliceRow], feature: str, n_buckets: int = 4, n_
     distinct = sorted(set(values))
     if len(distinct) <= n_buckets:  # few values (e.g. 2 or 3 turns): one slice per value
         groups = {v: [r for r, x in present if x == v] for v in distinct}
-        return [_slice(feature, _fmt(v, integral), "numeric", i, groups[v], n_examples)
-                for i, v in enumerate(distinct)]
+        return [_slice(feature, _fmt(v, integral), "numeric", i, groups[v], n_examples) for i, v in enumerate(distinct)]
     edges = bucket_edges(values, n_buckets)
     buckets: list[list[SliceRow]] = [[] for _ in range(max(len(edges) - 1, 1))]
     for row, x in present:
@@ -208,9 +213,14 @@ def analyse(
             features[name] = slices
     overall = metrics.mean(levels)
     candidates = [
-        s for slices in features.values() for s in slices
-        if s.n_rated >= min_n and s.mean_level is not None and s.n_rated < len(levels)
-        and overall is not None and s.mean_level < overall
+        s
+        for slices in features.values()
+        for s in slices
+        if s.n_rated >= min_n
+        and s.mean_level is not None
+        and s.n_rated < len(levels)
+        and overall is not None
+        and s.mean_level < overall
     ]
     candidates.sort(key=lambda s: (s.mean_level, -s.n_rated, s.feature, s.order))
     return SliceReport(

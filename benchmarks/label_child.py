@@ -27,18 +27,29 @@ def current_rss_mb(pid: int | str = "self") -> float:
 
 def main() -> None:
     pool, output, concurrency = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    from backend.bulk import label_file
-    from backend.label_config import parse_label_config
-    from backend.settings import Settings
+    from prelabel.bulk import label_file
+    from prelabel import label_config
+    from prelabel.label_interface import parse_label_config
+    from prelabel.settings import Settings
 
-    config = parse_label_config((Path(__file__).resolve().parent.parent / "label_config" / "summarization.xml")
-                                .read_text(encoding="utf-8"))
+    config = parse_label_config(
+        label_config.read("summarization")
+    )
     settings = Settings()
     baseline = current_rss_mb()
     summary = label_file(settings, config, pool, output, concurrency=concurrency)
-    print(json.dumps({"peak_rss_mb": rss_mb(), "baseline_rss_mb": baseline, "labeled": summary.labeled,
-                      "failed": summary.failed, "elapsed_s": summary.elapsed_s,
-                      "items_per_s": summary.items_per_s}))
+    print(
+        json.dumps(
+            {
+                "peak_rss_mb": rss_mb(),
+                "baseline_rss_mb": baseline,
+                "labeled": summary.labeled,
+                "failed": summary.failed,
+                "elapsed_s": summary.elapsed_s,
+                "items_per_s": summary.items_per_s,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

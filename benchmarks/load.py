@@ -32,19 +32,20 @@ from typing import Any
 import requests
 from pydantic import BaseModel
 
-from backend.judge import LEVELS
-from backend.label_config import LabelConfig, parse_label_config
-from backend.labelstudio_server import free_port
-from backend.metrics import quantile
-from backend.server import serve_in_background
 from benchmarks.label_child import current_rss_mb
-from tests.fakes import FakeProvider, FakeRequest
+from prelabel import label_config
+from prelabel.data import dialogsum_dev
+from prelabel.harness.labelstudio_server import free_port
+from prelabel.judge import LEVELS
+from prelabel.label_interface import LabelConfig, parse_label_config
+from prelabel.metrics import quantile
+from prelabel.harness.backend_process import serve_in_background
+from prelabel.testing import FakeProvider, FakeRequest
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
 CONFIGS = {
-    "summarization": (ROOT / "label_config" / "summarization.xml", DATA / "dialogsum" / "dialogsum.dev.jsonl"),
-    "classification": (ROOT / "label_config" / "sentiment.xml", DATA / "sentiment" / "amazon.jsonl"),
+    "summarization": (label_config.path("summarization"), dialogsum_dev()),
+    "classification": (label_config.path("sentiment"), ROOT / "tests" / "data" / "sentiment" / "amazon.jsonl"),
 }
 WEBHOOK_TIMEOUT_S = 1.0  # Label Studio's
 
@@ -134,7 +135,7 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -193,24 +194,41 @@ def run_load(config: LoadConfig) -> LoadReport:
     lock = threading.Lock()
     started = time.monotonic()
 
-    with tempfile.TemporaryDirectory(prefix="prelabel-load-") as work, \
-            FakeProvider(varying_responder(), latency=config.latency, seed=config.seed) as provider:
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("PRELABEL_", "OPENAI_",
-                                                                                      "ANTHROPIC_", "BASIC_AUTH"))}
+    with (
+        tempfile.TemporaryDirectory(prefix="prelabel-load-") as work,
+        FakeProvider(varying_responder(), latency=config.latency, seed=config.seed) as provider,
+    ):
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PRELABEL_", "OPENAI_", "ANTHROPIC_", "BASIC_AUTH"))
+        }
         env.update(provider.env(), MODEL_DIR=work, PRELABEL_CONCURRENCY="16", PYTHONPATH=str(ROOT))
         log = Path(work) / "backend.log"
         session = requests.Session()
         with serve_in_background(free_port(), env, log, workers=config.workers, threads=config.threads) as backend:
             url = backend.url
             with RssSampler(backend.pid) as sampler:
+
                 def run(job: tuple[str, _Project, Any]) -> None:
                     if time.monotonic() - started > config.time_limit_s:
                         report.stopped_by_time_limit = True
                         return
                     kind, project, detail = job
                     if kind == "predict":
-                        _predict(session, url, project, pools[project.kind], detail, config, report, labels, asked,
-                                 predict_ms, lock)
+                        _predict(
+                            session,
+                            url,
+                            project,
+                            pools[project.kind],
+                            detail,
+                            config,
+                            report,
+                            labels,
+                            asked,
+                            predict_ms,
+                            lock,
+                        )
                     else:
                         _webhook(session, url, project, pools[project.kind], detail, report, webhook_ms, lock)
 
@@ -233,9 +251,19 @@ def run_load(config: LoadConfig) -> LoadReport:
     return report
 
 
-def _predict(session: requests.Session, url: str, project: _Project, pool: list[dict[str, Any]], indexes: list[int],
-             config: LoadConfig, report: LoadReport, labels: dict[tuple[str, int], set[str]],
-             asked: dict[tuple[str, int], int], timings: list[float], lock: threading.Lock) -> None:
+def _predict(
+    session: requests.Session,
+    url: str,
+    project: _Project,
+    pool: list[dict[str, Any]],
+    indexes: list[int],
+    config: LoadConfig,
+    report: LoadReport,
+    labels: dict[tuple[str, int], set[str]],
+    asked: dict[tuple[str, int], int],
+    timings: list[float],
+    lock: threading.Lock,
+) -> None:
     key = project.config.data_key
     tasks = [{"id": project.id * 100_000 + index, "data": {key: pool[index][key]}} for index in indexes]
     body = {"tasks": tasks, "project": f"{project.id}.{int(time.time())}", "label_config": project.xml}
@@ -251,8 +279,12 @@ def _predict(session: requests.Session, url: str, project: _Project, pool: list[
         report.predict_requests += 1
         timings.append(elapsed)
         if results is None or len(results) != len(tasks):
-            report.errors.append(problem if answer is None else f"/predict project {project.id}: HTTP "
-                                 f"{answer.status_code}, {len(results or [])} results for {len(tasks)} tasks")
+            report.errors.append(
+                problem
+                if answer is None
+                else f"/predict project {project.id}: HTTP "
+                f"{answer.status_code}, {len(results or [])} results for {len(tasks)} tasks"
+            )
             report.tasks_without_result += len(tasks)
             return
         report.tasks += len(tasks)
@@ -260,14 +292,28 @@ def _predict(session: requests.Session, url: str, project: _Project, pool: list[
             if "result" not in item:
                 report.tasks_without_result += 1
                 continue
-            text = next((r["value"].get("text", r["value"].get("choices")) for r in item["result"]
-                         if r["from_name"] == project.config.label.name), None)
+            text = next(
+                (
+                    r["value"].get("text", r["value"].get("choices"))
+                    for r in item["result"]
+                    if r["from_name"] == project.config.label.name
+                ),
+                None,
+            )
             asked[(project.kind, index)] += 1
             labels[(project.kind, index)].add(json.dumps(text))
 
 
-def _webhook(session: requests.Session, url: str, project: _Project, pool: list[dict[str, Any]], number: int,
-             report: LoadReport, timings: list[float], lock: threading.Lock) -> None:
+def _webhook(
+    session: requests.Session,
+    url: str,
+    project: _Project,
+    pool: list[dict[str, Any]],
+    number: int,
+    report: LoadReport,
+    timings: list[float],
+    lock: threading.Lock,
+) -> None:
     config = project.config
     task_id = project.id * 100_000 + number % len(pool)
     label = "A reviewer's summary." if project.kind == "summarization" else config.class_labels[0]
@@ -275,8 +321,12 @@ def _webhook(session: requests.Session, url: str, project: _Project, pool: list[
         "action": "ANNOTATION_CREATED",
         "project": {"id": project.id, "label_config": project.xml},
         "task": {"id": task_id, "data": {config.data_key: pool[number % len(pool)][config.data_key]}},
-        "annotation": {"id": project.id * 100_000 + number, "task": task_id,
-                       "result": config.result_for(label, 2, None), "was_cancelled": False},
+        "annotation": {
+            "id": project.id * 100_000 + number,
+            "task": task_id,
+            "result": config.result_for(label, 2, None),
+            "was_cancelled": False,
+        },
     }
     began = time.perf_counter()
     try:
@@ -303,13 +353,19 @@ def print_report(report: LoadReport) -> None:
         ("tasks without a result", str(report.tasks_without_result), "0"),
         ("tasks per second", f"{report.tasks_per_s:,.1f}", ""),
         ("/predict p50 / p95", f"{report.predict_p50_ms:,.0f} / {report.predict_p95_ms:,.0f} ms", "< 100,000 ms"),
-        ("webhooks answered / recorded", f"{report.webhooks_answered} / {report.webhooks_recorded}",
-         f"{expected_webhooks} / {expected_webhooks}"),
+        (
+            "webhooks answered / recorded",
+            f"{report.webhooks_answered} / {report.webhooks_recorded}",
+            f"{expected_webhooks} / {expected_webhooks}",
+        ),
         ("webhook p95 / max", f"{report.webhook_p95_ms:,.0f} / {report.webhook_max_ms:,.0f} ms", "< 1,000 ms"),
         ("items asked for twice, inconsistent", f"{report.items_labeled_twice}, {report.inconsistent_items}", "-, 0"),
         ("provider calls", str(report.provider_calls), ""),
-        ("peak RSS all / one worker", f"{report.peak_rss_total_mb:,.0f} / {report.peak_rss_worker_mb:,.0f} MB",
-         "- / < 300 MB"),
+        (
+            "peak RSS all / one worker",
+            f"{report.peak_rss_total_mb:,.0f} / {report.peak_rss_worker_mb:,.0f} MB",
+            "- / < 300 MB",
+        ),
     ]
     table = Table(title="prelabel backend under load (127.0.0.1)")
     for column in ("figure", "measured", "expected"):
@@ -331,12 +387,23 @@ def main() -> None:
     parser.add_argument("--webhooks", type=int, default=30, help="webhooks per project")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the fake provider takes per call")
     args = parser.parse_args()
-    report = run_load(LoadConfig(workers=args.workers, projects=args.projects, requests_per_project=args.requests,
-                                 tasks_per_request=args.tasks, webhooks_per_project=args.webhooks,
-                                 latency=args.latency))
+    report = run_load(
+        LoadConfig(
+            workers=args.workers,
+            projects=args.projects,
+            requests_per_project=args.requests,
+            tasks_per_request=args.tasks,
+            webhooks_per_project=args.webhooks,
+            latency=args.latency,
+        )
+    )
     print_report(report)
-    healthy = (report.tasks_without_result == 0 and report.inconsistent_items == 0 and not report.errors
-               and report.webhooks_recorded == report.webhooks_sent == report.webhooks_answered)
+    healthy = (
+        report.tasks_without_result == 0
+        and report.inconsistent_items == 0
+        and not report.errors
+        and report.webhooks_recorded == report.webhooks_sent == report.webhooks_answered
+    )
     sys.exit(0 if healthy else 1)
 
 

@@ -32,9 +32,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from prelabel import label_config
+from prelabel.data import dialogsum_dev
+
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIRS = [ROOT.parent / "shared" / "data" / "dialogsum", ROOT / "tests" / "data" / "dialogsum"]
-SUMMARY_CONFIG = ROOT / "label_config" / "summarization.xml"
+# The full corpus beside the checkout when it is there, else the slice shipped inside the package.
+DATA_DIRS = [ROOT.parent / "shared" / "data" / "dialogsum", dialogsum_dev().parent]
+SUMMARY_CONFIG = label_config.path("summarization")
 TARGET_ITEMS = 5000  # the pool size of the (b) and (c) targets
 
 
@@ -54,7 +58,7 @@ def dialogues() -> list[dict[str, Any]]:
                 with path.open(encoding="utf-8") as handle:
                     rows += [json.loads(line) for line in handle if line.strip()]
             return rows
-    raise SystemExit("no DialogSum data found in tests/data or ../shared/data")
+    raise SystemExit("no DialogSum data found in ../shared/data or the package")
 
 
 def write_pool(path: Path, count: int, distinct_prompts: bool) -> None:
@@ -72,8 +76,11 @@ def write_pool(path: Path, count: int, distinct_prompts: bool) -> None:
 @contextmanager
 def fake_provider(latency: float) -> Iterator[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.fake_server", "--latency", str(latency)],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "prelabel.testing.serve", "--latency", str(latency)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
@@ -143,7 +150,7 @@ def reference_app(url: str) -> Any:
     import openai
     from flask import Flask, jsonify, request
 
-    from backend.prompts import PROMPTS_DIR
+    from prelabel.prompts import PROMPTS_DIR
 
     summarize = (PROMPTS_DIR / "summarize.txt").read_text(encoding="utf-8")
     judge = (PROMPTS_DIR / "judge_summary.txt").read_text(encoding="utf-8")
@@ -174,21 +181,24 @@ def post_predict(base: str, tasks: list[dict[str, Any]]) -> tuple[float, dict[st
 
     config = SUMMARY_CONFIG.read_text(encoding="utf-8")
     started = time.perf_counter()
-    response = requests.post(f"{base}/predict", json={"tasks": tasks, "project": "1.1", "label_config": config},
-                             timeout=600)
+    response = requests.post(
+        f"{base}/predict", json={"tasks": tasks, "project": "1.1", "label_config": config}, timeout=600
+    )
     elapsed = time.perf_counter() - started
     response.raise_for_status()
     return elapsed, response.json()
 
 
 def bench_predict(url: str, latency: float, work: Path, tasks_count: int, reference_count: int) -> list[Row]:
-    from backend.app import create_app
-    from backend.bulk import close_engine
-    from backend.settings import Settings
+    from prelabel.app import create_app
+    from prelabel.bulk import close_engine
+    from prelabel.settings import Settings
 
     source = dialogues()
-    tasks = [{"id": i + 1, "data": {"dialogue": source[i % len(source)]["dialogue"] + f"\n#Person1#: Predict {i}."}}
-             for i in range(tasks_count)]
+    tasks = [
+        {"id": i + 1, "data": {"dialogue": source[i % len(source)]["dialogue"] + f"\n#Person1#: Predict {i}."}}
+        for i in range(tasks_count)
+    ]
     with environment(provider_env(url, work / "predict-store")):
         settings = Settings()
         app = create_app(settings)  # the engine the backend builds for itself, as under gunicorn
@@ -205,12 +215,22 @@ def bench_predict(url: str, latency: float, work: Path, tasks_count: int, refere
     ideal = math.ceil(tasks_count / concurrency) * 2 * latency
     scaled = "" if reference_count == tasks_count else f" (measured on {reference_count}, scaled)"
     return [
-        Row(figure=f"(a) /predict {tasks_count} tasks, prelabel", measured=f"{prelabel_s:.2f} s ({ok} labeled)",
-            reference=f"sequential reference {reference_s:.2f} s{scaled}"),
-        Row(figure="(a) speed-up over the sequential reference", measured=f"{reference_s / prelabel_s:.1f}x",
-            reference=">= 10x", ok=reference_s / prelabel_s >= 10 and ok == tasks_count),
-        Row(figure=f"(a) prelabel vs ideal (concurrency {concurrency})", measured=f"{prelabel_s / ideal:.2f}x",
-            reference=f"ideal {ideal:.2f} s"),
+        Row(
+            figure=f"(a) /predict {tasks_count} tasks, prelabel",
+            measured=f"{prelabel_s:.2f} s ({ok} labeled)",
+            reference=f"sequential reference {reference_s:.2f} s{scaled}",
+        ),
+        Row(
+            figure="(a) speed-up over the sequential reference",
+            measured=f"{reference_s / prelabel_s:.1f}x",
+            reference=">= 10x",
+            ok=reference_s / prelabel_s >= 10 and ok == tasks_count,
+        ),
+        Row(
+            figure=f"(a) prelabel vs ideal (concurrency {concurrency})",
+            measured=f"{prelabel_s / ideal:.2f}x",
+            reference=f"ideal {ideal:.2f} s",
+        ),
     ]
 
 
@@ -231,7 +251,11 @@ def run_label(url: str, model_dir: Path, pool: Path, output: Path, concurrency: 
     env = {**os.environ, **provider_env(url, model_dir, concurrency)}
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.label_child", str(pool), str(output), str(concurrency)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
     )
     if result.returncode != 0:
         raise SystemExit(f"labeling {pool.name} failed:\n{result.stderr[-2000:]}")
@@ -253,16 +277,28 @@ def bench_label(url: str, latency: float, work: Path, items: int, concurrency: i
     judged = items >= TARGET_ITEMS
     note = "" if judged else f" (target at {TARGET_ITEMS:,} items)"
     return [
-        Row(figure=f"(b) label {items:,} items, concurrency {concurrency}",
+        Row(
+            figure=f"(b) label {items:,} items, concurrency {concurrency}",
             measured=f"{first.elapsed_s:.2f} s ({first.labeled:,} labeled, {first.failed} failed)",
-            reference=f"ideal {ideal:.2f} s"),
-        Row(figure="(b) label vs ideal", measured=f"{ratio:.3f}x", reference="<= 1.15x" + note,
-            ok=(ratio <= 1.15 and complete) if judged else None),
-        Row(figure="(b) overhead per item (wall)", measured=f"{overhead_ms:.2f} ms",
-            reference=f"{1000 * ideal * 0.15 / items:.2f} ms at 1.15x"),
-        Row(figure=f"(c) cached rerun of the {items:,} items", measured=f"{second.items_per_s:,.0f} items/s "
-            f"({second.elapsed_s:.2f} s)", reference="> 2,000 items/s" + note,
-            ok=(second.items_per_s > 2000 and complete) if judged else None),
+            reference=f"ideal {ideal:.2f} s",
+        ),
+        Row(
+            figure="(b) label vs ideal",
+            measured=f"{ratio:.3f}x",
+            reference="<= 1.15x" + note,
+            ok=(ratio <= 1.15 and complete) if judged else None,
+        ),
+        Row(
+            figure="(b) overhead per item (wall)",
+            measured=f"{overhead_ms:.2f} ms",
+            reference=f"{1000 * ideal * 0.15 / items:.2f} ms at 1.15x",
+        ),
+        Row(
+            figure=f"(c) cached rerun of the {items:,} items",
+            measured=f"{second.items_per_s:,.0f} items/s ({second.elapsed_s:.2f} s)",
+            reference="> 2,000 items/s" + note,
+            ok=(second.items_per_s > 2000 and complete) if judged else None,
+        ),
     ]
 
 
@@ -272,10 +308,13 @@ def bench_memory(url: str, work: Path, items: int, concurrency: int) -> list[Row
     started = time.perf_counter()
     report = run_label(url, work / "memory-store", pool, work / "memory-out.jsonl", concurrency)
     return [
-        Row(figure=f"(d) peak RSS labeling {items:,} items",
+        Row(
+            figure=f"(d) peak RSS labeling {items:,} items",
             measured=f"{report.peak_rss_mb:.0f} MB ({report.labeled:,} labeled in {time.perf_counter() - started:.0f} s; "
             f"{report.baseline_rss_mb:.0f} MB before the first item)",
-            reference="< 300 MB", ok=report.peak_rss_mb < 300 and report.labeled == items),
+            reference="< 300 MB",
+            ok=report.peak_rss_mb < 300 and report.labeled == items,
+        ),
     ]
 
 
@@ -295,8 +334,11 @@ def print_table(rows: list[Row], latency: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.25, help="seconds per fake provider call")
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller pools (a tenth; 20 reference tasks); (b) and (c) are shown, not judged")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller pools (a tenth; 20 reference tasks); (b) and (c) are shown, not judged",
+    )
     parser.add_argument("--concurrency", type=int, default=64, help="label concurrency for (b)-(d)")
     parser.add_argument("--items", type=int, default=None, help="pool size for (b) and (c) (default 5,000)")
     parser.add_argument("--memory-items", type=int, default=None, help="pool size for (d) (default 100,000)")

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from scripts import demo as demo_command
-from scripts import evaluate as evaluate_command
-from scripts import export as export_command
-from scripts import label as label_command
-from scripts import pull as pull_command
-from scripts import push as push_command
-from scripts.common import build_engine, console, fail, label_config_path, load_settings
+from prelabel.scripts import demo as demo_command
+from prelabel.scripts import evaluate as evaluate_command
+from prelabel.scripts import export as export_command
+from prelabel.scripts import label as label_command
+from prelabel.scripts import pull as pull_command
+from prelabel.scripts import push as push_command
+from prelabel.scripts.common import build_engine, console, fail, label_config_path, load_settings
 
 app = typer.Typer(help="LLM pre-labelling with a cross-family LLM judge, for Label Studio.", no_args_is_help=True)
 app.command(name="push")(push_command.push)
@@ -38,7 +38,7 @@ def serve(
     """Serve the Label Studio ML backend (gunicorn)."""
     settings = load_settings()
     build_engine(settings).close()  # fail fast on a same-family judge or a missing key, before forking
-    from backend.server import run_gunicorn
+    from prelabel.server import run_gunicorn
 
     console.print(
         f"prelabel ML backend on http://{host}:{port} (annotator {settings.annotator.spec}, judge {settings.judge.spec})"
@@ -52,12 +52,12 @@ def predict(
     label_config: Annotated[
         Path, typer.Option("--label-config", "-c", help="Label Studio config XML")
     ] = label_config_path("summarization"),
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write JSONL here (default stdout)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write JSONL here (default stdout)")] = None,
 ) -> None:
     """Label tasks without Label Studio and print one prediction per line."""
-    from backend.label_config import LabelConfigError
-    from backend.model import PrelabelModel, prediction_for
-    from backend.tasks_io import TaskFileError, read_tasks
+    from prelabel.label_interface import LabelConfigError
+    from prelabel.model import PrelabelModel, prediction_for
+    from prelabel.tasks_io import TaskFileError, read_tasks
 
     settings = load_settings()
     engine = build_engine(settings)
@@ -99,14 +99,14 @@ def predict(
 
 @app.command()
 def prompts(
-    show: Annotated[Optional[str], typer.Argument(help="print this version's template")] = None,
+    show: Annotated[str | None, typer.Argument(help="print this version's template")] = None,
 ) -> None:
     """Prompt versions stored by the backend (revised in Label Studio); use one with evaluate --prompt NAME."""
     from datetime import datetime
 
     from rich.table import Table
 
-    from backend.prompts import PromptError, PromptRegistry
+    from prelabel.prompts import PromptError, PromptRegistry
 
     settings = load_settings()
     registry = PromptRegistry(settings.model_dir, settings.store_path)

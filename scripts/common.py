@@ -10,20 +10,21 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from backend.families import SameFamilyError
-from backend.providers import ProviderError
-from backend.settings import Settings
+from prelabel import label_config
+from prelabel.families import SameFamilyError
+from prelabel.providers import ProviderError
+from prelabel.settings import Settings
 
 if TYPE_CHECKING:
-    from backend.labelstudio import LabelStudioClient
-    from backend.pipeline import Engine
+    from prelabel.labelstudio import LabelStudioClient
+    from prelabel.pipeline import Engine
 
 console = Console(stderr=True)
-LABEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "label_config"
 
 
 def label_config_path(name: str) -> Path:
-    return LABEL_CONFIG_DIR / f"{name}.xml"
+    """The shipped Label Studio config `name` (package data; a real file in an installed wheel)."""
+    return label_config.path(name)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -55,11 +56,11 @@ def quiet_http_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_engine(settings: Settings) -> "Engine":
+def build_engine(settings: Settings) -> Engine:
     """backend.bulk.build_engine (rate limits shared with other processes) with a usage log written at once,
     or a clean exit on a same-family judge or an unusable provider."""
-    from backend.bulk import build_engine as build
-    from backend.store import Store
+    from prelabel.bulk import build_engine as build
+    from prelabel.store import Store
 
     try:
         return build(settings, store=Store(settings.store_path))
@@ -67,8 +68,8 @@ def build_engine(settings: Settings) -> "Engine":
         raise fail(str(error)) from None
 
 
-def ls_client(settings: Settings, url: str | None, api_key: str | None) -> "LabelStudioClient":
-    from backend.labelstudio import LabelStudioClient, LabelStudioError
+def ls_client(settings: Settings, url: str | None, api_key: str | None) -> LabelStudioClient:
+    from prelabel.labelstudio import LabelStudioClient, LabelStudioError
 
     key = api_key or (settings.label_studio_api_key.get_secret_value() if settings.label_studio_api_key else None)
     try:

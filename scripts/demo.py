@@ -6,12 +6,12 @@ import signal
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from scripts.common import console, load_settings
+from prelabel.scripts.common import console, load_settings
 
 
 def demo(
@@ -19,15 +19,15 @@ def demo(
     ls_port: Annotated[int, typer.Option(help="Label Studio port")] = 8080,
     backend_port: Annotated[int, typer.Option(help="prelabel backend port")] = 9090,
     sample: Annotated[int, typer.Option(help="dialogues in the round")] = 15,
-    seed: Annotated[Optional[int], typer.Option(help="seed of the random draw")] = None,
-    work_dir: Annotated[Optional[Path], typer.Option(help="where Label Studio's database and logs live")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the random draw")] = None,
+    work_dir: Annotated[Path | None, typer.Option(help="where Label Studio's database and logs live")] = None,
 ) -> None:
     """Start Label Studio and the backend, push a random round of real dialogues, get predictions, and keep
     the servers up for review until Ctrl-C."""
-    from backend.demo import DemoError, DemoOptions, run_demo
-    from backend.labelstudio import LabelStudioError as ClientError
-    from backend.labelstudio_server import LabelStudioError as ServerError
-    from backend.local_model import LocalModelError
+    from prelabel.harness.demo import DemoError, DemoOptions, run_demo
+    from prelabel.harness.labelstudio_server import LabelStudioError as ServerError
+    from prelabel.harness.local_model import LocalModelError
+    from prelabel.labelstudio import LabelStudioError as ClientError
 
     load_settings()
     options = DemoOptions(ls_port=ls_port, backend_port=backend_port, sample=sample, seed=seed)
@@ -52,8 +52,9 @@ def demo(
             table.add_column(column)
         for row in result.rows:
             words = " ".join((row.summary or "").split()[:14])
-            table.add_row(str(row.task_id), row.rating or "unrated", f"{row.score:.2f}" if row.score is not None
-                          else "-", words)
+            table.add_row(
+                str(row.task_id), row.rating or "unrated", f"{row.score:.2f}" if row.score is not None else "-", words
+            )
         typer.echo("")
         console.print(table)
         console.print(f"annotator {result.annotator}, judge {result.judge}; model_version {result.model_version}")

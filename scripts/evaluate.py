@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client
+from prelabel.scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client
 
 if TYPE_CHECKING:
-    from backend.evaluate import Comparison, EvalSet, ItemResult
-    from backend.label_config import LabelConfig
-    from backend.labelstudio import LabelStudioClient
-    from backend.prompts import PromptRegistry
-    from backend.report import ReportData
+    from prelabel.evaluate import Comparison, EvalSet, ItemResult
+    from prelabel.label_interface import LabelConfig
+    from prelabel.labelstudio import LabelStudioClient
+    from prelabel.prompts import PromptRegistry
+    from prelabel.report import ReportData
 
 
-def _parse_prompt_option(value: str, registry: "PromptRegistry") -> tuple[str, Path]:
+def _parse_prompt_option(value: str, registry: PromptRegistry) -> tuple[str, Path]:
     """NAME=TEMPLATE_PATH, or NAME alone for a version stored by the backend (`prelabel prompts`)."""
-    from backend.prompts import PromptError
+    from prelabel.prompts import PromptError
 
     name, sep, path = value.partition("=")
     if not name.strip() or (sep and not path.strip()):
@@ -35,22 +35,32 @@ def _parse_prompt_option(value: str, registry: "PromptRegistry") -> tuple[str, P
 
 
 def _push_results(
-    client: "LabelStudioClient", project: str, label_config_xml: str, the_set: "EvalSet",
-    results: dict[str, list["ItemResult"]], input_field: str,
+    client: LabelStudioClient,
+    project: str,
+    label_config_xml: str,
+    the_set: EvalSet,
+    results: dict[str, list[ItemResult]],
+    input_field: str,
 ) -> None:
     """The evaluation set into a Label Studio project, one prediction per version evaluated in this run."""
-    from backend.labelstudio import LabelStudioError
-    from backend.push import import_outcomes, outcome_from_record
+    from prelabel.labelstudio import LabelStudioError
+    from prelabel.push import import_outcomes, outcome_from_record
 
     by_version = {name: {item.source_id: item for item in items} for name, items in results.items()}
-    pairs = [(item, [outcome_from_record(by_version[name][item.source_id]) for name in by_version])
-             for item in the_set.items]
+    pairs = [
+        (item, [outcome_from_record(by_version[name][item.source_id]) for name in by_version]) for item in the_set.items
+    ]
     last = list(results.values())[-1] if results else []
     try:
         with console.status(f"pushing {len(pairs)} items to Label Studio project {project!r}..."):
             done = import_outcomes(
-                client, project, label_config_xml, pairs, round_name=f"eval-{the_set.sha256[:8]}",
-                input_field=input_field, model_version=last[0].model_version if last else None,
+                client,
+                project,
+                label_config_xml,
+                pairs,
+                round_name=f"eval-{the_set.sha256[:8]}",
+                input_field=input_field,
+                model_version=last[0].model_version if last else None,
             )
     except (LabelStudioError, ValueError) as error:
         raise fail(f"--push-project: {error}") from None
@@ -66,15 +76,15 @@ def _push_results(
 
 def _report_data(
     run_dir: Path,
-    comparisons: list["Comparison"],
+    comparisons: list[Comparison],
     slice_fields: list[str],
-    reviews: Optional[Path],
-    config: Optional["LabelConfig"],
+    reviews: Path | None,
+    config: LabelConfig | None,
     kappa_threshold: float,
     min_slice: int,
-) -> "ReportData":
-    from backend.evaluate import judge_calibration, load_reviews, load_run, slice_run
-    from backend.report import ReportData
+) -> ReportData:
+    from prelabel.evaluate import judge_calibration, load_reviews, load_run, slice_run
+    from prelabel.report import ReportData
 
     records = load_reviews(reviews, config) if reviews else []
     return ReportData(
@@ -85,8 +95,8 @@ def _report_data(
     )
 
 
-def _print_report(data: "ReportData", html_path: Path, md_path: Path) -> None:
-    from backend.report import (
+def _print_report(data: ReportData, html_path: Path, md_path: Path) -> None:
+    from prelabel.report import (
         baselines_table,
         calibration_table,
         comparisons_table,
@@ -122,30 +132,55 @@ def _print_report(data: "ReportData", html_path: Path, md_path: Path) -> None:
 def evaluate(
     pool: Annotated[Path, typer.Argument(help="the unlabeled pool: JSONL, JSON or CSV")],
     prompt: Annotated[
-        list[str], typer.Option(help="NAME=ANNOTATOR_TEMPLATE_PATH, or the NAME of a stored version (`prelabel prompts`); one per prompt version (repeatable)")
+        list[str],
+        typer.Option(
+            help="NAME=ANNOTATOR_TEMPLATE_PATH, or the NAME of a stored version (`prelabel prompts`); one per prompt version (repeatable)"
+        ),
     ] = [],
-    judge_prompt: Annotated[Optional[Path], typer.Option(help="judge template (default PRELABEL_JUDGE_PROMPT or the packaged one)")] = None,
+    judge_prompt: Annotated[
+        Path | None, typer.Option(help="judge template (default PRELABEL_JUDGE_PROMPT or the packaged one)")
+    ] = None,
     label_config: Annotated[Path, typer.Option("--label-config", "-c", help="Label Studio config XML")] = (
         label_config_path("summarization")
     ),
-    eval_set: Annotated[Optional[Path], typer.Option(help="evaluation set file: drawn once, reused verbatim (default OUT/eval_set.jsonl)")] = None,
+    eval_set: Annotated[
+        Path | None, typer.Option(help="evaluation set file: drawn once, reused verbatim (default OUT/eval_set.jsonl)")
+    ] = None,
     size: Annotated[int, typer.Option(help="items to draw for a new evaluation set")] = 500,
     seed: Annotated[int, typer.Option(help="random seed of the draw")] = 0,
-    out: Annotated[Path, typer.Option(help="run directory: per-item results, summary.json, reports")] = Path("evaluation"),
-    input_field: Annotated[Optional[str], typer.Option(help="field of the input in the pool (default the config's)")] = None,
-    reference_field: Annotated[Optional[str], typer.Option(help="field holding reference labels or ground truth")] = None,
+    out: Annotated[Path, typer.Option(help="run directory: per-item results, summary.json, reports")] = Path(
+        "evaluation"
+    ),
+    input_field: Annotated[
+        str | None, typer.Option(help="field of the input in the pool (default the config's)")
+    ] = None,
+    reference_field: Annotated[str | None, typer.Option(help="field holding reference labels or ground truth")] = None,
     slice_field: Annotated[list[str], typer.Option(help="task data field to slice results by (repeatable)")] = [],
-    reviews: Annotated[Optional[Path], typer.Option(help="corrections JSONL from pull (or a Label Studio JSON export) for judge calibration and edit slices")] = None,
-    kappa_threshold: Annotated[float, typer.Option(help="warn when judge-vs-reviewer weighted kappa is below this")] = 0.4,
+    reviews: Annotated[
+        Path | None,
+        typer.Option(
+            help="corrections JSONL from pull (or a Label Studio JSON export) for judge calibration and edit slices"
+        ),
+    ] = None,
+    kappa_threshold: Annotated[
+        float, typer.Option(help="warn when judge-vs-reviewer weighted kappa is below this")
+    ] = 0.4,
     min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
-    fewshot_corrections: Annotated[Optional[Path], typer.Option(help="corrections JSONL: add the most similar corrected examples to the annotator prompt")] = None,
+    fewshot_corrections: Annotated[
+        Path | None,
+        typer.Option(help="corrections JSONL: add the most similar corrected examples to the annotator prompt"),
+    ] = None,
     fewshot_k: Annotated[int, typer.Option(help="few-shot examples per input")] = 3,
-    push_project: Annotated[Optional[str], typer.Option(
-        help="Label Studio project (title, created if absent, or id): import the evaluation set with every "
-             "version's predictions of this run, scored by the judge, to review the weakest first")] = None,
+    push_project: Annotated[
+        str | None,
+        typer.Option(
+            help="Label Studio project (title, created if absent, or id): import the evaluation set with every "
+            "version's predictions of this run, scored by the judge, to review the weakest first"
+        ),
+    ] = None,
 ) -> None:
     """Label and judge a fixed evaluation set with each prompt version; summarise, compare and report."""
-    from backend.evaluate import (
+    from prelabel.evaluate import (
         EvaluationError,
         compare_run,
         load_or_create_eval_set,
@@ -153,11 +188,11 @@ def evaluate(
         run_version,
         save_version,
     )
-    from backend.fewshot import FewShotError, TfidfIndex, fewshot_labeler, load_corrections
-    from backend.label_config import LabelConfigError, parse_label_config
-    from backend.prompts import PromptError, PromptRegistry, PromptSet
-    from backend.report import write_reports
-    from backend.tasks_io import TaskFileError
+    from prelabel.fewshot import FewShotError, TfidfIndex, fewshot_labeler, load_corrections
+    from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.prompts import PromptError, PromptRegistry, PromptSet
+    from prelabel.report import write_reports
+    from prelabel.tasks_io import TaskFileError
 
     settings = load_settings()
     registry = PromptRegistry(settings.model_dir, settings.store_path)
@@ -171,8 +206,10 @@ def evaluate(
         for name, path in versions:
             stored = registry.get(name)
             if stored is not None and Path(stored.path) == path and stored.kind != config.kind:
-                raise PromptError(f"prompt version {name!r} was written for {stored.kind}, but "
-                                  f"{label_config.name} is a {config.kind} config")
+                raise PromptError(
+                    f"prompt version {name!r} was written for {stored.kind}, but "
+                    f"{label_config.name} is a {config.kind} config"
+                )
         judge_path = judge_prompt or settings.prelabel_judge_prompt
         prompt_sets = [PromptSet.load(config.kind, path, judge_path, name) for name, path in versions] or [
             PromptSet.load(config.kind, settings.prelabel_annotator_prompt, judge_path, settings.prelabel_prompt_name)
@@ -197,8 +234,13 @@ def evaluate(
             run = open_run(out, the_set, config, field, reference_field, engine.family_warning)
         except EvaluationError as error:
             raise fail(str(error)) from None
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=console) as progress:
             for prompts in prompt_sets:
                 fewshot = None
@@ -210,8 +252,14 @@ def evaluate(
                 bar = progress.add_task(f"{prompts.name}", total=len(the_set.items))
                 try:
                     items, summary = run_version(
-                        engine, labeler, prompts.name, the_set, input_field=field, reference_field=reference_field,
-                        fewshot=fewshot, progress=lambda n, bar=bar: progress.advance(bar, n),
+                        engine,
+                        labeler,
+                        prompts.name,
+                        the_set,
+                        input_field=field,
+                        reference_field=reference_field,
+                        fewshot=fewshot,
+                        progress=lambda n, bar=bar: progress.advance(bar, n),
                     )
                 except EvaluationError as error:
                     raise fail(str(error)) from None
@@ -233,17 +281,17 @@ def evaluate(
 
 def compare(
     run_dir: Annotated[Path, typer.Argument(help="run directory written by evaluate")],
-    base: Annotated[Optional[str], typer.Option(help="base version (default the first evaluated)")] = None,
-    candidate: Annotated[Optional[str], typer.Option(help="candidate version (default every other version)")] = None,
+    base: Annotated[str | None, typer.Option(help="base version (default the first evaluated)")] = None,
+    candidate: Annotated[str | None, typer.Option(help="candidate version (default every other version)")] = None,
     movers: Annotated[int, typer.Option(help="how many most-moved items to list")] = 10,
     slice_field: Annotated[list[str], typer.Option(help="task data field to slice results by (repeatable)")] = [],
-    reviews: Annotated[Optional[Path], typer.Option(help="corrections JSONL from pull for judge calibration")] = None,
+    reviews: Annotated[Path | None, typer.Option(help="corrections JSONL from pull for judge calibration")] = None,
     kappa_threshold: Annotated[float, typer.Option(help="warn when weighted kappa is below this")] = 0.4,
     min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
 ) -> None:
     """Prompt versions side by side on the same items: paired difference with a bootstrap CI, biggest movers."""
-    from backend.evaluate import EvaluationError, compare_run
-    from backend.report import write_reports
+    from prelabel.evaluate import EvaluationError, compare_run
+    from prelabel.report import write_reports
 
     try:
         comparisons = compare_run(run_dir, base, candidate, n_movers=movers)
@@ -262,15 +310,20 @@ def compare(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="run directory written by evaluate")],
     slice_field: Annotated[list[str], typer.Option(help="task data field to slice results by (repeatable)")] = [],
-    reviews: Annotated[Optional[Path], typer.Option(help="corrections JSONL from pull, or a Label Studio JSON export (with --label-config)")] = None,
-    label_config: Annotated[Optional[Path], typer.Option("--label-config", "-c", help="config XML, to read a Label Studio export")] = None,
+    reviews: Annotated[
+        Path | None,
+        typer.Option(help="corrections JSONL from pull, or a Label Studio JSON export (with --label-config)"),
+    ] = None,
+    label_config: Annotated[
+        Path | None, typer.Option("--label-config", "-c", help="config XML, to read a Label Studio export")
+    ] = None,
     kappa_threshold: Annotated[float, typer.Option(help="warn when weighted kappa is below this")] = 0.4,
     min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
 ) -> None:
     """Write the HTML and Markdown reports of a run again: subsets, comparisons, judge calibration."""
-    from backend.evaluate import EvaluationError, compare_run, load_run
-    from backend.label_config import LabelConfigError, parse_label_config
-    from backend.report import write_reports
+    from prelabel.evaluate import EvaluationError, compare_run, load_run
+    from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.report import write_reports
 
     try:
         config = parse_label_config(label_config.read_text(encoding="utf-8")) if label_config else None

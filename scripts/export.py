@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from scripts.common import console, fail, load_settings, ls_client
+from prelabel.scripts.common import console, fail, load_settings, ls_client
 
 
 def export(
@@ -20,20 +20,20 @@ def export(
     ] = ["openai", "bedrock", "alpaca", "sharegpt", "parquet"],
     threshold: Annotated[str, typer.Option(help="lowest judge level an unreviewed LLM label needs")] = "good",
     instruction: Annotated[
-        Optional[str], typer.Option(help="the task the fine-tuned model will serve (system prompt)")
+        str | None, typer.Option(help="the task the fine-tuned model will serve (system prompt)")
     ] = None,
     validation_fraction: Annotated[float, typer.Option(help="share of examples for validation")] = 0.1,
     seed: Annotated[int, typer.Option(help="seed of the train/validation split")] = 0,
-    url: Annotated[Optional[str], typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
+    url: Annotated[str | None, typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
+    api_key: Annotated[str | None, typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
 ) -> None:
     """Reviewer labels first, then LLM labels rated at least --threshold; everything else is dropped."""
     from pydantic import ValidationError
 
-    from backend.export import ExportError, ExportOptions, export_dataset, render_report
-    from backend.label_config import LabelConfigError, parse_label_config
-    from backend.labelstudio import LabelStudioError
-    from backend.records import reviewed_tasks
+    from prelabel.export import ExportError, ExportOptions, export_dataset, render_report
+    from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.labelstudio import LabelStudioError
+    from prelabel.records import reviewed_tasks
 
     settings = load_settings()
     client = ls_client(settings, url, api_key)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from scripts.common import console, fail, label_config_path, load_settings, ls_client
+from prelabel.scripts.common import console, fail, label_config_path, load_settings, ls_client
 
 
 class _RateColumn(ProgressColumn):
@@ -27,28 +27,38 @@ def label(
         label_config_path("summarization")
     ),
     concurrency: Annotated[
-        Optional[int], typer.Option(min=1, max=1024, help="items in flight (default PRELABEL_CONCURRENCY)")
+        int | None, typer.Option(min=1, max=1024, help="items in flight (default PRELABEL_CONCURRENCY)")
     ] = None,
-    input_field: Annotated[Optional[str], typer.Option(help="field of the input (default: the config's)")] = None,
+    input_field: Annotated[str | None, typer.Option(help="field of the input (default: the config's)")] = None,
     retry_failed: Annotated[bool, typer.Option(help="try items that failed in an earlier run again")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="estimate tokens and cost; call nothing")] = False,
     sample: Annotated[int, typer.Option(min=1, help="items sampled for --dry-run")] = 200,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-    project: Annotated[Optional[str], typer.Option(
-        help="Label Studio project (title, created if absent, or id): import the results as tasks with "
-             "predictions; a rerun adds only what is missing")] = None,
-    batch_api: Annotated[bool, typer.Option(
-        "--batch-api", help="submit OpenAI Batch / Anthropic Message Batches jobs (half price, up to 24 h) "
-                            "instead of live calls; job ids are kept in OUTPUT.batch.json, rerun to resume")] = False,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            help="Label Studio project (title, created if absent, or id): import the results as tasks with "
+            "predictions; a rerun adds only what is missing"
+        ),
+    ] = None,
+    batch_api: Annotated[
+        bool,
+        typer.Option(
+            "--batch-api",
+            help="submit OpenAI Batch / Anthropic Message Batches jobs (half price, up to 24 h) "
+            "instead of live calls; job ids are kept in OUTPUT.batch.json, rerun to resume",
+        ),
+    ] = False,
     batch_poll: Annotated[float, typer.Option(min=0.01, help="seconds between batch status checks")] = 30.0,
-    batch_wait: Annotated[bool, typer.Option(
-        help="wait for the batch jobs; --no-batch-wait submits, collects what has ended, and exits")] = True,
+    batch_wait: Annotated[
+        bool, typer.Option(help="wait for the batch jobs; --no-batch-wait submits, collects what has ended, and exits")
+    ] = True,
 ) -> None:
     """Label every item of a pool (annotator, then judge) into a JSONL file. Rerun the same command to resume."""
-    from backend.costs import PriceFileError
-    from backend.label_config import LabelConfigError, parse_label_config
-    from backend.prompts import PromptError
-    from backend.tasks_io import TaskFileError
+    from prelabel.costs import PriceFileError
+    from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.prompts import PromptError
+    from prelabel.tasks_io import TaskFileError
 
     settings = load_settings()
     client = ls_client(settings, None, None) if project and not dry_run else None  # fail before any LLM call
@@ -67,8 +77,9 @@ def label(
     if batch_api:
         _print_batch(summary)
     if client is not None and project is not None and not summary.interrupted:
-        _push_output(client, project, label_config, input, output, input_field or config.data_key,
-                     summary.model_version)
+        _push_output(
+            client, project, label_config, input, output, input_field or config.data_key, summary.model_version
+        )
     if summary.interrupted:
         raise typer.Exit(130)
     if summary.failed:
@@ -76,10 +87,10 @@ def label(
 
 
 def _run(settings, config, input, output, concurrency, input_field, retry_failed, show_progress):  # type: ignore[no-untyped-def]
-    from backend.bulk import build_engine, close_engine, count_records, label_file, prepare_output
-    from backend.costs import UsageMeter, format_usd, load_prices
-    from backend.families import SameFamilyError
-    from backend.providers import ProviderError
+    from prelabel.bulk import build_engine, close_engine, count_records, label_file, prepare_output
+    from prelabel.costs import UsageMeter, format_usd, load_prices
+    from prelabel.families import SameFamilyError
+    from prelabel.providers import ProviderError
 
     meter = UsageMeter(load_prices())
     try:
@@ -114,26 +125,45 @@ def _run(settings, config, input, output, concurrency, input_field, retry_failed
     try:
         with bar:
             return label_file(
-                settings, config, input, output, concurrency=concurrency, input_field=input_field,
-                retry_failed=retry_failed, on_progress=on_progress, engine=engine, meter=meter,
+                settings,
+                config,
+                input,
+                output,
+                concurrency=concurrency,
+                input_field=input_field,
+                retry_failed=retry_failed,
+                on_progress=on_progress,
+                engine=engine,
+                meter=meter,
             )
     finally:
         close_engine(engine)
 
 
-def _push_output(client, project: str, label_config: Path, input: Path, output: Path, input_field: str,  # type: ignore[no-untyped-def]
-                 model_version: str | None) -> None:
+def _push_output(
+    client,
+    project: str,
+    label_config: Path,
+    input: Path,
+    output: Path,
+    input_field: str,  # type: ignore[no-untyped-def]
+    model_version: str | None,
+) -> None:
     """The labeled pool into a Label Studio project, in batches; tasks already there (by source id) are kept."""
-    from backend.dialogue import InputError
-    from backend.labelstudio import LabelStudioError
-    from backend.push import import_outcomes, labeled_output_items
+    from prelabel.dialogue import InputError
+    from prelabel.labelstudio import LabelStudioError
+    from prelabel.push import import_outcomes, labeled_output_items
 
     try:
         with console.status(f"importing into Label Studio project {project!r}..."):
             done = import_outcomes(
-                client, project, label_config.read_text(encoding="utf-8"),
-                labeled_output_items(input, output, input_field), round_name="label",
-                input_field=input_field, model_version=model_version,
+                client,
+                project,
+                label_config.read_text(encoding="utf-8"),
+                labeled_output_items(input, output, input_field),
+                round_name="label",
+                input_field=input_field,
+                model_version=model_version,
             )
     except (LabelStudioError, InputError, OSError, ValueError) as error:
         raise fail(f"--project: {error}") from None
@@ -146,12 +176,14 @@ def _push_output(client, project: str, label_config: Path, input: Path, output: 
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
-    from backend.costs import format_usd
+    from prelabel.costs import format_usd
 
     table = Table(title=f"prelabel label -> {summary.output}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_row("labeled this run", f"{summary.labeled:,}" + (f" ({summary.unrated:,} unrated)" if summary.unrated else ""))
+    table.add_row(
+        "labeled this run", f"{summary.labeled:,}" + (f" ({summary.unrated:,} unrated)" if summary.unrated else "")
+    )
     table.add_row("failed", f"{summary.failed:,}")
     table.add_row("done in earlier runs", f"{summary.already_done:,}")
     if summary.retried_failed:
@@ -168,20 +200,24 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     table.add_row("model_version", summary.model_version)
     console.print(table)
     if summary.dropped_partial_line:
-        console.print("[yellow]an unfinished last line of an earlier run was removed; that item was labeled again[/yellow]")
+        console.print(
+            "[yellow]an unfinished last line of an earlier run was removed; that item was labeled again[/yellow]"
+        )
     for failure in summary.failures:
         console.print(f"[red]failed[/red] {failure}")
     if summary.failed > len(summary.failures):
         console.print(f"... and {summary.failed - len(summary.failures):,} more")
     if summary.failed:
-        console.print(f'every failure is in {summary.output} with "error" set; rerun the same command to try them again')
+        console.print(
+            f'every failure is in {summary.output} with "error" set; rerun the same command to try them again'
+        )
     if summary.interrupted:
         console.print("[yellow]interrupted: rerun the same command to continue[/yellow]")
 
 
 def _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch) -> None:  # type: ignore[no-untyped-def]
-    from backend.bulk import iter_items, prepare_output, previous_records
-    from backend.costs import estimate_cost, format_usd
+    from prelabel.bulk import iter_items, prepare_output, previous_records
+    from prelabel.costs import estimate_cost, format_usd
 
     state = prepare_output(output, retry_failed, repair=False)
     field = input_field or config.data_key
@@ -195,11 +231,17 @@ def _dry_run(settings, config, input, output, input_field, retry_failed, sample,
             yield item.task
 
     estimate = estimate_cost(
-        settings, config, remaining(), done=len(state.done), sample_size=sample,
-        previous=previous_records(output, sample), batch=batch,
+        settings,
+        config,
+        remaining(),
+        done=len(state.done),
+        sample_size=sample,
+        previous=previous_records(output, sample),
+        batch=batch,
     )
-    table = Table(title=f"estimate for {estimate.remaining:,} items ({estimate.done:,} already done, "
-                        f"{estimate.sampled} sampled)")
+    table = Table(
+        title=f"estimate for {estimate.remaining:,} items ({estimate.done:,} already done, {estimate.sampled} sampled)"
+    )
     table.add_column("")
     for role in estimate.roles:
         table.add_column(f"{role.role}\n{role.model}", justify="right")
@@ -223,14 +265,20 @@ def _dry_run(settings, config, input, output, input_field, retry_failed, sample,
 
 
 def _run_batch(settings, config, input, output, input_field, retry_failed, poll, wait):  # type: ignore[no-untyped-def]
-    from backend.batch_api import BatchError, BatchOptions, BatchStateError, label_file_batch
-    from backend.families import SameFamilyError
-    from backend.providers import ProviderError
+    from prelabel.batch_api import BatchError, BatchOptions, BatchStateError, label_file_batch
+    from prelabel.families import SameFamilyError
+    from prelabel.providers import ProviderError
 
     try:
         return label_file_batch(
-            settings, config, input, output, options=BatchOptions(poll_interval_s=poll, wait=wait),
-            input_field=input_field, retry_failed=retry_failed, on_event=lambda message: console.print(message),
+            settings,
+            config,
+            input,
+            output,
+            options=BatchOptions(poll_interval_s=poll, wait=wait),
+            input_field=input_field,
+            retry_failed=retry_failed,
+            on_event=lambda message: console.print(message),
         )
     except (SameFamilyError, ProviderError, BatchError, BatchStateError) as error:
         raise fail(str(error)) from None
@@ -242,12 +290,16 @@ def _print_batch(summary) -> None:  # type: ignore[no-untyped-def]
     if summary.jobs_submitted:
         console.print(f"submitted batch jobs: {', '.join(summary.jobs_submitted)}")
     if summary.cache_hits or summary.resubmitted or summary.live_retries:
-        console.print(f"{summary.cache_hits:,} answers from the cache, {summary.resubmitted:,} requests resubmitted "
-                      f"after their batch ended without them, {summary.live_retries:,} unusable answers asked again live")
+        console.print(
+            f"{summary.cache_hits:,} answers from the cache, {summary.resubmitted:,} requests resubmitted "
+            f"after their batch ended without them, {summary.live_retries:,} unusable answers asked again live"
+        )
     if summary.jobs_pending:
-        console.print(f"[yellow]{len(summary.jobs_pending)} batch job(s) still running ({summary.state_file}): "
-                      "rerun the same command to collect them[/yellow]")
+        console.print(
+            f"[yellow]{len(summary.jobs_pending)} batch job(s) still running ({summary.state_file}): "
+            "rerun the same command to collect them[/yellow]"
+        )
 
 
-if __name__ == "__main__":  # `python -m scripts.label ...`, the same command without the prelabel entry point
+if __name__ == "__main__":  # `python -m prelabel.scripts.label ...`, the same command without the prelabel entry point
     typer.run(label)

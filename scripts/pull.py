@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from scripts.common import console, fail, load_settings, ls_client
+from prelabel.scripts.common import console, fail, load_settings, ls_client
 
 
 def pull(
@@ -16,16 +16,16 @@ def pull(
     corrections: Annotated[
         Path, typer.Option(help="write the corrections JSONL here (input, LLM label, corrected label, ratings)")
     ] = Path("corrections.jsonl"),
-    report_json: Annotated[Optional[Path], typer.Option(help="also write the statistics as JSON")] = None,
+    report_json: Annotated[Path | None, typer.Option(help="also write the statistics as JSON")] = None,
     worst: Annotated[int, typer.Option(help="how many worst cases to list")] = 10,
-    url: Annotated[Optional[str], typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
+    url: Annotated[str | None, typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
+    api_key: Annotated[str | None, typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
 ) -> None:
     """Compare reviewers with the LLM and the judge; list the worst cases; write corrections for the next prompt."""
-    from backend.label_config import LabelConfigError, parse_label_config
-    from backend.labelstudio import LabelStudioError
-    from backend.records import reviewed_tasks
-    from backend.review_stats import (
+    from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.labelstudio import LabelStudioError
+    from prelabel.records import reviewed_tasks
+    from prelabel.review_stats import (
         pull_report,
         render_versions_table,
         render_worst_cases_table,
@@ -39,7 +39,11 @@ def pull(
         with console.status(f"exporting project {project_id} from Label Studio..."):
             records = reviewed_tasks(config, client.export(project_id))
         report = pull_report(
-            records, config.kind, class_labels=config.class_labels, ls_url=client.url, project_id=project_id,
+            records,
+            config.kind,
+            class_labels=config.class_labels,
+            ls_url=client.url,
+            project_id=project_id,
             worst_limit=worst,
         )
         written = write_corrections_jsonl(records, corrections)

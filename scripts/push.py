@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client
+from prelabel.scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client
 
 
 def push(
@@ -17,22 +17,22 @@ def push(
     label_config: Annotated[Path, typer.Option("--label-config", "-c", help="Label Studio config XML")] = (
         label_config_path("summarization")
     ),
-    sample: Annotated[Optional[int], typer.Option(help="draw N random items never pushed before")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random seed of the draw")] = None,
-    round_name: Annotated[Optional[str], typer.Option("--round", help="round name (default round-<n>)")] = None,
-    input_field: Annotated[Optional[str], typer.Option(help="field of the input in the pool records")] = None,
+    sample: Annotated[int | None, typer.Option(help="draw N random items never pushed before")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed of the draw")] = None,
+    round_name: Annotated[str | None, typer.Option("--round", help="round name (default round-<n>)")] = None,
+    input_field: Annotated[str | None, typer.Option(help="field of the input in the pool records")] = None,
     keep_field: Annotated[list[str], typer.Option(help="extra record field to keep in the task data")] = [],
     predict: Annotated[bool, typer.Option(help="compute predictions here and import them with the tasks")] = True,
     backend_url: Annotated[
-        Optional[str], typer.Option(help="connect this ML backend; without --predict, Label Studio asks it")
+        str | None, typer.Option(help="connect this ML backend; without --predict, Label Studio asks it")
     ] = None,
-    url: Annotated[Optional[str], typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
+    url: Annotated[str | None, typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
+    api_key: Annotated[str | None, typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
 ) -> None:
     """Push a random sample of unlabeled items to Label Studio, pre-labelled and rated."""
-    from backend.dialogue import InputError
-    from backend.labelstudio import LabelStudioError
-    from backend.push import push_round
+    from prelabel.dialogue import InputError
+    from prelabel.labelstudio import LabelStudioError
+    from prelabel.push import push_round
 
     settings = load_settings()
     client = ls_client(settings, url, api_key)
@@ -70,7 +70,8 @@ def push(
     console.print(table)
     console.print(
         f"pushed {len(result.task_ids)} tasks ({result.pool_size} in the pool, {result.already_pushed} pushed before); "
-        f"{result.predicted} with predictions" + (f", model_version {result.model_version}" if result.model_version else "")
+        f"{result.predicted} with predictions"
+        + (f", model_version {result.model_version}" if result.model_version else "")
     )
     for problem in result.prediction_failures + result.skipped:
         console.print(f"[yellow]{problem}[/yellow]")

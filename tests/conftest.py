@@ -14,16 +14,23 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from backend.judge import LEVELS
-from backend.labelstudio import LabelStudioClient
-from backend.labelstudio_server import LabelStudioServer, free_port
-from backend.settings import Settings
-from tests.fakes import FakeProvider, FakeReply, FakeRequest
+from prelabel import label_config
+from prelabel.data import dialogsum_dev
+from prelabel.harness.labelstudio_server import LabelStudioServer, free_port
+from prelabel.judge import LEVELS
+from prelabel.labelstudio import LabelStudioClient
+from prelabel.settings import Settings
+from prelabel.testing import FakeProvider, FakeReply, FakeRequest
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
-SUMMARY_CONFIG = (ROOT / "label_config" / "summarization.xml").read_text()
-SENTIMENT_CONFIG = (ROOT / "label_config" / "sentiment.xml").read_text()
+DIALOGSUM = dialogsum_dev()  # package data, shared with the demo
+SUMMARY_CONFIG = label_config.read("summarization")
+SENTIMENT_CONFIG = label_config.read("sentiment")
+# The harness's virtual environments are the checkout's, whatever folder a test runs in (`make` sets these too).
+os.environ.setdefault("PRELABEL_LS_VENV", str(ROOT / ".venv-labelstudio"))
+os.environ.setdefault("PRELABEL_LOCAL_VENV", str(ROOT / ".venv-localmodel"))
+HARNESS_ENV = ("PRELABEL_LS_VENV", "PRELABEL_LOCAL_VENV", "PRELABEL_CACHE_DIR")
 
 _POSITIVE_WORDS = {"good", "great", "excellent", "love", "best", "nice", "happy", "recommend", "works", "fine"}
 
@@ -41,7 +48,7 @@ def load_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def dialogsum() -> list[dict[str, Any]]:
-    return load_jsonl(DATA / "dialogsum" / "dialogsum.dev.jsonl")
+    return load_jsonl(DIALOGSUM)
 
 
 @pytest.fixture(scope="session")
@@ -121,10 +128,19 @@ def provider(llm: ScriptedLLM) -> Iterator[FakeProvider]:
 
 
 @pytest.fixture
+def fake_provider() -> Iterator[FakeProvider]:
+    """A running FakeProvider with the default responder, closed after the test."""
+    with FakeProvider(seed=0) as fake:
+        yield fake
+
+
+@pytest.fixture
 def make_settings(provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
     """Settings pointing both roles at the fake provider; keyword arguments are environment overrides."""
     for name in list(__import__("os").environ):
-        if name.startswith(("PRELABEL_", "OPENAI_", "ANTHROPIC_", "BASIC_AUTH_", "LABEL_STUDIO_")):
+        if name.startswith(("PRELABEL_", "OPENAI_", "ANTHROPIC_", "BASIC_AUTH_", "LABEL_STUDIO_")) and (
+            name not in HARNESS_ENV
+        ):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env is read
 

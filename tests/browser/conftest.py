@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 # Flags for a closed network: without the background-networking ones Chromium keeps dialing Google's hosts.
@@ -33,13 +32,18 @@ CHROMIUM_ARGS = [
 
 
 def chromium_path() -> str:
-    candidates = [os.environ.get("PRELABEL_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                  shutil.which("chromium-browser")]
+    candidates = [
+        os.environ.get("PRELABEL_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    pytest.fail("no Chromium found: `apt-get install -y chromium` (or set PRELABEL_CHROMIUM to its path)",
-                pytrace=False)
+    pytest.fail(
+        "no Chromium found: `apt-get install -y chromium` (or set PRELABEL_CHROMIUM to its path)", pytrace=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +68,16 @@ class Tab:
     def __init__(self, page: Any):
         self.page = page
         self.console_errors: list[str] = []
-        page.on("console", lambda message: self.console_errors.append(message.text)
-                if message.type == "error" else None)
+        page.on(
+            "console", lambda message: self.console_errors.append(message.text) if message.type == "error" else None
+        )
         page.on("pageerror", lambda error: self.console_errors.append(f"page error: {error}"))
-        page.on("response", lambda response: self.console_errors.append(f"HTTP {response.status} {response.url}")
-                if response.status >= 400 else None)
+        page.on(
+            "response",
+            lambda response: (
+                self.console_errors.append(f"HTTP {response.status} {response.url}") if response.status >= 400 else None
+            ),
+        )
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from backend.evaluate import load_items
+from prelabel.evaluate import load_items
+from prelabel.prompts import PROMPTS_DIR
 from tests.browser.conftest import ARTIFACTS, Tab
-from tests.conftest import ROOT
 from tests.integration.test_evaluate import DIALOGSUM, QualityLLM, invoke, rate
 
 pytestmark = pytest.mark.browser
@@ -39,20 +39,43 @@ def llm() -> QualityLLM:
 @pytest.fixture
 def report_path(make_settings: Any, provider: Any, tmp_path: Path) -> Path:
     make_settings()
-    template = (ROOT / "backend" / "prompts" / "summarize.txt").read_text(encoding="utf-8")
+    template = (PROMPTS_DIR / "summarize.txt").read_text(encoding="utf-8")
     v1, v2 = tmp_path / "v1.txt", tmp_path / "v2.txt"
     v1.write_text(template, encoding="utf-8")
     from tests.integration.test_evaluate import MARKER
 
     v2.write_text(template.replace("Conversation:", f"{MARKER}\nConversation:"), encoding="utf-8")
     out = tmp_path / "run"
-    invoke("evaluate", DIALOGSUM, "--prompt", f"v1={v1}", "--prompt", f"v2={v2}", "--size", "40", "--out", out,
-           "--reference-field", "summary", "--slice-field", "topic")
+    invoke(
+        "evaluate",
+        DIALOGSUM,
+        "--prompt",
+        f"v1={v1}",
+        "--prompt",
+        f"v2={v2}",
+        "--size",
+        "40",
+        "--out",
+        out,
+        "--reference-field",
+        "summary",
+        "--slice-field",
+        "topic",
+    )
     # Reviewers who disagree with the judge, with markup in what they wrote.
-    rows = [{"task_id": n, "source_id": item.source_id, "input": item.input_preview, "llm_label": item.label,
-             "corrected_label": f"<b>fixed</b> {item.label}" if n % 3 else item.label,
-             "judge_level": item.level, "reviewer_level": (item.level + n) % 5, "model_version": item.model_version}
-            for n, item in enumerate(load_items(out, "v1"))]
+    rows = [
+        {
+            "task_id": n,
+            "source_id": item.source_id,
+            "input": item.input_preview,
+            "llm_label": item.label,
+            "corrected_label": f"<b>fixed</b> {item.label}" if n % 3 else item.label,
+            "judge_level": item.level,
+            "reviewer_level": (item.level + n) % 5,
+            "model_version": item.model_version,
+        }
+        for n, item in enumerate(load_items(out, "v1"))
+    ]
     corrections = tmp_path / "corrections.jsonl"
     corrections.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     invoke("report", out, "--reviews", corrections, "--slice-field", "topic")

@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
-from backend.judge import LEVELS
-from backend.pipeline import Engine
-from backend.push import push_round, source_id
-from backend.settings import Settings
+from prelabel.judge import LEVELS
+from prelabel.pipeline import Engine
+from prelabel.push import push_round, source_id
+from prelabel.settings import Settings
+from prelabel.testing import FakeProvider
 from tests.browser.conftest import ARTIFACTS, Tab
-from tests.conftest import DATA, SUMMARY_CONFIG, ScriptedLLM, load_jsonl
-from tests.fakes import FakeProvider
+from tests.conftest import DIALOGSUM, SUMMARY_CONFIG, ScriptedLLM, load_jsonl
 
 pytestmark = pytest.mark.browser
 
-POOL = DATA / "dialogsum" / "dialogsum.dev.jsonl"
+POOL = DIALOGSUM
 SCREENSHOT = ARTIFACTS / "reviewer_view.png"
 WAIT_S = 60.0
 
@@ -62,15 +62,17 @@ class PrelabelledTask:
 def prelabelled_task(ls_client: Any, tmp_path: Path) -> PrelabelledTask:
     """One DialogSum task imported with prelabel's prediction (annotator + judge behind a fake provider)."""
     with FakeProvider(ScriptedLLM()) as provider:
-        engine = Engine(Settings(
-            PRELABEL_ANNOTATOR="openai:gpt-4o-mini",
-            PRELABEL_JUDGE="anthropic:claude-haiku-4-5",
-            OPENAI_API_KEY="sk-test",
-            ANTHROPIC_API_KEY="sk-test",
-            OPENAI_BASE_URL=provider.base_url,
-            ANTHROPIC_BASE_URL=provider.anthropic_base_url,
-            MODEL_DIR=str(tmp_path),
-        ))
+        engine = Engine(
+            Settings(
+                PRELABEL_ANNOTATOR="openai:gpt-4o-mini",
+                PRELABEL_JUDGE="anthropic:claude-haiku-4-5",
+                OPENAI_API_KEY="sk-test",
+                ANTHROPIC_API_KEY="sk-test",
+                OPENAI_BASE_URL=provider.base_url,
+                ANTHROPIC_BASE_URL=provider.anthropic_base_url,
+                MODEL_DIR=str(tmp_path),
+            )
+        )
         try:
             result = push_round(ls_client, SUMMARY_CONFIG, "browser review", POOL, sample=1, seed=3, engine=engine)
         finally:
@@ -80,8 +82,13 @@ def prelabelled_task(ls_client: Any, tmp_path: Path) -> PrelabelledTask:
     # What ScriptedLLM answers: "Summary: <first turn>", judged "good" with a fixed reason.
     record = next(row for row in load_jsonl(POOL) if source_id(row, "dialogue") == result.source_ids[0])
     first_turn = record["dialogue"].splitlines()[0].split(":", 1)[1].strip()
-    task = PrelabelledTask(result.project_id, result.task_ids[0], summary=f"Summary: {first_turn}",
-                           rating=LEVELS[3], reason=f"rated {LEVELS[3]} for its coverage.")
+    task = PrelabelledTask(
+        result.project_id,
+        result.task_ids[0],
+        summary=f"Summary: {first_turn}",
+        rating=LEVELS[3],
+        reason=f"rated {LEVELS[3]} for its coverage.",
+    )
 
     # The prediction is stored as expected, so a failure below is about what the page shows.
     stored = ls_client.sdk.tasks.get(task.task_id).predictions
@@ -94,8 +101,9 @@ def prelabelled_task(ls_client: Any, tmp_path: Path) -> PrelabelledTask:
     return task
 
 
-def test_reviewer_sees_summary_rating_and_reason(label_studio: Any, prelabelled_task: PrelabelledTask,
-                                                 tab: Tab) -> None:
+def test_reviewer_sees_summary_rating_and_reason(
+    label_studio: Any, prelabelled_task: PrelabelledTask, tab: Tab
+) -> None:
     page, task = tab.page, prelabelled_task
     failed = False
     try:
@@ -106,8 +114,12 @@ def test_reviewer_sees_summary_rating_and_reason(label_studio: Any, prelabelled_
         summary = wait_for(tab, lambda: control_texts(page, "summary"), task.summary, "the LLM's summary")
         assert summary == [task.summary], f"the summary control shows {summary}"
 
-        checked = wait_for(tab, lambda: checked_choices(page, LEVELS), [task.rating],
-                           f"the rating choice {task.rating!r} to be checked")
+        checked = wait_for(
+            tab,
+            lambda: checked_choices(page, LEVELS),
+            [task.rating],
+            f"the rating choice {task.rating!r} to be checked",
+        )
         assert checked == [task.rating]
 
         reason = wait_for(tab, lambda: control_texts(page, "judge_reason"), task.reason, "the judge's reason")
@@ -151,7 +163,7 @@ def checked_choices(page: Any, values: list[str]) -> list[str]:
     """The rating choices whose radio (or checkbox) input is checked."""
     checked = []
     for value in values:
-        box = page.locator(f'.lsf-choices input[name={json.dumps(value)}]')
+        box = page.locator(f".lsf-choices input[name={json.dumps(value)}]")
         if box.count() and box.first.is_checked():
             checked.append(value)
     return checked
@@ -176,8 +188,10 @@ def debug(tab: Tab, message: str) -> str:
     except PlaywrightError as error:  # the page may be gone
         text = f"<no page text: {error}>"
     errors = "\n  ".join(tab.console_errors[-10:]) or "none"
-    return (f"{message}\nURL: {page.url}\nbrowser console errors and failed requests:\n  {errors}\n"
-            f"page text (first 3000 chars):\n{text[:3000]}")
+    return (
+        f"{message}\nURL: {page.url}\nbrowser console errors and failed requests:\n  {errors}\n"
+        f"page text (first 3000 chars):\n{text[:3000]}"
+    )
 
 
 def save_screenshot(page: Any) -> None:

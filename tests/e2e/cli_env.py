@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from backend.labelstudio_server import LabelStudioServer
-from scripts.cli import app
+from prelabel.harness.labelstudio_server import LabelStudioServer
+from prelabel.scripts.cli import app
 from tests.e2e.conftest import BackendUnderTest
 
 
-def use_backend_env(monkeypatch: pytest.MonkeyPatch, backend: BackendUnderTest, label_studio: LabelStudioServer,
-                    workdir: Path, **extra: str) -> None:
+def use_backend_env(
+    monkeypatch: pytest.MonkeyPatch,
+    backend: BackendUnderTest,
+    label_studio: LabelStudioServer,
+    workdir: Path,
+    **extra: str,
+) -> None:
     """The command's environment: the backend's models, fake providers and MODEL_DIR, and Label Studio."""
     for name in list(os.environ):
         if name.startswith(("PRELABEL_", "OPENAI_", "ANTHROPIC_", "BASIC_AUTH_", "LABEL_STUDIO_", "MODEL_DIR")):

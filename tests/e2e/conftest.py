@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from backend.app import create_app
-from backend.settings import Settings
+from prelabel.app import create_app
+from prelabel.settings import Settings
+from prelabel.testing import FakeProvider
 from tests.conftest import LiveServer, ScriptedLLM
-from tests.fakes import FakeProvider
+
 
 class BackendUnderTest:
     """The prelabel ML backend on 127.0.0.1 with its settings and the scripted LLM behind it."""

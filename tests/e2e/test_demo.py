@@ -12,28 +12,48 @@ from pathlib import Path
 
 import pytest
 
-from backend.label_config import parse_label_config
-from backend.labelstudio import LabelStudioClient
-from backend.labelstudio_server import LabelStudioServer, free_port
-from backend.records import reviewed_tasks
+from prelabel.harness.labelstudio_server import LabelStudioServer, free_port
+from prelabel.label_interface import parse_label_config
+from prelabel.labelstudio import LabelStudioClient
+from prelabel.records import reviewed_tasks
+from prelabel.testing import FakeProvider
 from tests.conftest import ROOT, SUMMARY_CONFIG, ScriptedLLM
-from tests.fakes import FakeProvider
 
 pytestmark = pytest.mark.e2e
 
 _SECRET_PREFIXES = ("PRELABEL_", "OPENAI_", "ANTHROPIC_", "LABEL_STUDIO_", "BASIC_AUTH_")
 
 
-def run_demo(work_dir: Path, ls_port: int, backend_port: int, extra_env: dict[str, str], sample: int = 5,
-             timeout: float = 1500) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_demo(
+    work_dir: Path, ls_port: int, backend_port: int, extra_env: dict[str, str], sample: int = 5, timeout: float = 1500
+) -> tuple[subprocess.CompletedProcess[str], float]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(_SECRET_PREFIXES)}
     env.update(extra_env)
     env["COLUMNS"] = "200"
     started = time.monotonic()
     completed = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "demo", "--no-wait", "--ls-port", str(ls_port), "--backend-port",
-         str(backend_port), "--sample", str(sample), "--seed", "11", "--work-dir", str(work_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        [
+            sys.executable,
+            "-m",
+            "prelabel",
+            "demo",
+            "--no-wait",
+            "--ls-port",
+            str(ls_port),
+            "--backend-port",
+            str(backend_port),
+            "--sample",
+            str(sample),
+            "--seed",
+            "11",
+            "--work-dir",
+            str(work_dir),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return completed, time.monotonic() - started
 

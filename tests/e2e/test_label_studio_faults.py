@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from backend.labelstudio import LabelStudioClient, LabelStudioError
-from backend.push import SOURCE_ID_FIELD, push_round
+from prelabel.labelstudio import LabelStudioClient, LabelStudioError
+from prelabel.push import SOURCE_ID_FIELD, push_round
 from tests.conftest import DATA, SENTIMENT_CONFIG
 
 pytestmark = pytest.mark.e2e
@@ -38,8 +38,14 @@ class LossyProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                answer = requests.request(self.command, proxy.target + self.path, data=body, headers=headers,
-                                          timeout=120, allow_redirects=False)
+                answer = requests.request(
+                    self.command,
+                    proxy.target + self.path,
+                    data=body,
+                    headers=headers,
+                    timeout=120,
+                    allow_redirects=False,
+                )
                 if self.command == "POST" and self.path.split("?")[0].endswith("/import") and proxy.lose > 0:
                     proxy.lose -= 1
                     proxy.lost.append(self.path)
@@ -61,7 +67,7 @@ class LossyProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "LossyProxy":
+    def __enter__(self) -> LossyProxy:
         self.thread.start()
         return self
 

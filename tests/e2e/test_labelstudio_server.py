@@ -13,7 +13,7 @@ import pytest
 import requests
 from label_studio_sdk import LabelStudio
 
-from backend.labelstudio_server import (
+from prelabel.harness.labelstudio_server import (
     LS_VERSION,
     LabelStudioServer,
     PortInUseError,

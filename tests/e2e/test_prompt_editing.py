@@ -10,29 +10,42 @@ import json
 import httpx
 import pytest
 
-from backend.prompts import PromptRegistry, text_hash
-from backend.push import push_round
-from tests.conftest import DATA, ROOT
+from prelabel.prompts import PROMPTS_DIR, PromptRegistry, text_hash
+from prelabel.push import push_round
+from tests.conftest import DIALOGSUM, ROOT
 from tests.e2e.cli_env import run, use_backend_env
 from tests.e2e.conftest import wait_until
 
 pytestmark = pytest.mark.e2e
 
-POOL = DATA / "dialogsum" / "dialogsum.dev.jsonl"
+POOL = DIALOGSUM
 PROMPT_CONFIG = (ROOT / "label_config" / "summarization_prompt.xml").read_text()
-DEFAULT_TEMPLATE = (ROOT / "backend" / "prompts" / "summarize.txt").read_text()
+DEFAULT_TEMPLATE = (PROMPTS_DIR / "summarize.txt").read_text()
 REVISED = "Summarize the conversation in one sentence that names both speakers and the decision they reach."
 REVISED_TEMPLATE = REVISED + "\nConversation:\n{input}"
 
 
 def prompt_context(text: str) -> dict:
     """params.context as Label Studio sends it: the reviewer's current regions, the prompt box among them."""
-    return {"result": [
-        {"id": "p1", "from_name": "prompt", "to_name": "dialogue", "type": "textarea", "origin": "manual",
-         "value": {"text": [text]}},
-        {"id": "r1", "from_name": "rating", "to_name": "dialogue", "type": "choices",
-         "value": {"choices": ["bad"]}},
-    ]}
+    return {
+        "result": [
+            {
+                "id": "p1",
+                "from_name": "prompt",
+                "to_name": "dialogue",
+                "type": "textarea",
+                "origin": "manual",
+                "value": {"text": [text]},
+            },
+            {
+                "id": "r1",
+                "from_name": "rating",
+                "to_name": "dialogue",
+                "type": "choices",
+                "value": {"choices": ["bad"]},
+            },
+        ]
+    }
 
 
 def region(result: list[dict], name: str) -> dict:
@@ -48,7 +61,8 @@ def interactive(ls_client, backend_factory):
     ls_client.retrieve_predictions(pushed.project_id)
     tasks = wait_until(
         lambda: (tasks := ls_client.export(pushed.project_id)) and all(t["predictions"] for t in tasks) and tasks,
-        timeout=120, what="3 batch predictions",
+        timeout=120,
+        what="3 batch predictions",
     )
     return {"backend": backend, "pushed": pushed, "ml": connection, "tasks": tasks}
 
@@ -116,16 +130,20 @@ def test_the_same_revision_again_is_the_same_version(interactive, ls_client, lab
 
 def test_without_a_prompt_in_the_context_the_current_prompt_labels(interactive, ls_client, label_studio):
     task = interactive["tasks"][2]
-    context = {"result": [{"from_name": "rating", "to_name": "dialogue", "type": "choices",
-                           "value": {"choices": ["good"]}}]}
+    context = {
+        "result": [{"from_name": "rating", "to_name": "dialogue", "type": "choices", "value": {"choices": ["good"]}}]
+    }
     data = interactive_call(ls_client, label_studio, interactive["ml"].id, task["id"], context)
     assert data["model_version"] == task["predictions"][0]["model_version"]
 
 
 def test_a_malformed_context_is_refused_with_its_field(interactive):
     backend = interactive["backend"]
-    body = {"tasks": [{"id": 1, "data": {"dialogue": "A: hi\nB: hello"}}], "label_config": PROMPT_CONFIG,
-            "params": {"context": {"result": "not a list"}}}
+    body = {
+        "tasks": [{"id": 1, "data": {"dialogue": "A: hi\nB: hello"}}],
+        "label_config": PROMPT_CONFIG,
+        "params": {"context": {"result": "not a list"}},
+    }
     response = httpx.post(f"{backend.url}/predict", json=body, timeout=30)
     assert response.status_code == 400
     assert "params.context.result" in response.json()["error"]
@@ -139,16 +157,29 @@ def test_evaluate_measures_the_stored_version_by_name(interactive, ls_client, la
     assert listing.exit_code == 0, listing.output
     assert name in listing.output
     out = tmp_path / "run"
-    outcome = run("evaluate", POOL, "--size", "4", "--seed", "2", "--out", out,
-                  "--prompt", f"base={ROOT / 'backend' / 'prompts' / 'summarize.txt'}", "--prompt", name)
+    outcome = run(
+        "evaluate",
+        POOL,
+        "--size",
+        "4",
+        "--seed",
+        "2",
+        "--out",
+        out,
+        "--prompt",
+        f"base={PROMPTS_DIR / 'summarize.txt'}",
+        "--prompt",
+        name,
+    )
     assert outcome.exit_code == 0, outcome.output
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["versions"]) == ["base", name]
     revised = summary["versions"][name]
     assert revised["n_items"] == 4 and revised["n_rated"] == 4
     # The model_version Label Studio got for the reviewer's revision is the one evaluate measured.
-    served = interactive_call(ls_client, label_studio, interactive["ml"].id, interactive["tasks"][0]["id"],
-                              prompt_context(REVISED))["model_version"]
+    served = interactive_call(
+        ls_client, label_studio, interactive["ml"].id, interactive["tasks"][0]["id"], prompt_context(REVISED)
+    )["model_version"]
     assert revised["model_version"] == served
     unknown = run("evaluate", POOL, "--size", "4", "--out", out, "--prompt", "no-such-version")
     assert unknown.exit_code == 2 and "no prompt version 'no-such-version'" in unknown.output

@@ -8,13 +8,13 @@ import zlib
 
 import pytest
 
-from backend.records import SOURCE_ID_FIELD
-from tests.conftest import DATA, ROOT, load_jsonl
+from prelabel.records import SOURCE_ID_FIELD
+from tests.conftest import DIALOGSUM, ROOT, load_jsonl
 from tests.e2e.cli_env import run, use_backend_env
 
 pytestmark = pytest.mark.e2e
 
-POOL = DATA / "dialogsum" / "dialogsum.dev.jsonl"
+POOL = DIALOGSUM
 V2 = "Summarize this conversation in two sentences.\nConversation:\n{input}"
 
 
@@ -39,7 +39,8 @@ def backend(backend_factory):
 
 
 def test_evaluate_pushes_the_set_with_scores_and_adds_new_versions_once(
-        backend, ls_client, label_studio, tmp_path, monkeypatch):
+    backend, ls_client, label_studio, tmp_path, monkeypatch
+):
     use_backend_env(monkeypatch, backend, label_studio, tmp_path)
     out = tmp_path / "run"
     first = run("evaluate", POOL, "--size", "8", "--seed", "4", "--out", out, "--push-project", "e2e evaluation")
@@ -58,8 +59,11 @@ def test_evaluate_pushes_the_set_with_scores_and_adds_new_versions_once(
     assert ls_client.project(project.id).model_version == next(iter(base.values()))["model_version"]
 
     # Reviewers start from the weakest: the tab the push created orders tasks by the judge's score.
-    [view] = [v for v in ls_client.sdk.views.list(project=project.id)
-              if (v.data or {}).get("ordering") == ["tasks:predictions_score"]]
+    [view] = [
+        v
+        for v in ls_client.sdk.views.list(project=project.id)
+        if (v.data or {}).get("ordering") == ["tasks:predictions_score"]
+    ]
     ordered = [t.predictions_score for t in ls_client.sdk.tasks.list(project=project.id, view=view.id, fields="all")]
     assert ordered == sorted(item["score"] for item in base.values())
     assert len(set(ordered)) > 1  # the judge's levels really differ, so the order is meaningful
@@ -82,8 +86,16 @@ def test_evaluate_pushes_the_set_with_scores_and_adds_new_versions_once(
     assert again.exit_code == 0, again.output
     assert "0 new tasks" in again.output and "8 already there" in again.output
     assert sum(len(t["predictions"]) for t in project_tasks(ls_client, project.id)) == 16
-    assert len([v for v in ls_client.sdk.views.list(project=project.id)
-                if (v.data or {}).get("ordering") == ["tasks:predictions_score"]]) == 1
+    assert (
+        len(
+            [
+                v
+                for v in ls_client.sdk.views.list(project=project.id)
+                if (v.data or {}).get("ordering") == ["tasks:predictions_score"]
+            ]
+        )
+        == 1
+    )
 
 
 def test_label_imports_every_item_once_and_a_rerun_adds_none(backend, ls_client, label_studio, tmp_path, monkeypatch):

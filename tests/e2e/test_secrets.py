@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from backend.label_config import parse_label_config
-from backend.push import push_round
-from scripts.cli import app
-from tests.conftest import DATA, SUMMARY_CONFIG
+from prelabel.label_interface import parse_label_config
+from prelabel.push import push_round
+from prelabel.scripts.cli import app
+from tests.conftest import DIALOGSUM, SUMMARY_CONFIG
 from tests.e2e.conftest import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -39,18 +39,33 @@ def test_no_key_or_token_in_any_output(ls_client, label_studio, backend_factory,
     for name in (None, "openai", "anthropic", "httpx", "httpx2", "prelabel"):
         caplog.set_level(logging.DEBUG, logger=name)
     backend = backend_factory(
-        OPENAI_API_KEY=OPENAI_KEY, ANTHROPIC_API_KEY=ANTHROPIC_KEY, LOG_LEVEL="DEBUG",
-        BASIC_AUTH_USER="labelstudio", BASIC_AUTH_PASS=BASIC_PASS,
+        OPENAI_API_KEY=OPENAI_KEY,
+        ANTHROPIC_API_KEY=ANTHROPIC_KEY,
+        LOG_LEVEL="DEBUG",
+        BASIC_AUTH_USER="labelstudio",
+        BASIC_AUTH_PASS=BASIC_PASS,
     )
-    pool = DATA / "dialogsum" / "dialogsum.dev.jsonl"
-    result = push_round(ls_client, SUMMARY_CONFIG, "secrets check", pool, sample=3, seed=2,
-                        backend_url=backend.url, basic_auth=("labelstudio", BASIC_PASS))
+    pool = DIALOGSUM
+    result = push_round(
+        ls_client,
+        SUMMARY_CONFIG,
+        "secrets check",
+        pool,
+        sample=3,
+        seed=2,
+        backend_url=backend.url,
+        basic_auth=("labelstudio", BASIC_PASS),
+    )
     config = parse_label_config(SUMMARY_CONFIG)
-    tasks = wait_until(lambda: (t := ls_client.export(result.project_id)) and all(x["predictions"] for x in t) and t,
-                       timeout=120, what="predictions")
+    tasks = wait_until(
+        lambda: (t := ls_client.export(result.project_id)) and all(x["predictions"] for x in t) and t,
+        timeout=120,
+        what="predictions",
+    )
     for task in tasks:
-        ls_client.sdk.annotations.create(id=task["id"], project=result.project_id,
-                                         result=config.result_for("Corrected.", 2, None))
+        ls_client.sdk.annotations.create(
+            id=task["id"], project=result.project_id, result=config.result_for("Corrected.", 2, None)
+        )
 
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
@@ -63,17 +78,40 @@ def test_no_key_or_token_in_any_output(ls_client, label_studio, backend_factory,
     runner = CliRunner()
     outputs = [
         runner.invoke(app, ["push", str(pool), "--project", "secrets check", "--sample", "2"]).output,
-        runner.invoke(app, ["pull", str(result.project_id), "--corrections", str(tmp_path / "corrections.jsonl"),
-                            "--report-json", str(tmp_path / "pull.json")]).output,
+        runner.invoke(
+            app,
+            [
+                "pull",
+                str(result.project_id),
+                "--corrections",
+                str(tmp_path / "corrections.jsonl"),
+                "--report-json",
+                str(tmp_path / "pull.json"),
+            ],
+        ).output,
         runner.invoke(app, ["export", str(result.project_id), "--out", str(tmp_path / "dataset")]).output,
         runner.invoke(app, ["label", "-i", str(pool), "-o", str(tmp_path / "labeled.jsonl"), "--dry-run"]).output,
-        runner.invoke(app, ["evaluate", str(pool), "--size", "3", "--out", str(tmp_path / "evaluation"),
-                            "--reviews", str(tmp_path / "corrections.jsonl")]).output,
+        runner.invoke(
+            app,
+            [
+                "evaluate",
+                str(pool),
+                "--size",
+                "3",
+                "--out",
+                str(tmp_path / "evaluation"),
+                "--reviews",
+                str(tmp_path / "corrections.jsonl"),
+            ],
+        ).output,
     ]
     small_pool = tmp_path / "small_pool.jsonl"
     small_pool.write_text("".join(pool.read_text(encoding="utf-8").splitlines(keepends=True)[:3]), encoding="utf-8")
-    outputs.append(runner.invoke(app, ["label", "-i", str(small_pool), "-o", str(tmp_path / "labeled.jsonl"),
-                                       "--no-progress"]).output)
+    outputs.append(
+        runner.invoke(
+            app, ["label", "-i", str(small_pool), "-o", str(tmp_path / "labeled.jsonl"), "--no-progress"]
+        ).output
+    )
     assert (tmp_path / "dataset" / "manifest.json").exists() and (tmp_path / "corrections.jsonl").exists()
     assert (tmp_path / "evaluation" / "report.html").exists() and (tmp_path / "evaluation" / "summary.json").exists()
     assert len((tmp_path / "labeled.jsonl").read_text(encoding="utf-8").splitlines()) == 3

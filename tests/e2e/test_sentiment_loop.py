@@ -7,12 +7,12 @@ import json
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from backend.export import ExportOptions, export_dataset, validate_export
-from backend.label_config import parse_label_config
-from backend.push import push_round, source_id
-from backend.records import reviewed_tasks
-from backend.review_stats import pull_report
-from backend.store import Store
+from prelabel.export import ExportOptions, export_dataset, validate_export
+from prelabel.label_interface import parse_label_config
+from prelabel.push import push_round, source_id
+from prelabel.records import reviewed_tasks
+from prelabel.review_stats import pull_report
+from prelabel.store import Store
 from tests.conftest import DATA, SENTIMENT_CONFIG, load_jsonl
 from tests.e2e.conftest import wait_until
 
@@ -31,7 +31,8 @@ def sentiment_round(ls_client, backend_factory):
     ls_client.retrieve_predictions(result.project_id)
     tasks = wait_until(
         lambda: (tasks := ls_client.export(result.project_id)) and all(t["predictions"] for t in tasks) and tasks,
-        timeout=120, what="15 sentiment predictions",
+        timeout=120,
+        what="15 sentiment predictions",
     )
     # The reviewer sets the ground truth and rates the LLM's label: excellent when right, very bad when wrong.
     for task in tasks:
@@ -62,7 +63,9 @@ def test_webhook_and_pull_statistics_match_ground_truth(sentiment_round, ls_clie
     version = report.versions[0]
     assert version.n_reviewed == 15
     assert version.accuracy == pytest.approx(accuracy_score(gold, predicted))
-    assert version.macro_f1 == pytest.approx(f1_score(gold, predicted, average="macro", labels=["positive", "negative"]))
+    assert version.macro_f1 == pytest.approx(
+        f1_score(gold, predicted, average="macro", labels=["positive", "negative"])
+    )
     assert version.accepted_unchanged == sum(g == p for g, p in zip(gold, predicted))
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from backend.judge import LEVELS
-from backend.label_config import parse_label_config
-from backend.push import push_round
-from backend.records import reviewed_tasks
-from backend.store import Store
-from tests.conftest import DATA, SUMMARY_CONFIG, load_jsonl
+from prelabel.judge import LEVELS
+from prelabel.label_interface import parse_label_config
+from prelabel.push import push_round
+from prelabel.records import reviewed_tasks
+from prelabel.store import Store
+from tests.conftest import DIALOGSUM, SUMMARY_CONFIG, load_jsonl
 from tests.e2e.conftest import wait_until
 
 pytestmark = pytest.mark.e2e
 
-POOL = DATA / "dialogsum" / "dialogsum.dev.jsonl"
+POOL = DIALOGSUM
 CONFIG = parse_label_config(SUMMARY_CONFIG)
 # The judge's level for the i-th pushed task, and the level the reviewer gives it.
 JUDGE_LEVELS = [0, 1, 2, 3, 4] * 3
@@ -28,9 +28,7 @@ def loop(ls_client, backend_factory):
     """Round 1 pushed, predicted by the backend through Label Studio, and reviewed."""
     backend = backend_factory(PRELABEL_MAX_RETRIES="0")
     references = {row["fname"]: row for row in load_jsonl(POOL)}
-    result = push_round(
-        ls_client, SUMMARY_CONFIG, "e2e summarization", POOL, sample=15, seed=7, keep_fields=("topic",)
-    )
+    result = push_round(ls_client, SUMMARY_CONFIG, "e2e summarization", POOL, sample=15, seed=7, keep_fields=("topic",))
     first_turns = {}
     for index, source in enumerate(result.source_ids):
         first_line = references[source]["dialogue"].splitlines()[0]
@@ -103,15 +101,21 @@ def reviewed(loop, ls_client):
         for item in result:
             item.pop("origin", None)
         ls_client.sdk.annotations.create(
-            id=task["id"], result=result, parent_prediction=task["predictions"][0]["id"], project=loop["result"].project_id
+            id=task["id"],
+            result=result,
+            parent_prediction=task["predictions"][0]["id"],
+            project=loop["result"].project_id,
         )
     return loop
 
 
 def test_webhook_recorded_every_review(reviewed):
     store = Store(reviewed["backend"].settings.store_path)
-    rows = wait_until(lambda: (rows := store.corrections()) and len(rows) == 15 and rows, timeout=30,
-                      what="15 corrections recorded by the webhook")
+    rows = wait_until(
+        lambda: (rows := store.corrections()) and len(rows) == 15 and rows,
+        timeout=30,
+        what="15 corrections recorded by the webhook",
+    )
     order = {source: index for index, source in enumerate(reviewed["result"].source_ids)}
     by_task = {task["id"]: task for task in reviewed["tasks"]}
     for row in rows:
@@ -119,14 +123,16 @@ def test_webhook_recorded_every_review(reviewed):
         assert row["reviewer_level"] == REVIEWER_LEVELS[index]
         assert row["parent_prediction"] == str(by_task[int(row["task_id"])]["predictions"][0]["id"])
         if index not in ACCEPTED_UNCHANGED:
-            assert row["corrected_label"] == reviewed["references"][by_task[int(row["task_id"])]["data"]["source_id"]][
-                "summary"]
+            assert (
+                row["corrected_label"]
+                == reviewed["references"][by_task[int(row["task_id"])]["data"]["source_id"]]["summary"]
+            )
 
 
 def test_export_every_format_and_validate(reviewed, ls_client, tmp_path):
     import json
 
-    from backend.export import ExportOptions, bedrock_problems, export_dataset, validate_export
+    from prelabel.export import ExportOptions, bedrock_problems, export_dataset, validate_export
 
     records = reviewed_tasks(CONFIG, ls_client.export(reviewed["result"].project_id))
     assert sum(record.reviewed for record in records) == 15
@@ -134,8 +140,11 @@ def test_export_every_format_and_validate(reviewed, ls_client, tmp_path):
     report = export_dataset(records, ExportOptions(out_dir=out, kind="summarization", seed=3))
     assert validate_export(out) == []
     assert report.counts.human == 15 and report.counts.exported == 15
-    rows = [json.loads(line) for split in ("train", "validation")
-            for line in (out / "openai" / f"{split}.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for split in ("train", "validation")
+        for line in (out / "openai" / f"{split}.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 15
     references = {row["summary"] for row in reviewed["references"].values()}
     for row in rows:
@@ -163,7 +172,7 @@ def test_pull_statistics_and_corrections_file(reviewed, label_studio, tmp_path, 
 
     from typer.testing import CliRunner
 
-    from scripts.cli import app
+    from prelabel.scripts.cli import app
 
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import requests
 
-from backend.app import create_app
-from backend.families import SameFamilyError
-from backend.store import Store
+from prelabel.app import create_app
+from prelabel.families import SameFamilyError
+from prelabel.store import Store
 from tests.conftest import SENTIMENT_CONFIG, SUMMARY_CONFIG, ls_task
 
 
@@ -34,8 +34,13 @@ def test_health_and_setup(backend):
     assert health["status"] == "UP" and health["judge"] == "anthropic:claude-haiku-4-5"
     setup = requests.post(
         f"{server.url}/setup",
-        json={"project": "7.1700000000", "schema": SUMMARY_CONFIG, "hostname": "http://ls", "access_token": "t",
-              "extra_params": ""},
+        json={
+            "project": "7.1700000000",
+            "schema": SUMMARY_CONFIG,
+            "hostname": "http://ls",
+            "access_token": "t",
+            "extra_params": "",
+        },
         timeout=5,
     )
     assert setup.status_code == 200
@@ -69,7 +74,8 @@ def test_scores_follow_the_judges_levels(backend, dialogsum, llm):
     for record, result in zip(records, results):
         rendered = "\n".join(
             f"{line.split(':', 1)[0].strip('#')}: {line.split(':', 1)[1].strip()}"
-            for line in record["dialogue"].splitlines() if line.strip()
+            for line in record["dialogue"].splitlines()
+            if line.strip()
         )
         assert result["score"] == (len(rendered) % 5) / 4
 
@@ -92,8 +98,12 @@ def test_basic_auth(backend, dialogsum):
     assert requests.get(f"{server.url}/health", auth=("ls", "s3cret-pass"), timeout=5).status_code == 200
     assert predict(server.url, [ls_task(1, dialogsum[0])], auth=("ls", "s3cret-pass")).status_code == 200
     # Label Studio sends annotation webhooks without basic auth: they must still be recorded.
-    event = {"action": "ANNOTATION_CREATED", "project": {"id": 7, "label_config": SUMMARY_CONFIG},
-             "task": {"id": 1}, "annotation": {"id": 5, "task": 1, "result": []}}
+    event = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 7, "label_config": SUMMARY_CONFIG},
+        "task": {"id": 1},
+        "annotation": {"id": 5, "task": 1, "result": []},
+    }
     assert requests.post(f"{server.url}/webhook", json=event, timeout=5).status_code == 201
 
 
@@ -110,8 +120,12 @@ def test_webhook_answers_within_a_second_and_records_the_correction(backend, dia
             "parent_prediction": 31,
             "was_cancelled": False,
             "result": [
-                {"from_name": "summary", "to_name": "dialogue", "type": "textarea",
-                 "value": {"text": [dialogsum[0]["summary"]]}},
+                {
+                    "from_name": "summary",
+                    "to_name": "dialogue",
+                    "type": "textarea",
+                    "value": {"text": [dialogsum[0]["summary"]]},
+                },
                 {"from_name": "rating", "to_name": "dialogue", "type": "choices", "value": {"choices": ["bad"]}},
             ],
         },
@@ -151,13 +165,16 @@ def test_a_cache_hit_makes_no_provider_call(backend, dialogsum, provider):
 
 def test_same_family_judge_is_refused_at_start(make_settings):
     settings = make_settings(PRELABEL_ANNOTATOR="openai:gpt-3.5-turbo", PRELABEL_JUDGE="openai:gpt-4o")
-    with pytest.raises(SameFamilyError, match="gpt-4o and annotator openai:gpt-3.5-turbo are both of the openai-gpt family"):
+    with pytest.raises(
+        SameFamilyError, match="gpt-4o and annotator openai:gpt-3.5-turbo are both of the openai-gpt family"
+    ):
         create_app(settings)
 
 
 def test_same_family_allowed_shows_everywhere(backend, dialogsum):
-    server, _ = backend(PRELABEL_ANNOTATOR="openai:gpt-3.5-turbo", PRELABEL_JUDGE="openai:gpt-4o",
-                        PRELABEL_ALLOW_SAME_FAMILY="1")
+    server, _ = backend(
+        PRELABEL_ANNOTATOR="openai:gpt-3.5-turbo", PRELABEL_JUDGE="openai:gpt-4o", PRELABEL_ALLOW_SAME_FAMILY="1"
+    )
     assert "same-family" in requests.get(f"{server.url}/health", timeout=5).json()["warning"]
     result = predict(server.url, [ls_task(1, dialogsum[0])]).json()["results"][0]
     assert result["model_version"].endswith("+SAME-FAMILY")
@@ -189,8 +206,8 @@ def test_bad_tasks_fail_alone_and_the_batch_keeps_the_rest(backend, dialogsum):
 
 
 def test_bad_task_errors_name_the_task_and_field(make_settings, dialogsum):
-    from backend.label_config import parse_label_config
-    from backend.pipeline import Engine
+    from prelabel.label_interface import parse_label_config
+    from prelabel.pipeline import Engine
 
     engine = Engine(make_settings())
     labeler = engine.labeler(parse_label_config(SUMMARY_CONFIG))
@@ -220,8 +237,12 @@ def test_oversized_requests_get_a_413_with_a_reason(backend, dialogsum, provider
     server, _ = backend(PRELABEL_MAX_TASKS_PER_REQUEST="100")
     too_many = predict(server.url, [{"id": i, "data": {"dialogue": "A: hi"}} for i in range(10_000)])
     assert too_many.status_code == 413 and "at most 100 at a time" in too_many.json()["error"]
-    huge = requests.post(f"{server.url}/predict", data=b"x" * (10 * 1024 * 1024),
-                         headers={"Content-Type": "application/json"}, timeout=30)
+    huge = requests.post(
+        f"{server.url}/predict",
+        data=b"x" * (10 * 1024 * 1024),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert huge.status_code == 413 and "over 8 MB" in huge.json()["error"]
     assert provider.count == 0
 
@@ -248,13 +269,26 @@ def test_deadline_gives_unfinished_tasks_no_prediction(backend, dialogsum, provi
 
 
 HOSTILE_BODIES: list[Any] = [
-    b"", b"nope", b"[]", b"null", b"42", b'"text"', b"{", b'{"tasks": null}', b'{"tasks": [1, "x", null]}',
-    b'{"tasks": [{"id": 1, "data": {"dialogue": 7}}]}', b'{"tasks": [{"id": 1, "data": []}]}',
-    b'{"tasks": [], "params": "x"}', b'{"tasks": [{}], "params": {"context": "x"}}',
-    b'{"action": 5}', b'{"action": "ANNOTATION_CREATED", "annotation": "x"}',
+    b"",
+    b"nope",
+    b"[]",
+    b"null",
+    b"42",
+    b'"text"',
+    b"{",
+    b'{"tasks": null}',
+    b'{"tasks": [1, "x", null]}',
+    b'{"tasks": [{"id": 1, "data": {"dialogue": 7}}]}',
+    b'{"tasks": [{"id": 1, "data": []}]}',
+    b'{"tasks": [], "params": "x"}',
+    b'{"tasks": [{}], "params": {"context": "x"}}',
+    b'{"action": 5}',
+    b'{"action": "ANNOTATION_CREATED", "annotation": "x"}',
     b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 1, "result": "x"}, "project": {"id": "x"}}',
-    b'{"project": [], "schema": 5}', b'{"schema": "<View><Text name=\\"t\\"/></View"}',
-    "\u0000\ud7ff".encode("utf-8", "surrogatepass"), b"\xff\xfe\x00garbage",
+    b'{"project": [], "schema": 5}',
+    b'{"schema": "<View><Text name=\\"t\\"/></View"}',
+    "\u0000\ud7ff".encode("utf-8", "surrogatepass"),
+    b"\xff\xfe\x00garbage",
 ]
 
 
@@ -262,8 +296,9 @@ def test_no_malformed_body_gets_a_500_or_leaks_internals(backend, tmp_path):
     server, _ = backend()
     for path in ("/predict", "/setup", "/webhook"):
         for body in HOSTILE_BODIES:
-            response = requests.post(f"{server.url}{path}", data=body, headers={"Content-Type": "application/json"},
-                                     timeout=10)
+            response = requests.post(
+                f"{server.url}{path}", data=body, headers={"Content-Type": "application/json"}, timeout=10
+            )
             text = response.text
             assert response.status_code < 500, (path, body, text)
             assert "Traceback" not in text and str(tmp_path) not in text and "/site-packages/" not in text, (path, body)

@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from backend.batch_api import (
+from prelabel.batch_api import (
     BatchLimits,
     BatchOptions,
     BatchStateError,
@@ -26,13 +26,13 @@ from backend.batch_api import (
     custom_id,
     label_file_batch,
 )
-from backend.bulk import label_file
-from backend.costs import BUILTIN_PRICES
-from backend.label_config import parse_label_config
-from scripts.label import label
+from prelabel.bulk import label_file
+from prelabel.costs import BUILTIN_PRICES
+from prelabel.label_interface import parse_label_config
+from prelabel.scripts.label import label
+from prelabel.testing import ANTHROPIC, OPENAI, FakeReply, FakeRequest
+from prelabel.testing.batch_server import FakeBatchServer
 from tests.conftest import ROOT, SENTIMENT_CONFIG, SUMMARY_CONFIG, ScriptedLLM
-from tests.fakes import ANTHROPIC, OPENAI, FakeReply, FakeRequest
-from tests.fakes.batch_server import FakeBatchServer
 from tests.integration.test_bulk import read_output, write_pool
 
 SUMMARY = parse_label_config(SUMMARY_CONFIG)
@@ -71,8 +71,13 @@ def test_openai_annotator_anthropic_judge_split_at_the_limits(make_settings, pro
     # for each annotator job as it ends, so the judge side splits 3, 3, 1 into 2+1, 2+1, 1.
     provider.limits = {OPENAI: (3, 200_000_000), ANTHROPIC: (2, 256_000_000)}
     provider.polls_until_done = 3
-    options = BatchOptions(**FAST, limits={"openai": BatchLimits(max_requests=3, max_bytes=200_000_000),
-                                           "anthropic": BatchLimits(max_requests=2, max_bytes=256_000_000)})
+    options = BatchOptions(
+        **FAST,
+        limits={
+            "openai": BatchLimits(max_requests=3, max_bytes=200_000_000),
+            "anthropic": BatchLimits(max_requests=2, max_bytes=256_000_000),
+        },
+    )
     events: list[str] = []
 
     summary = label_file_batch(settings, SUMMARY, pool, output, options=options, on_event=events.append)
@@ -116,7 +121,8 @@ def test_openai_annotator_anthropic_judge_split_at_the_limits(make_settings, pro
     assert live.labeled == 7 and provider.count == 0
     live_rows = by_id(read_output(tmp_path / "live.jsonl"))
     assert {sid: (r["label"], r["rating"]) for sid, r in live_rows.items()} == {
-        sid: (r["label"], r["rating"]) for sid, r in rows.items()}
+        sid: (r["label"], r["rating"]) for sid, r in rows.items()
+    }
 
 
 def test_batch_requests_are_the_live_requests(make_settings, provider, llm, dialogsum, tmp_path):
@@ -125,11 +131,19 @@ def test_batch_requests_are_the_live_requests(make_settings, provider, llm, dial
     pool = tmp_path / "pool.jsonl"
     write_pool(pool, dialogsum, 2)
     label_file(settings, SUMMARY, pool, tmp_path / "live.jsonl")
-    live = {(r.provider, role_of(FakeRequest(r.provider, r.path, r.model, r.body.get("messages", []), r.body, {}),
-                                 llm), r.body["messages"][0]["content"]): r.body for r in provider.requests}
+    live = {
+        (
+            r.provider,
+            role_of(FakeRequest(r.provider, r.path, r.model, r.body.get("messages", []), r.body, {}), llm),
+            r.body["messages"][0]["content"],
+        ): r.body
+        for r in provider.requests
+    }
     settings = make_settings(MODEL_DIR=str(tmp_path / "batch-store"))
     label_file_batch(settings, SUMMARY, pool, tmp_path / "batch.jsonl", options=BatchOptions(**FAST))
-    submitted = [(b.provider, entry, request) for b in provider.created() for entry, request in zip(b.entries, b.requests)]
+    submitted = [
+        (b.provider, entry, request) for b in provider.created() for entry, request in zip(b.entries, b.requests)
+    ]
     assert len(submitted) == 4
     for kind, entry, request in submitted:
         body = entry["body"] if kind == OPENAI else entry["params"]
@@ -259,8 +273,11 @@ def test_expired_again_is_listed_with_its_reason(make_settings, provider, dialog
     assert len(failed) == 2 and len(unrated) == 2
     assert all("annotator call failed" in row["error"] and "batch_expired" in row["error"] for row in failed.values())
     assert all("could not be executed before the completion window expired" in row["error"] for row in failed.values())
-    assert all(row["unrated_reason"].startswith("judge call failed: batch msgbatch_") and
-               row["unrated_reason"].endswith("request expired") for row in unrated.values())
+    assert all(
+        row["unrated_reason"].startswith("judge call failed: batch msgbatch_")
+        and row["unrated_reason"].endswith("request expired")
+        for row in unrated.values()
+    )
     assert summary.failed == 2 and summary.unrated == 2 and summary.resubmitted == 4
     assert [len(b.entries) for b in provider.created()] == [5, 2, 3, 2]
 
@@ -275,8 +292,9 @@ def test_no_resubmission_lists_expired_at_once(make_settings, provider, dialogsu
     pool = tmp_path / "pool.jsonl"
     write_pool(pool, dialogsum, 4)
     provider.expire_plan = [1]
-    summary = label_file_batch(settings, SUMMARY, pool, tmp_path / "out.jsonl",
-                               options=BatchOptions(**FAST, resubmit_unrun=0))
+    summary = label_file_batch(
+        settings, SUMMARY, pool, tmp_path / "out.jsonl", options=BatchOptions(**FAST, resubmit_unrun=0)
+    )
     assert summary.failed == 3 and summary.labeled == 1 and summary.resubmitted == 0
     assert [len(b.entries) for b in provider.created(OPENAI)] == [4]
 
@@ -309,15 +327,19 @@ def test_a_changed_prompt_does_not_collect_old_jobs(make_settings, provider, dia
     prompt = tmp_path / "other.txt"
     prompt.write_text("Summarize:\n{input}")
     with pytest.raises(BatchStateError, match="open batch job"):
-        label_file_batch(make_settings(PRELABEL_ANNOTATOR_PROMPT=str(prompt)), SUMMARY, pool, output,
-                         options=BatchOptions(**FAST))
+        label_file_batch(
+            make_settings(PRELABEL_ANNOTATOR_PROMPT=str(prompt)), SUMMARY, pool, output, options=BatchOptions(**FAST)
+        )
 
 
 def cli(log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "scripts.label", *args, "--no-progress"],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "prelabel.scripts.label", *args, "--no-progress"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
 
 

@@ -16,11 +16,11 @@ from typing import Any
 import typer
 from typer.testing import CliRunner
 
-from backend.bulk import BulkRecord, label_file, prepare_output
-from backend.label_config import parse_label_config
-from scripts.label import label
+from prelabel.bulk import BulkRecord, label_file, prepare_output
+from prelabel.label_interface import parse_label_config
+from prelabel.scripts.label import label
+from prelabel.testing import MALFORMED, TIMEOUT, FakeReply, FakeRequest
 from tests.conftest import ROOT, SUMMARY_CONFIG, ScriptedLLM
-from tests.fakes import MALFORMED, TIMEOUT, FakeReply, FakeRequest
 
 SUMMARY = parse_label_config(SUMMARY_CONFIG)
 CONFIG_PATH = ROOT / "label_config" / "summarization.xml"
@@ -51,8 +51,11 @@ def cli(log: Path, *args: str) -> subprocess.Popen[bytes]:
     """The real command in its own process; its output goes to a file (a full pipe would block it)."""
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "scripts.label", *args, "--no-progress"],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "prelabel.scripts.label", *args, "--no-progress"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -198,22 +201,23 @@ def test_cli_exit_codes_and_bad_lines(make_settings, provider, dialogsum, tmp_pa
     with pool.open("a") as handle:
         handle.write("not json\n")
     output = tmp_path / "out.jsonl"
-    result = CliRunner().invoke(app, ["label", "-i", str(pool), "-o", str(output), "-c", str(CONFIG_PATH),
-                                      "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["label", "-i", str(pool), "-o", str(output), "-c", str(CONFIG_PATH), "--no-progress"]
+    )
     assert result.exit_code == 1, result.output  # one item failed
     rows = read_output(output)
     assert len(rows) == 6 and [row["source_id"] for row in rows if row["error"]] == ["line:6"]
     calls = provider.count
-    result = CliRunner().invoke(app, ["label", "-i", str(pool), "-o", str(output), "--no-progress",
-                                      "--no-retry-failed"])
+    result = CliRunner().invoke(
+        app, ["label", "-i", str(pool), "-o", str(output), "--no-progress", "--no-retry-failed"]
+    )
     assert result.exit_code == 0 and provider.count == calls  # nothing left to do, nothing called
     result = CliRunner().invoke(app, ["label", "-i", str(pool), "-o", str(tmp_path / "new.jsonl"), "--dry-run"])
     assert result.exit_code == 0 and "estimate" in result.output and provider.count == calls
 
 
-def test_cached_items_are_answered_at_once_and_each_hit_is_logged_once(make_settings, provider, dialogsum,
-                                                                      tmp_path):
-    from backend.store import Store
+def test_cached_items_are_answered_at_once_and_each_hit_is_logged_once(make_settings, provider, dialogsum, tmp_path):
+    from prelabel.store import Store
 
     settings = make_settings()
     pool = tmp_path / "pool.jsonl"
@@ -224,8 +228,9 @@ def test_cached_items_are_answered_at_once_and_each_hit_is_logged_once(make_sett
     # A new judge prompt: every annotator answer is cached, no judge answer is. The cache-only attempt finds
     # the label, misses the verdict, and the item goes to a worker, which finds the label again: one hit each.
     judge = tmp_path / "judge.txt"
-    judge.write_text("Rate the summary of this conversation.\nConversation:\n{input}\nSummary:\n{label}\n",
-                     encoding="utf-8")
+    judge.write_text(
+        "Rate the summary of this conversation.\nConversation:\n{input}\nSummary:\n{label}\n", encoding="utf-8"
+    )
     settings = make_settings(PRELABEL_JUDGE_PROMPT=str(judge))
     second = label_file(settings, SUMMARY, pool, tmp_path / "second.jsonl", concurrency=4)
     assert second.labeled == 10 and provider.count == 30
@@ -239,4 +244,5 @@ def test_cached_items_are_answered_at_once_and_each_hit_is_logged_once(make_sett
     totals = {row["role"]: row for row in Store(settings.store_path).usage_totals()}
     assert totals["annotator"]["cache_hits"] == 20 and totals["judge"]["cache_hits"] == 10
     assert sorted(read_output(tmp_path / "third.jsonl"), key=lambda r: r["source_id"]) == sorted(
-        read_output(tmp_path / "second.jsonl"), key=lambda r: r["source_id"])
+        read_output(tmp_path / "second.jsonl"), key=lambda r: r["source_id"]
+    )

@@ -10,18 +10,21 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from typer.testing import CliRunner
 
-from backend.labelstudio_server import free_port
-from backend.server import serve_in_background
-from backend.store import Store
-from scripts.cli import app
+from prelabel.harness.labelstudio_server import free_port
+from prelabel.scripts.cli import app
+from prelabel.harness.backend_process import serve_in_background
+from prelabel.store import Store
 from tests.conftest import SUMMARY_CONFIG, ls_task
 
 
 def test_predict_prints_one_line_per_task_and_names_bad_ones(make_settings, provider, dialogsum, tmp_path):
     make_settings()
     tasks = tmp_path / "tasks.jsonl"
-    rows = [{"id": "a", "dialogue": dialogsum[0]["dialogue"]}, {"id": "b", "text": "no dialogue"},
-            {"id": "c", "dialogue": dialogsum[1]["dialogue"]}]
+    rows = [
+        {"id": "a", "dialogue": dialogsum[0]["dialogue"]},
+        {"id": "b", "text": "no dialogue"},
+        {"id": "c", "dialogue": dialogsum[1]["dialogue"]},
+    ]
     tasks.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     out = tmp_path / "predictions.jsonl"
     result = CliRunner().invoke(app, ["predict", str(tasks), "--output", str(out)])
@@ -42,8 +45,7 @@ def test_same_family_refusal_at_the_command_line(make_settings):
 
 def test_serve_with_two_gunicorn_workers_shares_the_cache(make_settings, provider, dialogsum, tmp_path):
     settings = make_settings()
-    with serve_in_background(free_port(), dict(os.environ), tmp_path / "gunicorn.log", workers=2,
-                             threads=4) as backend:
+    with serve_in_background(free_port(), dict(os.environ), tmp_path / "gunicorn.log", workers=2, threads=4) as backend:
         url = backend.url
         tasks = [ls_task(i, record) for i, record in enumerate(dialogsum[:8])]
         body = {"tasks": tasks, "project": "3.1", "label_config": SUMMARY_CONFIG}

@@ -17,23 +17,23 @@ import typer
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
 from typer.testing import CliRunner
 
-from backend import metrics
-from backend.evaluate import (
+from prelabel import metrics
+from prelabel.evaluate import (
     ItemResult,
     judge_calibration,
     load_items,
     load_run,
     reviewed_from_corrections,
 )
-from backend.judge import LEVELS
-from backend.prompts import PROMPTS_DIR, PromptSet
-from backend.records import ReviewedTask
-from scripts import evaluate as evaluate_command
-from tests.conftest import DATA, ROOT, ScriptedLLM, section
-from tests.fakes import FakeRequest
+from prelabel.judge import LEVELS
+from prelabel.prompts import PROMPTS_DIR, PromptSet
+from prelabel.records import ReviewedTask
+from prelabel.scripts import evaluate as evaluate_command
+from prelabel.testing import FakeRequest
+from tests.conftest import DATA, DIALOGSUM, ROOT, ScriptedLLM, section
 
 MARKER = "Name every speaker, every decision and every time or place mentioned."
-DIALOGSUM = DATA / "dialogsum" / "dialogsum.dev.jsonl"
+
 AMAZON = DATA / "sentiment" / "amazon.jsonl"
 LONG_DIALOGUE = 700  # characters; the baseline prompt's summaries of longer dialogues are rated "bad"
 
@@ -97,8 +97,22 @@ def test_evaluate_compare_report_on_dialogsum(make_settings, provider, templates
     make_settings(PRELABEL_CONCURRENCY="8")
     v1, v2 = templates
     out, eval_set = tmp_path / "run", tmp_path / "eval_set.jsonl"
-    common = ["--label-config", ROOT / "label_config" / "summarization.xml", "--eval-set", eval_set,
-              "--size", "60", "--seed", "0", "--out", out, "--reference-field", "summary", "--slice-field", "topic"]
+    common = [
+        "--label-config",
+        ROOT / "label_config" / "summarization.xml",
+        "--eval-set",
+        eval_set,
+        "--size",
+        "60",
+        "--seed",
+        "0",
+        "--out",
+        out,
+        "--reference-field",
+        "summary",
+        "--slice-field",
+        "topic",
+    ]
 
     invoke("evaluate", DIALOGSUM, "--prompt", f"v1={v1}", *common)
     lines = eval_set.read_text(encoding="utf-8").splitlines()
@@ -108,8 +122,21 @@ def test_evaluate_compare_report_on_dialogsum(make_settings, provider, templates
     first_sha = sha(eval_set)
 
     # A later run with another prompt version (and another seed, which must not matter) reuses the set verbatim.
-    invoke("evaluate", DIALOGSUM, "--prompt", f"v2={v2}", *common[:-8], "--seed", "7", "--out", out,
-           "--reference-field", "summary", "--slice-field", "topic")
+    invoke(
+        "evaluate",
+        DIALOGSUM,
+        "--prompt",
+        f"v2={v2}",
+        *common[:-8],
+        "--seed",
+        "7",
+        "--out",
+        out,
+        "--reference-field",
+        "summary",
+        "--slice-field",
+        "topic",
+    )
     assert sha(eval_set) == first_sha
     run = load_run(out)
     assert list(run.versions) == ["v1", "v2"] and run.eval_set_sha256 == first_sha
@@ -152,7 +179,7 @@ def test_evaluate_compare_report_on_dialogsum(make_settings, provider, templates
     assert len(c["movers"]) == 5 and all(m["delta"] == 3 for m in c["movers"])  # bad -> excellent moved most
 
     # Subset analysis: the baseline's worst slice is the longest dialogues.
-    from backend.evaluate import slice_run
+    from prelabel.evaluate import slice_run
 
     slices = slice_run(out, ["topic"])
     worst = slices["v1"].worst[0]
@@ -186,8 +213,20 @@ def check_summary_matches_items(summary, items: list[ItemResult]) -> None:
 def test_classification_against_ground_truth_matches_sklearn(make_settings, provider, tmp_path):
     make_settings()
     out = tmp_path / "sentiment"
-    invoke("evaluate", AMAZON, "--label-config", ROOT / "label_config" / "sentiment.xml", "--size", "60",
-           "--seed", "3", "--out", out, "--reference-field", "label")
+    invoke(
+        "evaluate",
+        AMAZON,
+        "--label-config",
+        ROOT / "label_config" / "sentiment.xml",
+        "--size",
+        "60",
+        "--seed",
+        "3",
+        "--out",
+        out,
+        "--reference-field",
+        "label",
+    )
     run = load_run(out)
     (summary,) = run.versions.values()
     items = load_items(out, summary.name)
@@ -227,9 +266,24 @@ def test_existing_run_dir_refuses_another_eval_set(make_settings, provider, temp
     make_settings()
     v1, v2 = templates
     out = tmp_path / "run"
-    invoke("evaluate", DIALOGSUM, "--prompt", f"v1={v1}", "--size", "5", "--out", out, "--eval-set", tmp_path / "a.jsonl")
-    result = CliRunner().invoke(cli(), ["evaluate", str(DIALOGSUM), "--prompt", f"v2={v2}", "--size", "6", "--out",
-                                        str(out), "--eval-set", str(tmp_path / "b.jsonl")])
+    invoke(
+        "evaluate", DIALOGSUM, "--prompt", f"v1={v1}", "--size", "5", "--out", out, "--eval-set", tmp_path / "a.jsonl"
+    )
+    result = CliRunner().invoke(
+        cli(),
+        [
+            "evaluate",
+            str(DIALOGSUM),
+            "--prompt",
+            f"v2={v2}",
+            "--size",
+            "6",
+            "--out",
+            str(out),
+            "--eval-set",
+            str(tmp_path / "b.jsonl"),
+        ],
+    )
     assert result.exit_code == 2
     assert list(load_run(out).versions) == ["v1"]
 
@@ -238,8 +292,14 @@ def test_markup_in_inputs_is_escaped(make_settings, provider, templates, tmp_pat
     make_settings()
     llm.rate = lambda conversation, label: 1 if "odd" in conversation else 3
     pool = tmp_path / "pool.jsonl"
-    rows = [{"id": f"x{i}", "dialogue": f"A: <script>alert({i})</script> {'odd' if i % 2 else 'even'} <b>there</b>"
-             "\nB: ok <img src=x>", "topic": "<i>markup</i>" if i % 2 else "<u>plain</u>"} for i in range(6)]
+    rows = [
+        {
+            "id": f"x{i}",
+            "dialogue": f"A: <script>alert({i})</script> {'odd' if i % 2 else 'even'} <b>there</b>\nB: ok <img src=x>",
+            "topic": "<i>markup</i>" if i % 2 else "<u>plain</u>",
+        }
+        for i in range(6)
+    ]
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     v1, _ = templates
     out = tmp_path / "markup"
@@ -251,9 +311,19 @@ def test_markup_in_inputs_is_escaped(make_settings, provider, templates, tmp_pat
 
 
 def reviewed(levels: list[tuple[int, int]]) -> list[ReviewedTask]:
-    return [ReviewedTask(task_id=i, input_text="x", llm_label="a", human_label="a" if j == h else "b",
-                         llm_level=j, human_level=h, annotation_id=i, model_version="v1")
-            for i, (j, h) in enumerate(levels)]
+    return [
+        ReviewedTask(
+            task_id=i,
+            input_text="x",
+            llm_label="a",
+            human_label="a" if j == h else "b",
+            llm_level=j,
+            human_level=h,
+            annotation_id=i,
+            model_version="v1",
+        )
+        for i, (j, h) in enumerate(levels)
+    ]
 
 
 def test_judge_calibration_matches_sklearn_and_warns():
@@ -267,8 +337,9 @@ def test_judge_calibration_matches_sklearn_and_warns():
 
     agreeing = [(level, level) for level in range(5) for _ in range(8)] + [(3, 4), (4, 3), (1, 2)]
     good = judge_calibration(reviewed(agreeing))
-    assert good.kappa == pytest.approx(cohen_kappa_score([j for j, _ in agreeing], [h for _, h in agreeing],
-                                                         weights="quadratic"))
+    assert good.kappa == pytest.approx(
+        cohen_kappa_score([j for j, _ in agreeing], [h for _, h in agreeing], weights="quadratic")
+    )
     assert good.kappa > 0.9 and good.trusted and good.warning is None
     assert judge_calibration(reviewed(agreeing), threshold=0.99).warning  # the threshold is configurable
     per_level = {a.name: a for a in good.per_level}
@@ -286,10 +357,19 @@ def test_report_with_reviews_shows_calibration_and_edit_slices(make_settings, pr
     items = load_items(out, "v1")
     # Reviewers disagree with the judge on most items: they rate everything "moderate" and edit half.
     corrections = tmp_path / "corrections.jsonl"
-    rows = [{"task_id": n, "source_id": item.source_id, "input": item.input_preview, "llm_label": item.label,
-             "corrected_label": item.label if n % 2 else item.label + " fixed", "judge_level": item.level,
-             "reviewer_level": (item.level + 2) % 5, "model_version": item.model_version}
-            for n, item in enumerate(items)]
+    rows = [
+        {
+            "task_id": n,
+            "source_id": item.source_id,
+            "input": item.input_preview,
+            "llm_label": item.label,
+            "corrected_label": item.label if n % 2 else item.label + " fixed",
+            "judge_level": item.level,
+            "reviewer_level": (item.level + 2) % 5,
+            "model_version": item.model_version,
+        }
+        for n, item in enumerate(items)
+    ]
     corrections.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     result = invoke("report", out, "--reviews", corrections, "--min-slice", "3")
     html = (out / "report.html").read_text(encoding="utf-8")
@@ -305,12 +385,30 @@ def test_fewshot_examples_reach_the_annotator_prompt(make_settings, provider, te
     make_settings()
     v1, _ = templates
     corrections = tmp_path / "corrections.jsonl"
-    rows = [{"source_id": f"c{i}", "input": f"A: we talk about {topic} today\nB: yes {topic}",
-             "corrected_label": f"They discuss {topic}."} for i, topic in enumerate(["trains", "cooking", "music"])]
+    rows = [
+        {
+            "source_id": f"c{i}",
+            "input": f"A: we talk about {topic} today\nB: yes {topic}",
+            "corrected_label": f"They discuss {topic}.",
+        }
+        for i, topic in enumerate(["trains", "cooking", "music"])
+    ]
     corrections.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "fewshot"
-    invoke("evaluate", DIALOGSUM, "--prompt", f"v1={v1}", "--size", "4", "--out", out,
-           "--fewshot-corrections", corrections, "--fewshot-k", "2")
+    invoke(
+        "evaluate",
+        DIALOGSUM,
+        "--prompt",
+        f"v1={v1}",
+        "--size",
+        "4",
+        "--out",
+        out,
+        "--fewshot-corrections",
+        corrections,
+        "--fewshot-k",
+        "2",
+    )
     annotator_prompts = [r.body["messages"][-1]["content"] for r in provider.requests if r.path.endswith("completions")]
     assert len(annotator_prompts) == 4
     for prompt in annotator_prompts:

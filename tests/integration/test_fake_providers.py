@@ -7,14 +7,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.fakes import ANTHROPIC, OPENAI, FakeProvider, FakeReply, FakeRequest, FakeToken
+from prelabel.testing import ANTHROPIC, OPENAI, FakeProvider, FakeReply, FakeRequest, FakeToken
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,8 +47,9 @@ def ant(provider: FakeProvider, **kwargs: Any) -> anthropic.Anthropic:
 
 
 def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", **headers})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json", **headers}
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -105,8 +107,10 @@ def test_openai_json_schema(provider: FakeProvider) -> None:
     out = oai(provider).chat.completions.create(
         model="gpt-4o-mini",
         messages=USER,
-        response_format={"type": "json_schema", "json_schema": {"name": "rating", "schema": RATING_SCHEMA,
-                                                                "strict": True}},
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "rating", "schema": RATING_SCHEMA, "strict": True},
+        },
     )
     assert json.loads(out.choices[0].message.content or "") == {"rating": "good", "reason": "complete"}
     assert provider.errors == []
@@ -134,8 +138,11 @@ def test_openai_logprobs(provider: FakeProvider) -> None:
     assert choice.logprobs is not None and choice.logprobs.content is not None
     first = choice.logprobs.content[0]
     assert (first.token, first.logprob) == ("good", -0.2)
-    assert [(t.token, t.logprob) for t in first.top_logprobs] == [("good", -0.2), ("excellent", -1.9),
-                                                                  ("moderate", -3.1)]
+    assert [(t.token, t.logprob) for t in first.top_logprobs] == [
+        ("good", -0.2),
+        ("excellent", -1.9),
+        ("moderate", -3.1),
+    ]
 
 
 def test_openai_logprobs_only_when_asked(provider: FakeProvider) -> None:
@@ -160,15 +167,17 @@ def test_anthropic_forced_tool_use(provider: FakeProvider) -> None:
 
     provider.responder = responder
     client = ant(provider)
-    msg = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=USER, tools=tools,
-                                 tool_choice=choice)
+    msg = client.messages.create(
+        model="claude-haiku-4-5", max_tokens=100, messages=USER, tools=tools, tool_choice=choice
+    )
     block = msg.content[0]
     assert msg.stop_reason == "tool_use"
     assert block.type == "tool_use" and block.name == "record_rating"
     assert block.input == {"rating": "excellent", "reason": "all facts"}
 
-    bad = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=USER, tools=tools,
-                                 tool_choice=choice)
+    bad = client.messages.create(
+        model="claude-haiku-4-5", max_tokens=100, messages=USER, tools=tools, tool_choice=choice
+    )
     assert [b.type for b in bad.content] == ["text"] and bad.stop_reason == "end_turn"
     assert provider.errors == []
 
@@ -176,7 +185,9 @@ def test_anthropic_forced_tool_use(provider: FakeProvider) -> None:
 def test_openai_forced_function_call(provider: FakeProvider) -> None:
     tools = [{"type": "function", "function": {"name": "record_rating", "parameters": RATING_SCHEMA}}]
     out = oai(provider).chat.completions.create(
-        model="m", messages=USER, tools=tools,  # type: ignore[arg-type]
+        model="m",
+        messages=USER,
+        tools=tools,  # type: ignore[arg-type]
         tool_choice={"type": "function", "function": {"name": "record_rating"}},
     )
     call = out.choices[0].message.tool_calls[0]  # type: ignore[index]
@@ -213,8 +224,11 @@ def test_529_exhausts_retries_with_overloaded_shape(provider: FakeProvider) -> N
     with pytest.raises(anthropic.OverloadedError) as info:
         ant(provider, max_retries=2).messages.create(model="c", max_tokens=5, messages=USER)
     assert info.value.status_code == 529
-    assert info.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"},
-                               "request_id": info.value.body["request_id"]}  # type: ignore[index]
+    assert info.value.body == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+        "request_id": info.value.body["request_id"],
+    }  # type: ignore[index]
     assert provider.count == 3
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from backend.labelstudio import LabelStudioClient, LabelStudioError
-from backend.labelstudio_server import free_port
-from scripts.cli import app
+from prelabel.harness.labelstudio_server import free_port
+from prelabel.labelstudio import LabelStudioClient, LabelStudioError
+from prelabel.scripts.cli import app
 from tests.conftest import DATA
 
 
@@ -19,8 +19,9 @@ def test_label_studio_down_is_a_clear_error():
 
 def test_push_with_label_studio_down_says_so_and_exits(make_settings, monkeypatch):
     make_settings(LABEL_STUDIO_URL=f"http://127.0.0.1:{free_port()}", LABEL_STUDIO_API_KEY="token-123456")
-    result = CliRunner().invoke(app, ["push", str(DATA / "sentiment" / "amazon.jsonl"), "--sample", "3",
-                                      "--no-predict"])
+    result = CliRunner().invoke(
+        app, ["push", str(DATA / "sentiment" / "amazon.jsonl"), "--sample", "3", "--no-predict"]
+    )
     assert result.exit_code == 2
     assert "is not reachable" in result.output and "Traceback" not in result.output
 

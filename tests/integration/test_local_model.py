@@ -14,7 +14,7 @@ import time
 import openai
 import pytest
 
-from backend.local_model import (
+from prelabel.harness.local_model import (
     LocalModelError,
     LocalModelServer,
     ModelSpec,
@@ -39,7 +39,7 @@ SUMMARY_PROMPT = (
     "information discussed in the conversation in the form of summarized paragraph.\nConversation:\n{}"
 )
 JUDGE_PROMPT = (
-    'Read the given conversation and summary pair. Give the rating quality for the summary with 5 different '
+    "Read the given conversation and summary pair. Give the rating quality for the summary with 5 different "
     'options: "very bad", "bad", "moderate", "good", "excellent". Make sure the summary captures all of the '
     "important information in the conversation and does not contain any misinformation.\n"
     "Conversation:\n{}\nSummary:\n{}\nRating:"
@@ -63,8 +63,10 @@ def smollm2(runtime):
 def server(runtime, smollm2):
     started = time.monotonic()
     with LocalModelServer(runtime).start(smollm2, alias="smollm2-135m-instruct") as running:
-        print(f"[local model] server up in {time.monotonic() - started:.1f}s at {running.base_url}, "
-              f"RSS {running.rss_bytes() / 2**20:.0f} MiB")
+        print(
+            f"[local model] server up in {time.monotonic() - started:.1f}s at {running.base_url}, "
+            f"RSS {running.rss_bytes() / 2**20:.0f} MiB"
+        )
         yield running
 
 
@@ -124,8 +126,10 @@ def test_json_schema_rating_with_logprobs(client, server, summary):
         messages=[{"role": "user", "content": prompt}],
         max_tokens=80,
         temperature=0,
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": "rating", "schema": RATING_SCHEMA, "strict": True}},
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "rating", "schema": RATING_SCHEMA, "strict": True},
+        },
         logprobs=True,
         top_logprobs=5,
     )
@@ -141,9 +145,13 @@ def test_json_schema_rating_with_logprobs(client, server, summary):
     assert all(item.top_logprobs for item in logprobs.content)
     assert all(item.logprob <= 0 for item in logprobs.content)
     assert "".join(item.token for item in logprobs.content).strip() == content.strip()
-    print("[local model] first logprobs: " + ", ".join(
-        f"{item.token!r}:{item.logprob:.2f} top={[t.token for t in item.top_logprobs[:3]]}"
-        for item in logprobs.content[:5]))
+    print(
+        "[local model] first logprobs: "
+        + ", ".join(
+            f"{item.token!r}:{item.logprob:.2f} top={[t.token for t in item.top_logprobs[:3]]}"
+            for item in logprobs.content[:5]
+        )
+    )
 
 
 def test_max_completion_tokens_is_honoured(client, server):
@@ -190,16 +198,19 @@ def test_one_server_can_serve_two_aliases(runtime, smollm2):
         client = openai.OpenAI(base_url=server.base_url, api_key="local", max_retries=0, timeout=120)
         for alias in server.model_names:
             response = client.chat.completions.create(
-                model=alias, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0)
+                model=alias, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0
+            )
             assert response.model == alias
 
 
 def test_rewrite_chat_request_maps_openai_fields():
-    body = json.dumps({
-        "model": "m",
-        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": RATING_SCHEMA}},
-        "max_completion_tokens": 7,
-    }).encode()
+    body = json.dumps(
+        {
+            "model": "m",
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": RATING_SCHEMA}},
+            "max_completion_tokens": 7,
+        }
+    ).encode()
     rewritten = json.loads(rewrite_chat_request(body))
     assert rewritten["response_format"] == {"type": "json_object", "schema": RATING_SCHEMA}
     assert rewritten["max_tokens"] == 7 and "max_completion_tokens" not in rewritten

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from backend.label_config import parse_label_config
-from backend.pipeline import Engine
+from prelabel.label_interface import parse_label_config
+from prelabel.pipeline import Engine
+from prelabel.testing import FakeReply
 from tests.conftest import SENTIMENT_CONFIG, SUMMARY_CONFIG, ls_task
-from tests.fakes import FakeReply
 
 SUMMARY = parse_label_config(SUMMARY_CONFIG)
 
@@ -120,8 +120,15 @@ def test_logprobs_give_the_probability_weighted_level(make_settings, provider, l
     assert outcome.verdict.level_probabilities["excellent"] == pytest.approx(0.25)
 
     llm.judge_top = [("good", math.log(0.6)), ("excellent", math.log(0.4))]  # 0.6*3 + 0.4*4 = 3.4
-    outcome, _ = label_one(make_settings(PRELABEL_JUDGE="openai:gpt-4o-mini", PRELABEL_ANNOTATOR="anthropic:x",
-                                         PRELABEL_ANNOTATOR_FAMILY="acme", PRELABEL_CACHE="0"), dialogsum[8])
+    outcome, _ = label_one(
+        make_settings(
+            PRELABEL_JUDGE="openai:gpt-4o-mini",
+            PRELABEL_ANNOTATOR="anthropic:x",
+            PRELABEL_ANNOTATOR_FAMILY="acme",
+            PRELABEL_CACHE="0",
+        ),
+        dialogsum[8],
+    )
     assert outcome.verdict.expected_level == pytest.approx(3.4)
     assert outcome.score == pytest.approx(3.4 / 4)
 
@@ -135,7 +142,9 @@ def test_classification_answers_one_of_the_configs_labels(make_settings, provide
     assert all(o.ok and o.label in ("positive", "negative") for o in outcomes)
     annotator_body = provider.requests[0].body
     assert annotator_body["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == [
-        "positive", "negative"]
+        "positive",
+        "negative",
+    ]
     assert all(o.verdict is not None for o in outcomes)  # the config has a rating control, so it is judged
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import requests
 
-from backend.labelstudio_server import free_port
-from backend.ratelimit import TokenBucket
-from backend.server import serve_in_background
+from prelabel.harness.labelstudio_server import free_port
+from prelabel.ratelimit import TokenBucket
+from prelabel.harness.backend_process import serve_in_background
 from tests.conftest import SUMMARY_CONFIG, ls_task
 
 RPM = 60  # a one-request burst, then 59 a minute: about one call a second per role, for both workers together
@@ -34,6 +34,7 @@ def test_two_gunicorn_workers_share_one_requests_per_minute_budget(make_settings
     log = tmp_path / "gunicorn.log"
     requests_count, tasks_each = 6, 2
     with prelabel_serve(log) as url:
+
         def post(index: int) -> list[dict[str, Any]]:
             # distinct tasks per request: every one of them costs a call per role
             tasks = [ls_task(index * tasks_each + n, dialogsum[index * tasks_each + n]) for n in range(tasks_each)]

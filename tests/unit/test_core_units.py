@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from backend.dialogue import InputError, parse_dialogue, render_dialogue, truncate
-from backend.families import ModelRef, SameFamilyError, check_families, family_of
-from backend.judge import JudgeParseError, expected_level, parse_verdict
-from backend.label_config import LabelConfigError, parse_label_config
-from backend.prompts import PromptSet, render
+from prelabel.dialogue import InputError, parse_dialogue, render_dialogue, truncate
+from prelabel.families import ModelRef, SameFamilyError, check_families, family_of
+from prelabel.judge import JudgeParseError, expected_level, parse_verdict
+from prelabel.label_interface import LabelConfigError, parse_label_config
+from prelabel.prompts import PromptSet, render
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- dialogues ------------------------------------------------------------------------------------
+
 
 def test_dialogsum_lines_become_turns():
     turns = parse_dialogue("#Person1#: Hello.\n#Person2#: Hi there: how are you?\n")
@@ -59,6 +60,7 @@ def test_truncate_cuts_at_a_line_and_flags():
 
 
 # -- families -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "model, family",
@@ -105,8 +107,11 @@ def test_model_spec_must_name_a_provider():
 
 # -- prompts and versions -------------------------------------------------------------------------
 
+
 def test_render_named_and_positional_and_data_braces_untouched():
-    assert render("In: {input} / {label}", input="x {label} {}", label="L") == "In: ```\nx {label} {}\n``` / ```\nL\n```"
+    assert (
+        render("In: {input} / {label}", input="x {label} {}", label="L") == "In: ```\nx {label} {}\n``` / ```\nL\n```"
+    )
     assert render("C:\n{}\nS:\n{}", input="dia", label="sum") == "C:\n```\ndia\n```\nS:\n```\nsum\n```"
     assert render("pick {labels}: {input}", input="t", labels=["a", "b"]) == "pick a, b: ```\nt\n```"
 
@@ -131,6 +136,7 @@ def test_model_version_changes_with_prompt_and_model(tmp_path):
 
 
 # -- judge ----------------------------------------------------------------------------------------
+
 
 def test_verdict_parses_json_fence_and_bare_level():
     assert parse_verdict('{"rating": "good", "reason": "covers it"}').level == 3
@@ -169,6 +175,7 @@ def test_expected_level_refuses_unreadable_mass():
 
 
 # -- label configs --------------------------------------------------------------------------------
+
 
 def test_summarization_config_controls_found_by_type():
     config = parse_label_config((ROOT / "label_config/summarization.xml").read_text())

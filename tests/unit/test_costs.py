@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from backend.costs import (
+from prelabel.costs import (
     ANTHROPIC_TOOL_PREAMBLE,
     OPENAI_CHAT_OVERHEAD,
     TYPICAL_VERDICT,
@@ -19,13 +19,13 @@ from backend.costs import (
     price_for,
     reservoir,
 )
-from backend.dialogue import parse_dialogue, render_dialogue
-from backend.families import ModelRef
-from backend.judge import judge_schema
-from backend.label_config import parse_label_config
-from backend.prompts import PROMPTS_DIR, render
-from backend.providers import Completion, Usage
-from backend.settings import Settings
+from prelabel.dialogue import parse_dialogue, render_dialogue
+from prelabel.families import ModelRef
+from prelabel.judge import judge_schema
+from prelabel.label_interface import parse_label_config
+from prelabel.prompts import PROMPTS_DIR, render
+from prelabel.providers import Completion, Usage
+from prelabel.settings import Settings
 from tests.conftest import SENTIMENT_CONFIG, SUMMARY_CONFIG
 
 tiktoken = pytest.importorskip("tiktoken")
@@ -45,8 +45,9 @@ def settings(monkeypatch, tmp_path):
     for name in ("PRELABEL_ANNOTATOR_PROMPT", "PRELABEL_JUDGE_PROMPT", "PRELABEL_PROMPT_NAME", "PRELABEL_PRICES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    return Settings(PRELABEL_ANNOTATOR="openai:gpt-4", PRELABEL_JUDGE="anthropic:claude-haiku-4-5",
-                    MODEL_DIR=str(tmp_path))
+    return Settings(
+        PRELABEL_ANNOTATOR="openai:gpt-4", PRELABEL_JUDGE="anthropic:claude-haiku-4-5", MODEL_DIR=str(tmp_path)
+    )
 
 
 def test_longest_prefix_wins_and_dated_names_match():
@@ -98,8 +99,10 @@ def test_dry_run_estimate_matches_hand_count(settings, dialogsum):
     texts = [render_dialogue(parse_dialogue(task["data"]["dialogue"], "dialogue")) for task in tasks]
     a_in = [len(encoding.encode(render(annotator_template, input=t))) + OPENAI_CHAT_OVERHEAD for t in texts]
     schema_tokens = math.ceil(len(json.dumps(judge_schema(None))) / 4)
-    j_in = [math.ceil(len(render(judge_template, input=t, label="")) / 4) + schema_tokens + ANTHROPIC_TOOL_PREAMBLE
-            for t in texts]
+    j_in = [
+        math.ceil(len(render(judge_template, input=t, label="")) / 4) + schema_tokens + ANTHROPIC_TOOL_PREAMBLE
+        for t in texts
+    ]
     a_out = settings.prelabel_annotator_max_tokens  # nothing labeled yet: max_tokens is the bound
     j_out = math.ceil(len(json.dumps(TYPICAL_VERDICT)) / 4)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from backend.labelstudio_server import BACKEND_FRIENDLY_ENV, LS_VERSION
-from backend.settings import Settings
+from prelabel.harness.labelstudio_server import BACKEND_FRIENDLY_ENV, LS_VERSION
+from prelabel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -19,15 +19,22 @@ SETTINGS_NAMES = {field.alias for field in Settings.model_fields.values()}
 # Read by the Dockerfile's `prelabel serve` command rather than by Settings.
 DOCKERFILE_NAMES = {"PORT", "WORKERS", "THREADS"}
 CONTRACT = {
-    "PRELABEL_ANNOTATOR", "PRELABEL_JUDGE", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LABEL_STUDIO_URL",
-    "LABEL_STUDIO_API_KEY", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "MODEL_DIR",
+    "PRELABEL_ANNOTATOR",
+    "PRELABEL_JUDGE",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "LABEL_STUDIO_URL",
+    "LABEL_STUDIO_API_KEY",
+    "BASIC_AUTH_USER",
+    "BASIC_AUTH_PASS",
+    "MODEL_DIR",
 }
 
 
 def click_command(name: str) -> Any:
     from typer.main import get_command
 
-    from scripts.cli import app
+    from prelabel.scripts.cli import app
 
     return get_command(app).commands[name]  # type: ignore[attr-defined]
 

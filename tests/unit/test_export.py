@@ -13,8 +13,8 @@ import pytest
 from pydantic import ValidationError
 from rich.console import Console
 
-from backend import export
-from backend.export import (
+from prelabel import export
+from prelabel.export import (
     ExportError,
     ExportOptions,
     bedrock_problems,
@@ -25,7 +25,7 @@ from backend.export import (
     validate_export,
     validation_size,
 )
-from backend.records import ReviewedTask
+from prelabel.records import ReviewedTask
 
 SUMMARY_INSTRUCTION = "Summarize the conversation between two users in one paragraph, keeping every important point."
 JSONL_FORMATS = ("openai", "bedrock", "alpaca", "sharegpt")
@@ -310,9 +310,7 @@ def test_two_runs_are_byte_identical_and_the_seed_matters(tmp_path):
     second = export_dataset(list(reversed(pool())), options(tmp_path / "b", seed=3))
     third = export_dataset(pool(), options(tmp_path / "c", seed=4))
     assert tree_digests(first.out_dir) == tree_digests(second.out_dir)
-    differing = {
-        name for name, sha in tree_digests(first.out_dir).items() if tree_digests(third.out_dir)[name] != sha
-    }
+    differing = {name for name, sha in tree_digests(first.out_dir).items() if tree_digests(third.out_dir)[name] != sha}
     assert "openai/train.jsonl" in differing and "parquet/train.parquet" in differing
 
 
@@ -331,21 +329,42 @@ def test_nothing_to_export_is_an_error_and_keeps_the_old_export(tmp_path):
 @pytest.mark.parametrize(
     "row, problem",
     [
-        ({"system": "s", "messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "u"}]},
-         "first message must be from the user"),
-        ({"messages": [{"role": "user", "content": "u"}, {"role": "user", "content": "v"}]},
-         "roles must alternate"),
-        ({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"},
-                       {"role": "user", "content": "u2"}]}, "last message must be from the assistant"),
+        (
+            {"system": "s", "messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "u"}]},
+            "first message must be from the user",
+        ),
+        ({"messages": [{"role": "user", "content": "u"}, {"role": "user", "content": "v"}]}, "roles must alternate"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "u"},
+                    {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "u2"},
+                ]
+            },
+            "last message must be from the assistant",
+        ),
         ({"messages": [{"role": "user", "content": "u"}]}, "at least two messages"),
-        ({"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "a"}]},
-         "content must be a non-empty string"),
-        ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]},
-         "role must be 'user' or 'assistant'"),
-        ({"system": "s", "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}],
-          "task_id": 3}, "unexpected keys ['task_id']"),
-        ({"system": 5, "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]},
-         "system must be a string"),
+        (
+            {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "a"}]},
+            "content must be a non-empty string",
+        ),
+        (
+            {"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]},
+            "role must be 'user' or 'assistant'",
+        ),
+        (
+            {
+                "system": "s",
+                "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}],
+                "task_id": 3,
+            },
+            "unexpected keys ['task_id']",
+        ),
+        (
+            {"system": 5, "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]},
+            "system must be a string",
+        ),
     ],
 )
 def test_bedrock_rules(row, problem):

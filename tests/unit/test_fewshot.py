@@ -8,7 +8,7 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
-from backend.fewshot import (
+from prelabel.fewshot import (
     Example,
     FewShotError,
     TfidfIndex,
@@ -18,8 +18,8 @@ from backend.fewshot import (
     load_corrections,
     with_examples_slot,
 )
-from backend.metrics import tokenize
-from backend.prompts import PROMPTS_DIR, PromptSet, render
+from prelabel.metrics import tokenize
+from prelabel.prompts import PROMPTS_DIR, PromptSet, render
 
 DOCS = [
     "A: The train to Boston leaves at noon.\nB: I'll book two tickets.",
@@ -83,7 +83,9 @@ def test_slot_goes_above_the_input_heading_and_changes_the_version():
     rendered = render(shot.annotator, input="A: {examples} inside the data")
     block = format_examples(examples()[:2], "summarization")
     prompt = fill_examples(rendered, block)
-    assert prompt.index("Examples corrected by human reviewers") < prompt.index("Conversation:\n```\nA: {examples} inside")
+    assert prompt.index("Examples corrected by human reviewers") < prompt.index(
+        "Conversation:\n```\nA: {examples} inside"
+    )
     assert "[few-shot" not in prompt and prompt.count("corrected summary:") == 2
     assert prompt.endswith("A: {examples} inside the data\n```")  # the data's own braces are untouched
 
@@ -94,6 +96,8 @@ def test_slot_with_positional_and_explicit_templates():
     explicit = with_examples_slot("{examples}Then: {input}", "k=1")
     assert fill_examples(render(explicit, input="X"), "EX ") == "EX Then: ```\nX\n```"
     classify = (PROMPTS_DIR / "classify.txt").read_text(encoding="utf-8")
-    filled = fill_examples(render(with_examples_slot(classify, "k=1"), input="great", labels=["a", "b"]),
-                           format_examples(examples()[:1], "classification"))
+    filled = fill_examples(
+        render(with_examples_slot(classify, "k=1"), input="great", labels=["a", "b"]),
+        format_examples(examples()[:1], "classification"),
+    )
     assert filled.index("Example 1 text:\n```\n") < filled.index("Text:\n```\ngreat\n```")

@@ -10,7 +10,7 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score, precision_recall_fscore_support
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from backend.metrics import (
+from prelabel.metrics import (
     accuracy,
     average_ranks,
     confusion_matrix,
@@ -366,7 +366,11 @@ def test_paired_bootstrap_is_seeded_and_close_to_scipy():
     assert ci.mean_difference == approx(float(np.mean(np.array(b) - np.array(a))))
     differences = np.array(b) - np.array(a)
     reference = stats.bootstrap(
-        (differences,), np.mean, n_resamples=4000, method="percentile", confidence_level=0.95,
+        (differences,),
+        np.mean,
+        n_resamples=4000,
+        method="percentile",
+        confidence_level=0.95,
         rng=np.random.default_rng(0),
     ).confidence_interval
     standard_error = float(np.std(differences, ddof=1) / math.sqrt(len(differences)))

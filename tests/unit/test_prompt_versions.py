@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from backend.bulk import BulkRecord
-from backend.label_config import parse_label_config
-from backend.model import ContextError, PromptControl, instruction_from_context, prediction_for, split_prompt_control
-from backend.prompts import PromptError, PromptRegistry, text_hash, with_input_section
-from backend.push import outcome_from_record
+from prelabel.bulk import BulkRecord
+from prelabel.label_interface import parse_label_config
+from prelabel.model import ContextError, PromptControl, instruction_from_context, prediction_for, split_prompt_control
+from prelabel.prompts import PromptError, PromptRegistry, text_hash, with_input_section
+from prelabel.push import outcome_from_record
 from tests.conftest import ROOT, SUMMARY_CONFIG
 
 PROMPT_CONFIG = (ROOT / "label_config" / "summarization_prompt.xml").read_text()
@@ -43,8 +43,12 @@ def test_the_prompt_box_is_never_the_label_wherever_it_stands():
 
 def test_the_instruction_is_read_from_the_context_regions():
     control = PromptControl(name="prompt", to_name="dialogue")
-    context = {"result": [{"from_name": "summary", "value": {"text": ["x"]}},
-                          {"from_name": "prompt", "value": {"text": ["Line one", "line two"]}}]}
+    context = {
+        "result": [
+            {"from_name": "summary", "value": {"text": ["x"]}},
+            {"from_name": "prompt", "value": {"text": ["Line one", "line two"]}},
+        ]
+    }
     assert instruction_from_context(context, control) == "Line one\nline two"
     assert instruction_from_context({"result": []}, control) is None
     assert instruction_from_context(None, control) is None
@@ -54,12 +58,16 @@ def test_the_instruction_is_read_from_the_context_regions():
 
 def test_a_saved_result_becomes_the_same_prediction_g_eval_score_included():
     config = parse_label_config(SUMMARY_CONFIG)
-    record = BulkRecord(source_id="a", label="A summary.", rating="good", level=3, score=0.6875,
-                        reason="fine.", model_version="v@1:m+j")
+    record = BulkRecord(
+        source_id="a", label="A summary.", rating="good", level=3, score=0.6875, reason="fine.", model_version="v@1:m+j"
+    )
     prediction = prediction_for(outcome_from_record(record), config)
     assert prediction["score"] == 0.6875 and prediction["model_version"] == "v@1:m+j"
     assert [item["value"] for item in prediction["result"]] == [
-        {"text": ["A summary."]}, {"choices": ["good"]}, {"text": ["fine."]}]
+        {"text": ["A summary."]},
+        {"choices": ["good"]},
+        {"text": ["fine."]},
+    ]
     failed = outcome_from_record(BulkRecord(source_id="b", error="task b: boom", model_version="v@1:m+j"))
     assert not failed.ok
 
@@ -67,7 +75,7 @@ def test_a_saved_result_becomes_the_same_prediction_g_eval_score_included():
 def test_evaluate_refuses_a_stored_version_of_another_task_kind(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from scripts.cli import app
+    from prelabel.scripts.cli import app
     from tests.conftest import DATA
 
     monkeypatch.setenv("MODEL_DIR", str(tmp_path))
@@ -75,10 +83,21 @@ def test_evaluate_refuses_a_stored_version_of_another_task_kind(tmp_path, monkey
     monkeypatch.setenv("ANTHROPIC_API_KEY", "unused")
     registry = PromptRegistry(tmp_path, tmp_path / "prelabel.sqlite3")
     version = registry.save("Summarize briefly.\n{input}", "summarization", base_name="summarize")
-    result = CliRunner().invoke(app, [
-        "evaluate", str(DATA / "sentiment" / "amazon.jsonl"), "--prompt", version.name,
-        "-c", str(ROOT / "label_config" / "sentiment.xml"), "--size", "2", "--out", str(tmp_path / "run"),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(DATA / "sentiment" / "amazon.jsonl"),
+            "--prompt",
+            version.name,
+            "-c",
+            str(ROOT / "label_config" / "sentiment.xml"),
+            "--size",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())  # the console wraps long lines
     assert "written for summarization" in said and "classification config" in said

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from backend.dialogue import InputError
-from backend.label_config import parse_label_config
-from backend.push import PoolItem, next_round_name, plan_round, read_pool, source_id, task_data
+from prelabel.dialogue import InputError
+from prelabel.label_interface import parse_label_config
+from prelabel.push import PoolItem, next_round_name, plan_round, read_pool, source_id, task_data
 from tests.conftest import SENTIMENT_CONFIG, SUMMARY_CONFIG
 
 SUMMARY = parse_label_config(SUMMARY_CONFIG)
@@ -56,8 +56,10 @@ def test_rounds_draw_fresh_items_reproducibly():
 
 
 def test_task_data_turns_dialogue_lines_into_paragraphs():
-    item = PoolItem(source_id="dev_1", record={"dialogue": "#Person1#: Hi.\n#Person2#: Hello!", "topic": "greeting",
-                                               "summary": "secret reference"})
+    item = PoolItem(
+        source_id="dev_1",
+        record={"dialogue": "#Person1#: Hi.\n#Person2#: Hello!", "topic": "greeting", "summary": "secret reference"},
+    )
     data = task_data(item, SUMMARY, "round-1", None, keep_fields=("topic",))
     assert data["dialogue"] == [{"author": "Person1", "text": "Hi."}, {"author": "Person2", "text": "Hello!"}]
     assert data["source_id"] == "dev_1" and data["prelabel_round"] == "round-1" and data["topic"] == "greeting"

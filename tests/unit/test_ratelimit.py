@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from backend.families import ModelRef
-from backend.providers import CallParams, Completion, Usage
-from backend.ratelimit import (
+from prelabel.families import ModelRef
+from prelabel.providers import CallParams, Completion, Usage
+from prelabel.ratelimit import (
     RateLimitedClient,
     RateLimitSettings,
     SharedTokenBucket,
@@ -194,8 +194,9 @@ class WallClock:
         return self.last
 
 
-def _draw(path: Path, per_minute: float, clock: Any, index: int, until: float, count: int, start: Any,
-          results: Any) -> None:
+def _draw(
+    path: Path, per_minute: float, clock: Any, index: int, until: float, count: int, start: Any, results: Any
+) -> None:
     """In a child process: acquire one unit at a time until `until` (clock time) or `count` grants."""
     shared = isinstance(clock, SharedClock)
     if shared:
@@ -218,8 +219,10 @@ def _draw(path: Path, per_minute: float, clock: Any, index: int, until: float, c
 def draw_in_processes(path: Path, per_minute: float, clock: Any, until: float, count: int) -> list[list[float]]:
     context = multiprocessing.get_context()
     start, results = context.Barrier(2), context.Queue()
-    children = [context.Process(target=_draw, args=(path, per_minute, clock, index, until, count, start, results))
-                for index in range(2)]
+    children = [
+        context.Process(target=_draw, args=(path, per_minute, clock, index, until, count, start, results))
+        for index in range(2)
+    ]
     for child in children:
         child.start()
     grants = [results.get(timeout=60) for _ in children]
@@ -284,15 +287,20 @@ def test_limited_with_a_directory_shares_buckets_per_role_kind_and_model(tmp_pat
 
 
 def test_the_engine_of_the_backend_and_the_cli_uses_shared_limits(tmp_path, monkeypatch):
-    from backend.bulk import build_engine, close_engine, rate_limit_dir
-    from backend.settings import Settings
-    from backend.store import Store
+    from prelabel.bulk import build_engine, close_engine, rate_limit_dir
+    from prelabel.settings import Settings
+    from prelabel.store import Store
 
     monkeypatch.chdir(tmp_path)
-    for name, value in {"MODEL_DIR": str(tmp_path / "model"), "PRELABEL_ANNOTATOR_RPM": "60",
-                        "PRELABEL_JUDGE_TPM": "1000", "OPENAI_API_KEY": "sk-unit", "ANTHROPIC_API_KEY": "sk-unit",
-                        "PRELABEL_ANNOTATOR": "openai:gpt-4o-mini", "PRELABEL_JUDGE": "anthropic:claude-haiku-4-5"
-                        }.items():
+    for name, value in {
+        "MODEL_DIR": str(tmp_path / "model"),
+        "PRELABEL_ANNOTATOR_RPM": "60",
+        "PRELABEL_JUDGE_TPM": "1000",
+        "OPENAI_API_KEY": "sk-unit",
+        "ANTHROPIC_API_KEY": "sk-unit",
+        "PRELABEL_ANNOTATOR": "openai:gpt-4o-mini",
+        "PRELABEL_JUDGE": "anthropic:claude-haiku-4-5",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("PRELABEL_ANNOTATOR_TPM", raising=False)
     monkeypatch.delenv("PRELABEL_JUDGE_RPM", raising=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from backend.records import ReviewedTask
-from backend.review_stats import (
+from prelabel.records import ReviewedTask
+from prelabel.review_stats import (
     PullReport,
     pull_report,
     render_versions_table,
@@ -114,7 +114,11 @@ def test_reviewed_without_prediction():
     none = pull_report(records()).versions[2]
     assert none.model_version is None
     assert (none.n_reviewed, none.accepted_unchanged, none.edited, none.n_label_pairs, none.n_rating_pairs) == (
-        1, 0, 1, 0, 0,
+        1,
+        0,
+        1,
+        0,
+        0,
     )
     assert none.accepted_share == 0.0
     for value in (none.mean_edit_distance, none.mean_rouge_l_f1, none.exact_agreement, none.kappa, none.spearman):

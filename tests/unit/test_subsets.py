@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.subsets import SliceRow, analyse, bucket_edges, bucket_index, slice_category, slice_numeric
+from prelabel.subsets import SliceRow, analyse, bucket_edges, bucket_index, slice_category, slice_numeric
 
 
 def rows_with(values: list[dict], levels: list[int | None]) -> list[SliceRow]:
-    return [SliceRow(source_id=f"s{i}", level=level, values=v, input_preview=f"input {i}")
-            for i, (v, level) in enumerate(zip(values, levels))]
+    return [
+        SliceRow(source_id=f"s{i}", level=level, values=v, input_preview=f"input {i}")
+        for i, (v, level) in enumerate(zip(values, levels))
+    ]
 
 
 def test_bucket_edges_are_numpy_quantiles_and_cover_every_value():
@@ -43,11 +45,13 @@ def test_few_distinct_values_get_one_slice_each():
 
 
 def test_category_slices_count_unrated_and_order_by_size():
-    rows = rows_with([{"topic": "a"}, {"topic": "b"}, {"topic": "a"}, {"topic": None}, {}],
-                     [4, 1, None, 2, 3])
+    rows = rows_with([{"topic": "a"}, {"topic": "b"}, {"topic": "a"}, {"topic": None}, {}], [4, 1, None, 2, 3])
     slices = slice_category(rows, "topic")
     assert [(s.value, s.n, s.n_rated, s.mean_level) for s in slices] == [
-        ("a", 2, 1, 4.0), ("(none)", 1, 1, 2.0), ("b", 1, 1, 1.0)]
+        ("a", 2, 1, 4.0),
+        ("(none)", 1, 1, 2.0),
+        ("b", 1, 1, 1.0),
+    ]
 
 
 def test_analyse_finds_the_worst_slice_and_ignores_small_or_above_average_ones():

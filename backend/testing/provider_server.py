@@ -9,9 +9,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping, NamedTuple, Sequence, Union
+from typing import Any, NamedTuple, Union
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -97,9 +98,7 @@ class FakeRequest:
     @property
     def user_text(self) -> str:
         """Text of all user messages."""
-        return "\n".join(
-            t for t in (_text_of(m.get("content")) for m in self.messages if m.get("role") == "user") if t
-        )
+        return "\n".join(t for t in (_text_of(m.get("content")) for m in self.messages if m.get("role") == "user") if t)
 
     @property
     def prompt_text(self) -> str:
@@ -192,7 +191,7 @@ class _Fault:
     only: str | None = None
 
 
-Responder = Callable[[FakeRequest], Union[FakeReply, str, dict, None]]
+Responder = Callable[[FakeRequest], FakeReply | str | dict | None]
 
 
 def sample_from_schema(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> Any:
@@ -267,8 +266,10 @@ def _normalize_token(spec: TokenSpec) -> FakeToken:
     if isinstance(spec, FakeToken):
         return spec
     if isinstance(spec, Mapping):
-        tops = [(str(t["token"]), float(t["logprob"])) if isinstance(t, Mapping) else (str(t[0]), float(t[1]))
-                for t in spec.get("top_logprobs") or []]
+        tops = [
+            (str(t["token"]), float(t["logprob"])) if isinstance(t, Mapping) else (str(t[0]), float(t[1]))
+            for t in spec.get("top_logprobs") or []
+        ]
         return FakeToken(str(spec["token"]), tops, spec.get("logprob"))
     token, rest = spec[0], list(spec[1:])
     logprob = float(rest.pop(0)) if rest and isinstance(rest[0], (int, float)) else None
@@ -334,15 +335,17 @@ _ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
 def error_body(provider: str, status: int, error_type: str | None = None, message: str | None = None) -> dict:
     """The provider's documented error JSON for a status code."""
     if provider == ANTHROPIC:
-        etype, emsg = _ANTHROPIC_ERRORS.get(status, ("api_error" if status >= 500 else "invalid_request_error",
-                                                     f"Error {status}."))
+        etype, emsg = _ANTHROPIC_ERRORS.get(
+            status, ("api_error" if status >= 500 else "invalid_request_error", f"Error {status}.")
+        )
         return {
             "type": "error",
             "error": {"type": error_type or etype, "message": message or emsg},
             "request_id": f"req_{uuid.uuid4().hex[:24]}",
         }
-    otype, code, omsg = _OPENAI_ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error",
-                                                    None, f"Error {status}."))
+    otype, code, omsg = _OPENAI_ERRORS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None, f"Error {status}.")
+    )
     return {"error": {"message": message or omsg, "type": error_type or otype, "param": None, "code": code}}
 
 
@@ -352,7 +355,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 512
 
-    def __init__(self, provider: "FakeProvider") -> None:
+    def __init__(self, provider: FakeProvider) -> None:
         self.provider = provider
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
@@ -483,7 +486,7 @@ class FakeProvider:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "FakeProvider":
+    def start(self) -> FakeProvider:
         """Bind a free port and serve in a daemon thread."""
         if self._server is None:
             self._stop.clear()
@@ -513,7 +516,7 @@ class FakeProvider:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeProvider":
+    def __enter__(self) -> FakeProvider:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -756,11 +759,13 @@ class FakeProvider:
         tool_calls = None
         if reply.tool_input is not None:
             if tool is not None:
-                tool_calls = [{
-                    "id": f"call_{uuid.uuid4().hex[:24]}",
-                    "type": "function",
-                    "function": {"name": tool.name, "arguments": json.dumps(reply.tool_input)},
-                }]
+                tool_calls = [
+                    {
+                        "id": f"call_{uuid.uuid4().hex[:24]}",
+                        "type": "function",
+                        "function": {"name": tool.name, "arguments": json.dumps(reply.tool_input)},
+                    }
+                ]
             elif content is None:
                 content = json.dumps(reply.tool_input)
         if content is None and reply.logprobs is not None:
@@ -769,8 +774,9 @@ class FakeProvider:
             content = ""
         logprobs = None
         if request.wants_logprobs:
-            tokens = reply.logprobs if reply.logprobs is not None else tokens_for_text(content or "",
-                                                                                        request.top_logprobs)
+            tokens = (
+                reply.logprobs if reply.logprobs is not None else tokens_for_text(content or "", request.top_logprobs)
+            )
             logprobs = render_logprobs(tokens, request.top_logprobs)
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
         if tool_calls is not None:
@@ -779,8 +785,11 @@ class FakeProvider:
         n = int(request.body.get("n") or 1)
         choices = [{"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs} for i in range(n)]
         prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else _count_tokens(request.prompt_text)
-        completion_tokens = (reply.completion_tokens if reply.completion_tokens is not None
-                             else _count_tokens(content or json.dumps(reply.tool_input or {})))
+        completion_tokens = (
+            reply.completion_tokens
+            if reply.completion_tokens is not None
+            else _count_tokens(content or json.dumps(reply.tool_input or {}))
+        )
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -806,18 +815,23 @@ class FakeProvider:
         if content is not None:
             blocks.append({"type": "text", "text": content})
         if reply.tool_input is not None and tool is not None:
-            blocks.append({
-                "type": "tool_use",
-                "id": f"toolu_{uuid.uuid4().hex[:24]}",
-                "name": tool.name,
-                "input": reply.tool_input,
-            })
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                    "name": tool.name,
+                    "input": reply.tool_input,
+                }
+            )
         if not blocks:
             blocks.append({"type": "text", "text": ""})
         used_tool = any(b["type"] == "tool_use" for b in blocks)
         input_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else _count_tokens(request.prompt_text)
-        output_tokens = (reply.completion_tokens if reply.completion_tokens is not None
-                         else _count_tokens(content or json.dumps(reply.tool_input or {})))
+        output_tokens = (
+            reply.completion_tokens
+            if reply.completion_tokens is not None
+            else _count_tokens(content or json.dumps(reply.tool_input or {}))
+        )
         return {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
@@ -833,4 +847,3 @@ class FakeProvider:
                 "cache_read_input_tokens": 0,
             },
         }
-

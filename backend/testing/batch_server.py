@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import ThreadingHTTPServer
@@ -75,8 +75,9 @@ class FakeBatch:
     def request(self, entry: dict[str, Any]) -> FakeRequest:
         body = entry["body"] if self.provider == OPENAI else entry["params"]
         path = OPENAI_CHAT if self.provider == OPENAI else "/v1/messages"
-        return FakeRequest(self.provider, path, str(body.get("model", "")), list(body.get("messages") or []), body,
-                           self.headers)
+        return FakeRequest(
+            self.provider, path, str(body.get("model", "")), list(body.get("messages") or []), body, self.headers
+        )
 
     @property
     def requests(self) -> list[FakeRequest]:
@@ -121,8 +122,9 @@ class FakeBatchServer(FakeProvider):
         if self._server is None:
             self._stop.clear()
             self._server = _BatchHTTPServer(self)
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="fake-batch-server", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-batch-server", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -176,7 +178,8 @@ class FakeBatchServer(FakeProvider):
 
     def _upload(self, headers: dict[str, str], raw: bytes) -> tuple[int, bytes]:
         message = BytesParser(policy=HTTP).parsebytes(
-            b"Content-Type: " + headers.get("content-type", "").encode() + b"\r\n\r\n" + raw)
+            b"Content-Type: " + headers.get("content-type", "").encode() + b"\r\n\r\n" + raw
+        )
         if not message.is_multipart():
             raise FakeBatchError(400, "expected multipart/form-data")
         fields: dict[str, tuple[str | None, bytes]] = {}
@@ -192,9 +195,17 @@ class FakeBatchServer(FakeProvider):
         file_id = f"file-{uuid.uuid4().hex[:24]}"
         with self._batch_lock:
             self.files[file_id] = data
-        return 200, json.dumps({"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                                "filename": filename or "upload.jsonl", "purpose": "batch",
-                                "status": "processed"}).encode()
+        return 200, json.dumps(
+            {
+                "id": file_id,
+                "object": "file",
+                "bytes": len(data),
+                "created_at": int(time.time()),
+                "filename": filename or "upload.jsonl",
+                "purpose": "batch",
+                "status": "processed",
+            }
+        ).encode()
 
     def _check_openai_lines(self, data: bytes) -> None:
         max_requests, max_bytes = self.limits[OPENAI]
@@ -219,13 +230,21 @@ class FakeBatchServer(FakeProvider):
     def _create_openai(self, headers: dict[str, str], raw: bytes) -> tuple[int, bytes]:
         body = json.loads(raw)
         if body.get("endpoint") != OPENAI_CHAT or body.get("completion_window") != "24h":
-            raise FakeBatchError(400, f"endpoint/completion_window {body.get('endpoint')} {body.get('completion_window')}")
+            raise FakeBatchError(
+                400, f"endpoint/completion_window {body.get('endpoint')} {body.get('completion_window')}"
+            )
         data = self.files.get(body.get("input_file_id", ""))
         if data is None:
             raise FakeBatchError(404, "no such file")
         entries = [json.loads(line) for line in data.splitlines() if line.strip()]
-        batch = FakeBatch(id=f"batch_{uuid.uuid4().hex[:24]}", provider=OPENAI, entries=entries, headers=headers,
-                          input_file_id=body["input_file_id"], expire_after=self._next_expiry())
+        batch = FakeBatch(
+            id=f"batch_{uuid.uuid4().hex[:24]}",
+            provider=OPENAI,
+            entries=entries,
+            headers=headers,
+            input_file_id=body["input_file_id"],
+            expire_after=self._next_expiry(),
+        )
         with self._batch_lock:
             self.batches[batch.id] = batch
         return 200, json.dumps(self._openai_json(batch, body.get("metadata"))).encode()
@@ -241,18 +260,29 @@ class FakeBatchServer(FakeProvider):
         return 200, data
 
     def _openai_json(self, batch: FakeBatch, metadata: dict[str, str] | None = None) -> dict[str, Any]:
-        status = ("expired" if batch.expired else "completed") if batch.ended else (
-            "validating" if batch.polls == 0 else "in_progress")
+        status = (
+            ("expired" if batch.expired else "completed")
+            if batch.ended
+            else ("validating" if batch.polls == 0 else "in_progress")
+        )
         counts = batch.counts or {"completed": 0, "failed": 0}
         return {
-            "id": batch.id, "object": "batch", "endpoint": OPENAI_CHAT, "errors": None,
-            "input_file_id": batch.input_file_id, "completion_window": "24h", "status": status,
-            "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
-            "created_at": int(batch.created_at), "in_progress_at": int(batch.created_at),
+            "id": batch.id,
+            "object": "batch",
+            "endpoint": OPENAI_CHAT,
+            "errors": None,
+            "input_file_id": batch.input_file_id,
+            "completion_window": "24h",
+            "status": status,
+            "output_file_id": batch.output_file_id,
+            "error_file_id": batch.error_file_id,
+            "created_at": int(batch.created_at),
+            "in_progress_at": int(batch.created_at),
             "expires_at": int(batch.created_at) + 86400,
             "completed_at": int(time.time()) if batch.ended and not batch.expired else None,
             "expired_at": int(time.time()) if batch.expired else None,
-            "request_counts": {"total": len(batch.entries), **counts}, "metadata": metadata,
+            "request_counts": {"total": len(batch.entries), **counts},
+            "metadata": metadata,
         }
 
     # -- Anthropic ------------------------------------------------------------------------------------
@@ -272,8 +302,13 @@ class FakeBatchServer(FakeProvider):
             seen.add(cid)
             if not params.get("model") or not params.get("max_tokens") or not params.get("messages"):
                 raise FakeBatchError(400, f"requests.{index}.params needs model, max_tokens and messages")
-        batch = FakeBatch(id=f"msgbatch_{uuid.uuid4().hex[:24]}", provider=ANTHROPIC, entries=requests,
-                          headers=headers, expire_after=self._next_expiry())
+        batch = FakeBatch(
+            id=f"msgbatch_{uuid.uuid4().hex[:24]}",
+            provider=ANTHROPIC,
+            entries=requests,
+            headers=headers,
+            expire_after=self._next_expiry(),
+        )
         with self._batch_lock:
             self.batches[batch.id] = batch
         return 200, json.dumps(self._anthropic_json(batch)).encode()
@@ -292,15 +327,26 @@ class FakeBatchServer(FakeProvider):
 
     def _anthropic_json(self, batch: FakeBatch) -> dict[str, Any]:
         def stamp(seconds: float) -> str:
-            return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+            return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
-        counts = {"processing": 0 if batch.ended else len(batch.entries), "succeeded": 0, "errored": 0,
-                  "canceled": 0, "expired": 0, **batch.counts}
+        counts = {
+            "processing": 0 if batch.ended else len(batch.entries),
+            "succeeded": 0,
+            "errored": 0,
+            "canceled": 0,
+            "expired": 0,
+            **batch.counts,
+        }
         return {
-            "id": batch.id, "type": "message_batch", "processing_status": "ended" if batch.ended else "in_progress",
-            "request_counts": counts, "created_at": stamp(batch.created_at),
-            "expires_at": stamp(batch.created_at + 86400), "ended_at": stamp(time.time()) if batch.ended else None,
-            "archived_at": None, "cancel_initiated_at": None,
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": "ended" if batch.ended else "in_progress",
+            "request_counts": counts,
+            "created_at": stamp(batch.created_at),
+            "expires_at": stamp(batch.created_at + 86400),
+            "ended_at": stamp(time.time()) if batch.ended else None,
+            "archived_at": None,
+            "cancel_initiated_at": None,
             "results_url": f"{self.url}/v1/messages/batches/{batch.id}/results" if batch.ended else None,
         }
 
@@ -324,15 +370,24 @@ class FakeBatchServer(FakeProvider):
     def _finish(self, batch: FakeBatch) -> None:
         output: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
-        counts = {"completed": 0, "failed": 0} if batch.provider == OPENAI else {
-            "succeeded": 0, "errored": 0, "expired": 0, "canceled": 0}
+        counts = (
+            {"completed": 0, "failed": 0}
+            if batch.provider == OPENAI
+            else {"succeeded": 0, "errored": 0, "expired": 0, "canceled": 0}
+        )
         for index, entry in enumerate(batch.entries):
             cid = entry["custom_id"]
             request = batch.request(entry)
             if batch.expire_after is not None and index >= batch.expire_after:
                 if batch.provider == OPENAI:
-                    errors.append({"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": cid, "response": None,
-                                   "error": {"code": "batch_expired", "message": EXPIRED_MESSAGE}})
+                    errors.append(
+                        {
+                            "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                            "custom_id": cid,
+                            "response": None,
+                            "error": {"code": "batch_expired", "message": EXPIRED_MESSAGE},
+                        }
+                    )
                     counts["failed"] += 1
                 else:
                     output.append({"custom_id": cid, "result": {"type": "expired"}})
@@ -349,19 +404,37 @@ class FakeBatchServer(FakeProvider):
             if failure is not None:
                 status, message = failure
                 if batch.provider == OPENAI:
-                    errors.append({"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": cid, "error": None,
-                                   "response": {"status_code": status, "request_id": f"req_{uuid.uuid4().hex[:24]}",
-                                                "body": error_body(OPENAI, status, message=message)}})
+                    errors.append(
+                        {
+                            "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                            "custom_id": cid,
+                            "error": None,
+                            "response": {
+                                "status_code": status,
+                                "request_id": f"req_{uuid.uuid4().hex[:24]}",
+                                "body": error_body(OPENAI, status, message=message),
+                            },
+                        }
+                    )
                     counts["failed"] += 1
                 else:
-                    output.append({"custom_id": cid, "result": {"type": "errored",
-                                                                "error": error_body(ANTHROPIC, status, message=message)}})
+                    output.append(
+                        {
+                            "custom_id": cid,
+                            "result": {"type": "errored", "error": error_body(ANTHROPIC, status, message=message)},
+                        }
+                    )
                     counts["errored"] += 1
                 continue
             if batch.provider == OPENAI:
-                output.append({"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": cid, "error": None,
-                               "response": {"status_code": 200, "request_id": f"req_{uuid.uuid4().hex[:24]}",
-                                            "body": answer}})
+                output.append(
+                    {
+                        "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                        "custom_id": cid,
+                        "error": None,
+                        "response": {"status_code": 200, "request_id": f"req_{uuid.uuid4().hex[:24]}", "body": answer},
+                    }
+                )
                 counts["completed"] += 1
             else:
                 output.append({"custom_id": cid, "result": {"type": "succeeded", "message": answer}})

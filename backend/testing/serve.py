@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.fakes import FakeProvider
+from prelabel.testing import FakeProvider
 
 
 def main() -> None:

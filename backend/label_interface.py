@@ -12,7 +12,7 @@ from xml.etree import ElementTree
 
 from pydantic import BaseModel
 
-from backend.judge import LEVELS
+from prelabel.judge import LEVELS
 
 TaskKind = Literal["summarization", "classification"]
 
@@ -50,9 +50,7 @@ class LabelConfig(BaseModel):
     def class_labels(self) -> list[str]:
         return self.label.choices if self.kind == "classification" else []
 
-    def result_for(
-        self, label: str, level: int | None, reason: str | None
-    ) -> list[dict[str, Any]]:
+    def result_for(self, label: str, level: int | None, reason: str | None) -> list[dict[str, Any]]:
         """Label Studio prediction result items for a label and the judge's level and reason."""
         items = [self._item(self.label, label)]
         if level is not None and self.rating is not None:

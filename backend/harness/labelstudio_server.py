@@ -3,7 +3,7 @@
 Used by the end-to-end tests, the demo script and anyone who wants a throwaway Label Studio
 next to the prelabel ML backend.
 
-    from backend.labelstudio_server import LabelStudioServer, free_port
+    from prelabel.harness.labelstudio_server import LabelStudioServer, free_port
 
     with LabelStudioServer(Path("/tmp/ls-data"), port=free_port()) as ls:
         client = label_studio_sdk.LabelStudio(base_url=ls.url, api_key=ls.token)
@@ -26,10 +26,11 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import requests
 
@@ -49,7 +50,6 @@ __all__ = [
 logger = logging.getLogger("prelabel.labelstudio")
 
 LS_VERSION = "1.23.2"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_USERNAME = "admin@prelabel.local"
 CREDENTIALS_FILE = "prelabel-credentials.json"
 SECRET_KEY_FILE = "prelabel-secret-key"
@@ -105,9 +105,9 @@ def _say(message: str) -> None:
 
 
 def default_venv() -> Path:
-    """PRELABEL_LS_VENV, else <repo>/.venv-labelstudio."""
+    """PRELABEL_LS_VENV, else .venv-labelstudio in the working folder (the Makefile sets it to the checkout's)."""
     env = os.environ.get("PRELABEL_LS_VENV")
-    return Path(env).expanduser().resolve() if env else REPO_ROOT / ".venv-labelstudio"
+    return Path(env or ".venv-labelstudio").expanduser().resolve()
 
 
 def _bin_dir(venv: Path) -> Path:
@@ -268,7 +268,7 @@ class _Credentials:
     token: str
 
     @classmethod
-    def load(cls, path: Path) -> "_Credentials | None":
+    def load(cls, path: Path) -> _Credentials | None:
         try:
             return cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
@@ -405,7 +405,7 @@ class LabelStudioServer:
 
     # ---- lifecycle
 
-    def start(self, timeout: float = 180) -> "LabelStudioServer":
+    def start(self, timeout: float = 180) -> LabelStudioServer:
         """Install if needed, start, and block until /health answers and the token works."""
         if self.running:
             return self
@@ -495,18 +495,18 @@ class LabelStudioServer:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> "LabelStudioServer":
+    def __enter__(self) -> LabelStudioServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-if __name__ == "__main__":  # manual use: python -m backend.labelstudio_server [data_dir] [port]
+if __name__ == "__main__":  # manual use: python -m prelabel.harness.labelstudio_server [data_dir] [port]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # SIGTERM (kill, docker stop) must unwind through __exit__, or LS outlives us in its own session.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    data = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO_ROOT / ".prelabel" / "labelstudio"
+    data = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".prelabel") / "labelstudio"
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 8080
     with LabelStudioServer(data, port=port) as server:
         print(f"Label Studio: {server.url}  user: {server.username}  password: {server.password}")

@@ -17,19 +17,16 @@ from typing import Any
 import requests
 from pydantic import BaseModel
 
-from backend.labelstudio import LabelStudioClient
-from backend.labelstudio_server import LabelStudioServer, PortInUseError
-from backend.push import push_round
-from backend.records import reviewed_tasks
-from backend.server import serve_in_background
+from prelabel import label_config
+from prelabel.data import DIALOGSUM_ATTRIBUTION, dialogsum_dev
+from prelabel.harness.labelstudio_server import LabelStudioServer, PortInUseError
+from prelabel.labelstudio import LabelStudioClient
+from prelabel.push import push_round
+from prelabel.records import reviewed_tasks
+from prelabel.harness.backend_process import serve_in_background
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_POOL = ROOT / "tests" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
-DEMO_CONFIG = ROOT / "label_config" / "summarization.xml"
 DEMO_PROJECT = "prelabel demo: DialogSum summaries"
-POOL_ATTRIBUTION = (
-    "DialogSum dev split (Chen et al., Findings of ACL 2021), CC BY-NC-SA 4.0; see tests/data/README.md"
-)
+POOL_ATTRIBUTION = f"{DIALOGSUM_ATTRIBUTION}; see prelabel/data/dialogsum/README.md"
 
 Say = Callable[[str], None]
 
@@ -39,7 +36,7 @@ class DemoError(RuntimeError):
 
 
 class DemoOptions(BaseModel):
-    work_dir: Path = ROOT / ".prelabel" / "demo"
+    work_dir: Path = Path(".prelabel") / "demo"
     ls_port: int = 8080
     backend_port: int = 9090
     sample: int = 15
@@ -86,7 +83,7 @@ def _port_busy(port: int) -> bool:
 def local_model_env(options: DemoOptions, say: Say) -> Iterator[dict[str, str]]:
     """Start the bundled local model (one server per role, so both cores work) and yield the environment
     that points the annotator and the judge at them."""
-    from backend.local_model import (
+    from prelabel.harness.local_model import (
         DEFAULT_MODEL,
         LocalModelServer,
         ensure_local_runtime,
@@ -194,9 +191,9 @@ def run_demo(options: DemoOptions, say: Say, stack: ExitStack) -> DemoResult:
     say(f"Pushing a random round of {options.sample} dialogues ({POOL_ATTRIBUTION})...")
     result = push_round(
         client,
-        DEMO_CONFIG.read_text(encoding="utf-8"),
+        label_config.read("summarization"),
         DEMO_PROJECT,
-        DEMO_POOL,
+        dialogsum_dev(),
         sample=options.sample,
         seed=options.seed,
         keep_fields=("topic",),
@@ -206,13 +203,13 @@ def run_demo(options: DemoOptions, say: Say, stack: ExitStack) -> DemoResult:
         raise DemoError("every dialogue of the pool has been pushed to the demo project; remove .prelabel/demo")
     tasks = wait_for_predictions(client, result.project_id, result.task_ids, options.predict_timeout, say)
 
-    from backend.label_config import parse_label_config
+    from prelabel.label_interface import parse_label_config
 
-    config = parse_label_config(DEMO_CONFIG.read_text(encoding="utf-8"))
+    config = parse_label_config(label_config.read("summarization"))
     rows = []
     model_version = None
     for record in sorted(reviewed_tasks(config, tasks), key=lambda r: r.task_id):
-        from backend.judge import LEVELS
+        from prelabel.judge import LEVELS
 
         model_version = record.model_version or model_version
         rows.append(
