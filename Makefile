@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 export PRELABEL_LS_VENV ?= $(CURDIR)/.venv-labelstudio
 export PRELABEL_LOCAL_VENV ?= $(CURDIR)/.venv-localmodel
 
-.PHONY: demo test test-fast bench load install labelstudio clean
+.PHONY: demo test test-fast bench load install labelstudio check wheel-smoke clean
+# What ruff checks and formats (.ci/wheel-smoke is Python without the .py).
+LINT_PATHS := backend scripts tests benchmarks label_config .ci/wheel-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,5 +38,17 @@ bench: $(STAMP)
 load: $(STAMP)
 	$(BIN)/python -m benchmarks.load $(LOAD_ARGS)
 
+# Lint, format and type checks. Each runs even when an earlier one fails; the target fails if any did.
+check: $(STAMP)
+	@status=0; \
+	echo "== ruff check"; $(BIN)/ruff check $(LINT_PATHS) || status=1; \
+	echo "== ruff format --check"; $(BIN)/ruff format --check $(LINT_PATHS) || status=1; \
+	echo "== mypy (.ci/typecheck)"; PYTHON=$(BIN)/python .ci/typecheck || status=1; \
+	exit $$status
+
+# Build the wheel, install it in a fresh venv outside the checkout and run the installed command from there.
+wheel-smoke: $(STAMP)
+	$(BIN)/python .ci/wheel-smoke
+
 clean:
-	rm -rf $(VENV) .venv-labelstudio .pytest_cache test-artifacts
+	rm -rf $(VENV) .venv-labelstudio .pytest_cache test-artifacts build dist
