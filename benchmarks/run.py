@@ -7,7 +7,9 @@
     LLM example backend does), and against the ideal ceil(100 / concurrency) x 2 x latency;
 (b) `label` on 5,000 distinct items at concurrency 64 against the ideal ceil(n / 64) x 2 x latency;
 (c) the same pool again into a fresh output: every call is a cache hit;
-(d) peak RSS labeling 100,000 items (DialogSum dialogues repeated with distinct ids).
+(d) peak RSS labeling 100,000 items (DialogSum dialogues repeated with distinct ids);
+(e) start-up: `prelabel --help` in a fresh process beside `python -c pass`, and the heavy modules the help
+    screens load (benchmarks.startup).
 
 (b), (c) and (d) each label in a process of their own, as separate `prelabel label` runs do.
 
@@ -318,6 +320,29 @@ def bench_memory(url: str, work: Path, items: int, concurrency: int) -> list[Row
     ]
 
 
+def bench_startup() -> list[Row]:
+    from benchmarks.startup import HEAVY_MODULES, NEVER_AT_HELP, help_imports, median_wall_time
+
+    help_s = median_wall_time([sys.executable, "-m", "prelabel", "--help"])
+    python_s = median_wall_time([sys.executable, "-c", "pass"])
+    imports = help_imports(heavy=HEAVY_MODULES)
+    loaded = imports.loaded
+    return [
+        Row(
+            figure="(e) `prelabel --help` start-up (median of 7 fresh processes)",
+            measured=f"{help_s:.2f} s (python -c pass {python_s:.2f} s)",
+            reference="< 0.3 s on 2 cores",
+            ok=help_s < 0.3,
+        ),
+        Row(
+            figure=f"(e) heavy modules loaded by --help ({len(imports.steps) - 1} help screens)",
+            measured=", ".join(loaded) or "none",
+            reference=f"none of {', '.join(NEVER_AT_HELP)}",
+            ok=not set(loaded) & set(NEVER_AT_HELP),
+        ),
+    ]
+
+
 def print_table(rows: list[Row], latency: float) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -342,13 +367,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="label concurrency for (b)-(d)")
     parser.add_argument("--items", type=int, default=None, help="pool size for (b) and (c) (default 5,000)")
     parser.add_argument("--memory-items", type=int, default=None, help="pool size for (d) (default 100,000)")
-    parser.add_argument("--only", choices=["predict", "label", "memory"], action="append", help="run only these")
+    parser.add_argument(
+        "--only", choices=["predict", "label", "memory", "startup"], action="append", help="run only these"
+    )
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     items = args.items or TARGET_ITEMS // scale
     memory_items = args.memory_items or 100_000 // scale
-    parts = args.only or ["predict", "label", "memory"]
+    parts = args.only or ["predict", "label", "memory", "startup"]
     rows: list[Row] = []
+    if "startup" in parts:  # first, before the fake provider and the labeling runs share the cores
+        rows += bench_startup()
     with tempfile.TemporaryDirectory(prefix="prelabel-bench-") as tmp, fake_provider(args.latency) as url:
         work = Path(tmp)
         if "predict" in parts:
