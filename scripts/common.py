@@ -8,16 +8,13 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
 from prelabel import label_config
-from prelabel.families import SameFamilyError
-from prelabel.providers import ProviderError
-from prelabel.settings import Settings
 
 if TYPE_CHECKING:
     from prelabel.labelstudio import LabelStudioClient
     from prelabel.pipeline import Engine
+    from prelabel.settings import Settings
 
 console = Console(stderr=True)
 
@@ -33,6 +30,10 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def load_settings() -> Settings:
+    from rich.logging import RichHandler  # lazy: keeps --help fast
+
+    from prelabel.settings import Settings  # lazy: keeps --help fast
+
     try:
         settings = Settings()
     except ValueError as error:
@@ -60,6 +61,8 @@ def build_engine(settings: Settings) -> Engine:
     """backend.bulk.build_engine (rate limits shared with other processes) with a usage log written at once,
     or a clean exit on a same-family judge or an unusable provider."""
     from prelabel.bulk import build_engine as build
+    from prelabel.families import SameFamilyError  # lazy: keeps --help fast
+    from prelabel.providers import ProviderError  # lazy: keeps --help fast
     from prelabel.store import Store
 
     try:
