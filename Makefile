@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PRELABEL_LS_VENV ?= $(CURDIR)/.venv-labelstudio
 export PRELABEL_LOCAL_VENV ?= $(CURDIR)/.venv-localmodel
 
-.PHONY: demo test test-fast bench load install labelstudio check wheel-smoke clean
+.PHONY: demo test test-fast bench load install labelstudio localmodel check wheel-smoke clean
 # What ruff checks and formats (.ci/wheel-smoke is Python without the .py).
 LINT_PATHS := backend scripts tests benchmarks label_config .ci/wheel-smoke
 
@@ -23,10 +23,15 @@ install: $(STAMP)
 labelstudio: $(STAMP)
 	$(BIN)/python -c "from prelabel.harness.labelstudio_server import ensure_label_studio; ensure_label_studio()"
 
+# The local model runtime (llama-cpp-python compiled once, about 5 to 15 minutes on 2 cores, then cached in
+# ~/.cache/prelabel/wheels): built here, as a setup step with its own progress, never inside a test's timeout.
+localmodel: $(STAMP)
+	$(BIN)/python -c "from prelabel.harness.local_model import ensure_local_runtime; ensure_local_runtime()"
+
 demo: labelstudio
 	$(BIN)/prelabel demo $(DEMO_ARGS)
 
-test: labelstudio
+test: labelstudio localmodel
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
