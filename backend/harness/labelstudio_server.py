@@ -34,6 +34,8 @@ from typing import IO
 
 import requests
 
+from prelabel.settings import Settings
+
 __all__ = [
     "LS_VERSION",
     "LabelStudioError",
@@ -105,9 +107,9 @@ def _say(message: str) -> None:
 
 
 def default_venv() -> Path:
-    """PRELABEL_LS_VENV, else .venv-labelstudio in the working folder (the Makefile sets it to the checkout's)."""
-    env = os.environ.get("PRELABEL_LS_VENV")
-    return Path(env or ".venv-labelstudio").expanduser().resolve()
+    """The PRELABEL_LS_VENV setting, by default .venv-labelstudio in the working folder (the Makefile sets it to
+    the checkout's)."""
+    return Settings().prelabel_ls_venv.expanduser().resolve()
 
 
 def _bin_dir(venv: Path) -> Path:

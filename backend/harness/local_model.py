@@ -23,7 +23,8 @@ form ``{"type": "json_schema", "json_schema": {"schema": ...}}`` with a 500 (whi
 retries twice), so the shim turns the second into the first; it also maps ``max_completion_tokens``
 to ``max_tokens``. The grammar-constrained output then parses against the schema.
 
-This module uses the standard library only (it runs inside the local venv as well).
+This module uses the standard library only at import (it runs inside the local venv as well); the folders
+come from prelabel's Settings, read when a function needs them.
 """
 
 from __future__ import annotations
@@ -126,10 +127,13 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def cache_dir() -> Path:
-    """prelabel's cache folder: $PRELABEL_CACHE_DIR, else $XDG_CACHE_HOME/prelabel, else ~/.cache/prelabel."""
-    explicit = os.environ.get("PRELABEL_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
+    """prelabel's cache folder: the PRELABEL_CACHE_DIR setting, else $XDG_CACHE_HOME/prelabel, else
+    ~/.cache/prelabel."""
+    from prelabel.settings import Settings  # here: this file also runs in the local venv, without prelabel
+
+    explicit = Settings().prelabel_cache_dir
+    if explicit is not None:
+        return explicit.expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "prelabel"
 
@@ -139,9 +143,11 @@ def wheel_cache_dir() -> Path:
 
 
 def default_venv_dir() -> Path:
-    """The local model venv: $PRELABEL_LOCAL_VENV, else .venv-localmodel in the working folder (the Makefile sets
-    it to the checkout's)."""
-    return Path(os.environ.get("PRELABEL_LOCAL_VENV") or ".venv-localmodel").expanduser().resolve()
+    """The local model venv: the PRELABEL_LOCAL_VENV setting, by default .venv-localmodel in the working folder
+    (the Makefile sets it to the checkout's)."""
+    from prelabel.settings import Settings  # here: this file also runs in the local venv, without prelabel
+
+    return Settings().prelabel_local_venv.expanduser().resolve()
 
 
 def venv_python(venv_dir: Path | None = None) -> Path:
