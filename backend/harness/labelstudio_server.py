@@ -38,9 +38,9 @@ from prelabel.settings import Settings
 
 __all__ = [
     "LS_VERSION",
-    "LabelStudioError",
     "LabelStudioInstallError",
     "LabelStudioServer",
+    "LabelStudioServerError",
     "LabelStudioStartError",
     "PortInUseError",
     "default_venv",
@@ -71,15 +71,16 @@ BACKEND_FRIENDLY_ENV = {
 }
 
 
-class LabelStudioError(RuntimeError):
-    """Base class for everything that can go wrong while running Label Studio."""
+class LabelStudioServerError(RuntimeError):
+    """Base class for everything that can go wrong while installing or running a Label Studio server (the
+    client's errors are prelabel.labelstudio.LabelStudioError)."""
 
 
-class LabelStudioInstallError(LabelStudioError):
+class LabelStudioInstallError(LabelStudioServerError):
     pass
 
 
-class LabelStudioStartError(LabelStudioError):
+class LabelStudioStartError(LabelStudioServerError):
     pass
 
 
@@ -315,7 +316,7 @@ class LabelStudioServer:
                 if name == "username" and given == DEFAULT_USERNAME:
                     given = None
                 if given is not None and given != getattr(stored, name):
-                    raise LabelStudioError(
+                    raise LabelStudioServerError(
                         f"{self.data_dir} was initialised with a different {name}; Label Studio "
                         "only sets credentials when it creates the user. Omit it, or use a new data dir."
                     )

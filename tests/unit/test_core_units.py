@@ -253,3 +253,16 @@ def test_harness_folders_come_from_settings(tmp_path, monkeypatch):
     monkeypatch.delenv("PRELABEL_LS_VENV")
     (tmp_path / ".env").write_text("PRELABEL_LS_VENV=from-dotenv\n")
     assert labelstudio_server.default_venv() == tmp_path / "from-dotenv"
+
+
+def test_a_label_studio_data_dir_keeps_its_credentials(tmp_path):
+    from prelabel.harness.labelstudio_server import LabelStudioServer, LabelStudioServerError
+    from prelabel.labelstudio import LabelStudioError
+
+    first = LabelStudioServer(tmp_path, password="first-password")
+    (tmp_path / "label_studio.sqlite3").touch()  # as after Label Studio's first start
+    again = LabelStudioServer(tmp_path)
+    assert (again.password, again.token) == ("first-password", first.token)
+    with pytest.raises(LabelStudioServerError, match="initialised with a different password") as raised:
+        LabelStudioServer(tmp_path, password="other-password")
+    assert not isinstance(raised.value, LabelStudioError)  # the server's errors are not the client's
