@@ -92,19 +92,15 @@ class PortInUseError(LabelStudioStartError):
 
 
 def _say(message: str) -> None:
-    """Progress for a human: through logging, or on stderr if nobody configured logging.
+    """Progress for a human: through logging (the CLI renders it on its console), or on stderr if nobody
+    configured logging.
 
     Why: a 2-minute silent install looks like a hang, and library code must not assume the
     caller set up logging handlers.
     """
     logger.info(message)
     if not logging.getLogger().hasHandlers() and not logger.hasHandlers():
-        try:
-            from rich.console import Console
-
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[dim]label-studio:[/dim] {message}")
-        except ImportError:  # rich is a dependency, but progress must never crash the install
-            print(f"label-studio: {message}", file=sys.stderr, flush=True)
+        print(f"label-studio: {message}", file=sys.stderr, flush=True)
 
 
 def default_venv() -> Path:

@@ -266,3 +266,17 @@ def test_a_label_studio_data_dir_keeps_its_credentials(tmp_path):
     with pytest.raises(LabelStudioServerError, match="initialised with a different password") as raised:
         LabelStudioServer(tmp_path, password="other-password")
     assert not isinstance(raised.value, LabelStudioError)  # the server's errors are not the client's
+
+
+def test_label_studio_progress_goes_through_logging(caplog, capsys, monkeypatch):
+    import logging
+
+    from prelabel.harness import labelstudio_server
+
+    with caplog.at_level(logging.INFO, logger="prelabel.labelstudio"):
+        labelstudio_server._say("Installing Label Studio [1/2]")
+    assert [record.getMessage() for record in caplog.records] == ["Installing Label Studio [1/2]"]
+    assert capsys.readouterr().err == ""  # the CLI's logging handler renders it
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # nobody configured logging
+    labelstudio_server._say("Starting Label Studio [2/2]")
+    assert capsys.readouterr().err == "label-studio: Starting Label Studio [2/2]\n"
