@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 LLAMA_CPP_VERSION = "0.3.36"
 LLAMA_CPP_REQUIREMENT = f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}"
@@ -586,7 +586,7 @@ class LocalModelServer:
         self.port: int | None = None
         self.model_names: list[str] = []
         self._proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
         self._config_path: Path | None = None
 
     # -- starting ----------------------------------------------------------------------------------
@@ -882,12 +882,13 @@ def _watch_parent() -> None:
 
 def _serve(argv: list[str]) -> None:
     _watch_parent()
+    # llama_cpp is installed in the local venv only, where this runs; mypy checks prelabel's own environment.
     if os.environ.get("PRELABEL_JSON_SCHEMA_SHIM", "1") == "1":
-        import llama_cpp.server.app as server_app
+        import llama_cpp.server.app as server_app  # type: ignore[import-not-found]
 
         original = server_app.create_app
         server_app.create_app = lambda *a, **k: _shim(original(*a, **k))  # before __main__ binds it
-    import llama_cpp.server.__main__ as server_main
+    import llama_cpp.server.__main__ as server_main  # type: ignore[import-not-found]
 
     sys.argv = ["llama_cpp.server", *argv]
     server_main.main()
