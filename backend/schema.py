@@ -6,6 +6,8 @@ table schema_migrations, with its time. `connect` opens the file and applies the
 BEGIN IMMEDIATE transaction: several processes (gunicorn workers, a CLI run) opening the same file at once
 queue on SQLite's write lock, and each reads the version again once it holds the lock, so every step runs once.
 A file from a newer prelabel (a version above the last one known here) is refused, never written.
+
+To change the schema, append Migration(<last number + 1>, ...) to MIGRATIONS; never edit one that has shipped.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     try:
+        _checked_version(db, SCHEMA_VERSION)  # a newer prelabel's file is refused before anything is written
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=30000")
