@@ -72,7 +72,7 @@ class ModelRef(BaseModel, frozen=True):
                 "(use 'openai' for any OpenAI-compatible endpoint, e.g. openai:llama3.1 with a base URL)"
             )
         return cls(
-            provider=provider,  # type: ignore[arg-type]
+            provider=provider,
             model=model,
             base_url=base_url or None,
             family=family_of(model, provider, family),

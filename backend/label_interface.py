@@ -189,7 +189,7 @@ def parse_label_config(xml: str) -> LabelConfig:
         )
     object_tag, data_key = objects[label.to_name]
     return LabelConfig(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         object_name=label.to_name,
         object_tag=object_tag,
         data_key=data_key,

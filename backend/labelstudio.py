@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
+from label_studio_sdk.types import AllRolesProjectList, SerializationOptionRequest, SerializationOptionsRequest
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 log = logging.getLogger("prelabel")
@@ -100,6 +101,7 @@ class LabelStudioClient:
 
     @_label_studio_call("list projects", idempotent=True)
     def find_project(self, title: str) -> Any | None:
+        project: AllRolesProjectList
         for project in self.sdk.projects.list():
             if project.title == title:
                 return project
@@ -146,8 +148,11 @@ class LabelStudioClient:
         """Import tasks (each may carry "predictions") and return the new task ids."""
         ids: list[int] = []
         for start in range(0, len(tasks), batch_size):
+            # Plain dicts, sent as they are: the SDK's request models would copy and validate each task.
             response = self.sdk.projects.import_tasks(
-                id=project_id, request=tasks[start : start + batch_size], return_task_ids=True
+                id=project_id,
+                request=tasks[start : start + batch_size],  # type: ignore[arg-type]
+                return_task_ids=True,
             )
             ids.extend(getattr(response, "task_ids", None) or [])
         return ids
@@ -207,11 +212,16 @@ class LabelStudioClient:
     def export(self, project_id: int, title: str = "prelabel pull", timeout: float = 300.0) -> list[dict[str, Any]]:
         """Every task with its annotations and full predictions (not only their ids)."""
         snapshot = self.sdk.projects.exports.create(
-            id=project_id, title=title, serialization_options={"predictions": {"only_id": False}}
+            id=project_id,
+            title=title,
+            serialization_options=SerializationOptionsRequest(predictions=SerializationOptionRequest(only_id=False)),
         )
+        if snapshot.id is None:
+            raise LabelStudioError(f"project {project_id}: Label Studio created an export without an id")
+        export_id = snapshot.id
         deadline = time.monotonic() + timeout
         while True:
-            status = self.sdk.projects.exports.get(id=project_id, export_pk=snapshot.id).status
+            status = self.sdk.projects.exports.get(id=project_id, export_pk=export_id).status
             if status == "completed":
                 break
             if status == "failed":
@@ -219,10 +229,10 @@ class LabelStudioClient:
             if time.monotonic() > deadline:
                 raise LabelStudioError(f"project {project_id}: export not ready after {timeout:.0f} s")
             time.sleep(0.5)
-        body = b"".join(self.sdk.projects.exports.download(id=project_id, export_pk=snapshot.id, export_type="JSON"))
+        body = b"".join(self.sdk.projects.exports.download(id=project_id, export_pk=export_id, export_type="JSON"))
         tasks = json.loads(body)
         try:
-            self.sdk.projects.exports.delete(id=project_id, export_pk=snapshot.id)
+            self.sdk.projects.exports.delete(id=project_id, export_pk=export_id)
         except Exception:  # a leftover snapshot is harmless; the data is already read
-            log.debug("could not delete export snapshot %s", snapshot.id)
+            log.debug("could not delete export snapshot %s", export_id)
         return tasks

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from prelabel.families import ModelRef
 from prelabel.fencing import RENDER_FORMAT, fence
+from prelabel.schema import connect
 
 PROMPTS_DIR = Path(str(files("prelabel").joinpath("prompt_templates")))  # package data
 
@@ -112,18 +113,6 @@ INPUT_SECTIONS = {
 
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
-_REGISTRY_SCHEMA = """
-CREATE TABLE IF NOT EXISTS prompt_versions (
-    name TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    path TEXT NOT NULL,
-    origin TEXT,
-    created_at REAL NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS prompt_versions_content ON prompt_versions (kind, content_hash);
-"""
-
 
 def with_input_section(text: str, kind: str) -> str:
     """A reviewer's instruction as a template: kept as is when it places the input itself."""
@@ -148,7 +137,8 @@ class PromptVersion(BaseModel):
 
 
 class PromptRegistry:
-    """Named annotator prompt versions: a file per version under MODEL_DIR/prompts and a row in the store.
+    """Named annotator prompt versions: a file per version under MODEL_DIR/prompts and a row in the store's
+    prompt_versions table (backend/schema.py).
 
     The same text saved twice is one version (found by its hash), so a reviewer re-sending an instruction
     never multiplies versions.
@@ -159,12 +149,7 @@ class PromptRegistry:
         self.store_path = Path(store_path)
 
     def _connect(self) -> sqlite3.Connection:
-        self.store_path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.store_path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=30000")
-        db.row_factory = sqlite3.Row
-        db.executescript(_REGISTRY_SCHEMA)
-        return db
+        return connect(self.store_path)  # the store's file, its schema (prompt_versions too) up to date
 
     def save(
         self, text: str, kind: str, name: str | None = None, base_name: str = "prompt", origin: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prelabel.families import ModelRef
@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     # A JSON or TOML price table over the built-in list prices (USD per 1M tokens)
     prelabel_prices: Path | None = Field(None, alias="PRELABEL_PRICES")
 
-    # Where the harness keeps what it builds: the Label Studio and local model virtual environments, wheels
+    # Where the harness keeps what it builds: the Label Studio and local model virtual environments (relative to
+    # the working folder), and wheels and models (None: $XDG_CACHE_HOME/prelabel, else ~/.cache/prelabel)
     prelabel_ls_venv: Path = Field(Path(".venv-labelstudio"), alias="PRELABEL_LS_VENV")
     prelabel_local_venv: Path = Field(Path(".venv-localmodel"), alias="PRELABEL_LOCAL_VENV")
     prelabel_cache_dir: Path | None = Field(None, alias="PRELABEL_CACHE_DIR")
@@ -78,6 +79,15 @@ class Settings(BaseSettings):
     @classmethod
     def _provider_model(cls, value: str) -> str:
         ModelRef.parse(value)  # raises a clear error on a malformed value
+        return value
+
+    @field_validator("prelabel_ls_venv", "prelabel_local_venv", "prelabel_cache_dir", mode="before")
+    @classmethod
+    def _empty_folder_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """An empty variable means the default folder (Path("") would be the working folder)."""
+        if value == "":
+            assert info.field_name is not None
+            return cls.model_fields[info.field_name].default
         return value
 
     @cached_property

@@ -2,7 +2,8 @@
 corrections from the webhook.
 
 One SQLite file in WAL mode with a busy timeout, one connection per thread, so several gunicorn workers
-and their threads can share it. Each write is one short transaction.
+and their threads can share it. Each write is one short transaction. Its tables and their migrations are
+backend/schema.py's.
 """
 
 from __future__ import annotations
@@ -16,60 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prelabel.providers import Completion
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS llm_cache (
-    key TEXT PRIMARY KEY,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    completion TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS llm_calls (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    role TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    cache_key TEXT NOT NULL,
-    cached INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    latency_ms REAL NOT NULL DEFAULT 0,
-    error TEXT
-);
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    project TEXT,
-    task_id TEXT,
-    model_version TEXT NOT NULL,
-    label TEXT,
-    level INTEGER,
-    score REAL,
-    reason TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS predictions_task ON predictions (task_id);
-CREATE TABLE IF NOT EXISTS corrections (
-    annotation_id TEXT PRIMARY KEY,
-    at REAL NOT NULL,
-    action TEXT NOT NULL,
-    project TEXT,
-    task_id TEXT,
-    parent_prediction TEXT,
-    corrected_label TEXT,
-    reviewer_level INTEGER,
-    was_cancelled INTEGER NOT NULL DEFAULT 0,
-    deleted INTEGER NOT NULL DEFAULT 0,
-    payload TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS projects (
-    project TEXT PRIMARY KEY,
-    label_config TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
+from prelabel.schema import connect
 
 
 def cache_key(provider: str, model: str, base_url: str | None, params_json: str, prompt: str) -> str:
@@ -110,19 +58,13 @@ def call_row(
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._connection().executescript(_SCHEMA)
+        self._connection()  # creates the file or brings its schema up to date now, not at the first call
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            db.row_factory = sqlite3.Row
-            self._local.db = db
+            db = self._local.db = connect(self.path)
         return db
 
     def _transaction(self) -> _Transaction:

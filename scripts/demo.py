@@ -25,9 +25,9 @@ def demo(
     """Start Label Studio and the backend, push a random round of real dialogues, get predictions, and keep
     the servers up for review until Ctrl-C."""
     from prelabel.harness.demo import DemoError, DemoOptions, run_demo
-    from prelabel.harness.labelstudio_server import LabelStudioError as ServerError
+    from prelabel.harness.labelstudio_server import LabelStudioServerError
     from prelabel.harness.local_model import LocalModelError
-    from prelabel.labelstudio import LabelStudioError as ClientError
+    from prelabel.labelstudio import LabelStudioError
 
     load_settings()
     options = DemoOptions(ls_port=ls_port, backend_port=backend_port, sample=sample, seed=seed)
@@ -42,7 +42,7 @@ def demo(
         except KeyboardInterrupt:
             console.print("interrupted: stopping every process the demo started")
             raise typer.Exit(130) from None
-        except (DemoError, ServerError, ClientError, LocalModelError, OSError) as error:
+        except (DemoError, LabelStudioServerError, LabelStudioError, LocalModelError, OSError) as error:
             console.print(f"[red]demo failed:[/red] {error}")
             console.print("Every process the demo started is being stopped.")
             raise typer.Exit(1) from None

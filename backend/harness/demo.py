@@ -19,11 +19,11 @@ from pydantic import BaseModel
 
 from prelabel import label_config
 from prelabel.data import DIALOGSUM_ATTRIBUTION, dialogsum_dev
+from prelabel.harness.backend_process import serve_in_background
 from prelabel.harness.labelstudio_server import LabelStudioServer, PortInUseError
 from prelabel.labelstudio import LabelStudioClient
 from prelabel.push import push_round
 from prelabel.records import reviewed_tasks
-from prelabel.harness.backend_process import serve_in_background
 
 DEMO_PROJECT = "prelabel demo: DialogSum summaries"
 POOL_ATTRIBUTION = f"{DIALOGSUM_ATTRIBUTION}; see prelabel/data/dialogsum/README.md"

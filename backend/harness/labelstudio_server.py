@@ -34,11 +34,13 @@ from typing import IO
 
 import requests
 
+from prelabel.settings import Settings
+
 __all__ = [
     "LS_VERSION",
-    "LabelStudioError",
     "LabelStudioInstallError",
     "LabelStudioServer",
+    "LabelStudioServerError",
     "LabelStudioStartError",
     "PortInUseError",
     "default_venv",
@@ -69,15 +71,16 @@ BACKEND_FRIENDLY_ENV = {
 }
 
 
-class LabelStudioError(RuntimeError):
-    """Base class for everything that can go wrong while running Label Studio."""
+class LabelStudioServerError(RuntimeError):
+    """Base class for everything that can go wrong while installing or running a Label Studio server (the
+    client's errors are prelabel.labelstudio.LabelStudioError)."""
 
 
-class LabelStudioInstallError(LabelStudioError):
+class LabelStudioInstallError(LabelStudioServerError):
     pass
 
 
-class LabelStudioStartError(LabelStudioError):
+class LabelStudioStartError(LabelStudioServerError):
     pass
 
 
@@ -89,25 +92,21 @@ class PortInUseError(LabelStudioStartError):
 
 
 def _say(message: str) -> None:
-    """Progress for a human: through logging, or on stderr if nobody configured logging.
+    """Progress for a human: through logging (the CLI renders it on its console), or on stderr if nobody
+    configured logging.
 
     Why: a 2-minute silent install looks like a hang, and library code must not assume the
     caller set up logging handlers.
     """
     logger.info(message)
     if not logging.getLogger().hasHandlers() and not logger.hasHandlers():
-        try:
-            from rich.console import Console
-
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[dim]label-studio:[/dim] {message}")
-        except ImportError:  # rich is a dependency, but progress must never crash the install
-            print(f"label-studio: {message}", file=sys.stderr, flush=True)
+        print(f"label-studio: {message}", file=sys.stderr, flush=True)
 
 
 def default_venv() -> Path:
-    """PRELABEL_LS_VENV, else .venv-labelstudio in the working folder (the Makefile sets it to the checkout's)."""
-    env = os.environ.get("PRELABEL_LS_VENV")
-    return Path(env or ".venv-labelstudio").expanduser().resolve()
+    """The PRELABEL_LS_VENV setting, by default .venv-labelstudio in the working folder (the Makefile sets it to
+    the checkout's)."""
+    return Settings().prelabel_ls_venv.expanduser().resolve()
 
 
 def _bin_dir(venv: Path) -> Path:
@@ -313,7 +312,7 @@ class LabelStudioServer:
                 if name == "username" and given == DEFAULT_USERNAME:
                     given = None
                 if given is not None and given != getattr(stored, name):
-                    raise LabelStudioError(
+                    raise LabelStudioServerError(
                         f"{self.data_dir} was initialised with a different {name}; Label Studio "
                         "only sets credentials when it creates the user. Omit it, or use a new data dir."
                     )

@@ -23,7 +23,8 @@ form ``{"type": "json_schema", "json_schema": {"schema": ...}}`` with a 500 (whi
 retries twice), so the shim turns the second into the first; it also maps ``max_completion_tokens``
 to ``max_tokens``. The grammar-constrained output then parses against the schema.
 
-This module uses the standard library only (it runs inside the local venv as well).
+This module uses the standard library only at import (it runs inside the local venv as well); the folders
+come from prelabel's Settings, read when a function needs them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 LLAMA_CPP_VERSION = "0.3.36"
 LLAMA_CPP_REQUIREMENT = f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}"
@@ -126,10 +127,13 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def cache_dir() -> Path:
-    """prelabel's cache folder: $PRELABEL_CACHE_DIR, else $XDG_CACHE_HOME/prelabel, else ~/.cache/prelabel."""
-    explicit = os.environ.get("PRELABEL_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
+    """prelabel's cache folder: the PRELABEL_CACHE_DIR setting, else $XDG_CACHE_HOME/prelabel, else
+    ~/.cache/prelabel."""
+    from prelabel.settings import Settings  # here: this file also runs in the local venv, without prelabel
+
+    explicit = Settings().prelabel_cache_dir
+    if explicit is not None:
+        return explicit.expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "prelabel"
 
@@ -139,9 +143,11 @@ def wheel_cache_dir() -> Path:
 
 
 def default_venv_dir() -> Path:
-    """The local model venv: $PRELABEL_LOCAL_VENV, else .venv-localmodel in the working folder (the Makefile sets
-    it to the checkout's)."""
-    return Path(os.environ.get("PRELABEL_LOCAL_VENV") or ".venv-localmodel").expanduser().resolve()
+    """The local model venv: the PRELABEL_LOCAL_VENV setting, by default .venv-localmodel in the working folder
+    (the Makefile sets it to the checkout's)."""
+    from prelabel.settings import Settings  # here: this file also runs in the local venv, without prelabel
+
+    return Settings().prelabel_local_venv.expanduser().resolve()
 
 
 def venv_python(venv_dir: Path | None = None) -> Path:
@@ -580,7 +586,7 @@ class LocalModelServer:
         self.port: int | None = None
         self.model_names: list[str] = []
         self._proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
         self._config_path: Path | None = None
 
     # -- starting ----------------------------------------------------------------------------------
@@ -876,12 +882,13 @@ def _watch_parent() -> None:
 
 def _serve(argv: list[str]) -> None:
     _watch_parent()
+    # llama_cpp is installed in the local venv only, where this runs; mypy checks prelabel's own environment.
     if os.environ.get("PRELABEL_JSON_SCHEMA_SHIM", "1") == "1":
-        import llama_cpp.server.app as server_app
+        import llama_cpp.server.app as server_app  # type: ignore[import-not-found]
 
         original = server_app.create_app
         server_app.create_app = lambda *a, **k: _shim(original(*a, **k))  # before __main__ binds it
-    import llama_cpp.server.__main__ as server_main
+    import llama_cpp.server.__main__ as server_main  # type: ignore[import-not-found]
 
     sys.argv = ["llama_cpp.server", *argv]
     server_main.main()

@@ -12,9 +12,9 @@ the live answer's shape. Request and result shapes follow the providers' documen
   GET its results_url: JSONL {custom_id, result: {type: succeeded|errored|expired|canceled, ...}}, in no
   particular order.
 
-Knobs: `polls_until_done` (status polls answered "in progress" first), `hold` (providers whose batches do not end), `expire_plan`
-(the next batches end expired after running that many requests each), `request_error` (per-request provider errors),
-`limits` (the documented per-job limits, enforced with a 400).
+Knobs: `polls_until_done` (status polls answered "in progress" first), `hold` (providers whose batches do not
+end), `expire_plan` (the next batches end expired after running that many requests each), `request_error`
+(per-request provider errors), `limits` (the documented per-job limits, enforced with a 400).
 """
 
 from __future__ import annotations
@@ -185,7 +185,8 @@ class FakeBatchServer(FakeProvider):
         fields: dict[str, tuple[str | None, bytes]] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            payload = part.get_payload(decode=True)  # bytes for a part that is not itself multipart
+            fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
         if fields.get("purpose", (None, b""))[1] != b"batch":
             raise FakeBatchError(400, "purpose must be 'batch'")
         if "file" not in fields:

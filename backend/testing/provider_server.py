@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -39,7 +39,7 @@ class FakeToken:
     logprob: float | None = None
 
 
-TokenSpec = Union[FakeToken, Sequence[Any], Mapping[str, Any]]
+TokenSpec = FakeToken | Sequence[Any] | Mapping[str, Any]
 
 
 @dataclass
@@ -390,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:

@@ -216,3 +216,67 @@ def test_sentiment_config_is_classification():
 def test_unusable_configs_say_why(xml, message):
     with pytest.raises(LabelConfigError, match=message):
         parse_label_config(xml)
+
+
+# -- the harness's folders are settings ----------------------------------------------------------------
+
+
+def test_harness_folders_come_from_settings(tmp_path, monkeypatch):
+    from prelabel.harness import labelstudio_server, local_model
+
+    tmp_path = tmp_path.resolve()
+    monkeypatch.chdir(tmp_path)
+    for name in ("PRELABEL_LS_VENV", "PRELABEL_LOCAL_VENV", "PRELABEL_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert labelstudio_server.default_venv() == tmp_path / ".venv-labelstudio"
+    assert local_model.default_venv_dir() == tmp_path / ".venv-localmodel"
+    assert local_model.cache_dir() == tmp_path / "home" / ".cache" / "prelabel"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert local_model.wheel_cache_dir() == tmp_path / "xdg" / "prelabel" / "wheels"
+
+    monkeypatch.setenv("PRELABEL_LS_VENV", "ls")
+    monkeypatch.setenv("PRELABEL_LOCAL_VENV", str(tmp_path / "local"))
+    monkeypatch.setenv("PRELABEL_CACHE_DIR", "~/cache")
+    assert labelstudio_server.default_venv() == tmp_path / "ls"
+    assert local_model.default_venv_dir() == tmp_path / "local"
+    assert local_model.cache_dir() == tmp_path / "home" / "cache"
+
+    # an empty variable is the default, as before these were settings
+    for name in ("PRELABEL_LS_VENV", "PRELABEL_LOCAL_VENV", "PRELABEL_CACHE_DIR"):
+        monkeypatch.setenv(name, "")
+    assert labelstudio_server.default_venv() == tmp_path / ".venv-labelstudio"
+    assert local_model.default_venv_dir() == tmp_path / ".venv-localmodel"
+    assert local_model.cache_dir() == tmp_path / "xdg" / "prelabel"
+
+    # and a .env file in the working folder counts, like for every other setting
+    monkeypatch.delenv("PRELABEL_LS_VENV")
+    (tmp_path / ".env").write_text("PRELABEL_LS_VENV=from-dotenv\n")
+    assert labelstudio_server.default_venv() == tmp_path / "from-dotenv"
+
+
+def test_a_label_studio_data_dir_keeps_its_credentials(tmp_path):
+    from prelabel.harness.labelstudio_server import LabelStudioServer, LabelStudioServerError
+    from prelabel.labelstudio import LabelStudioError
+
+    first = LabelStudioServer(tmp_path, password="first-password")
+    (tmp_path / "label_studio.sqlite3").touch()  # as after Label Studio's first start
+    again = LabelStudioServer(tmp_path)
+    assert (again.password, again.token) == ("first-password", first.token)
+    with pytest.raises(LabelStudioServerError, match="initialised with a different password") as raised:
+        LabelStudioServer(tmp_path, password="other-password")
+    assert not isinstance(raised.value, LabelStudioError)  # the server's errors are not the client's
+
+
+def test_label_studio_progress_goes_through_logging(caplog, capsys, monkeypatch):
+    import logging
+
+    from prelabel.harness import labelstudio_server
+
+    with caplog.at_level(logging.INFO, logger="prelabel.labelstudio"):
+        labelstudio_server._say("Installing Label Studio [1/2]")
+    assert [record.getMessage() for record in caplog.records] == ["Installing Label Studio [1/2]"]
+    assert capsys.readouterr().err == ""  # the CLI's logging handler renders it
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # nobody configured logging
+    labelstudio_server._say("Starting Label Studio [2/2]")
+    assert capsys.readouterr().err == "label-studio: Starting Label Studio [2/2]\n"
