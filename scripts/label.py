@@ -265,9 +265,10 @@ def _dry_run(settings, config, input, output, input_field, retry_failed, sample,
 
 
 def _run_batch(settings, config, input, output, input_field, retry_failed, poll, wait):  # type: ignore[no-untyped-def]
-    from prelabel.batch_api import BatchError, BatchOptions, BatchStateError, label_file_batch
+    from prelabel.batch_api import BatchOptions, BatchStateError, label_file_batch
     from prelabel.families import SameFamilyError
     from prelabel.providers import ProviderError
+    from prelabel.providers.batch import BatchError
 
     try:
         return label_file_batch(
