@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from prelabel.dialogue import InputError, parse_dialogue, parse_text
 from prelabel.label_interface import LabelConfig, parse_label_config
+from prelabel.predictions import prediction_for, split_prompt_control
 from prelabel.records import ROUND_FIELD, SOURCE_ID_FIELD
 from prelabel.tasks_io import iter_records
 
@@ -133,9 +134,6 @@ def push_round(
 ) -> PushResult:
     """Create or reuse the project, draw a fresh sample, import it (with locally computed predictions when
     an engine is given), and optionally connect the ML backend and ask Label Studio for predictions."""
-    from prelabel.label_interface import parse_label_config
-    from prelabel.model import prediction_for
-
     project = client.ensure_project(project_title, label_config_xml)
     config = parse_label_config(project.label_config or label_config_xml)
     pool = read_pool(pool_path, input_field or config.data_key)
@@ -287,8 +285,6 @@ def import_outcomes(
     predictions of model_versions it lacks. `model_version` becomes the project's, the one the Data Manager's
     prediction score counts, and a "weakest first" tab orders tasks by that score.
     """
-    from prelabel.model import prediction_for, split_prompt_control
-
     project_obj = resolve_project(client, project, label_config_xml)
     config = parse_label_config(split_prompt_control(project_obj.label_config or label_config_xml)[0])
     existing = _guarded("list the project's tasks", _tasks_by_source, client, project_obj.id, idempotent=True)

@@ -56,7 +56,8 @@ def predict(
 ) -> None:
     """Label tasks without Label Studio and print one prediction per line."""
     from prelabel.label_interface import LabelConfigError
-    from prelabel.model import PrelabelModel, prediction_for
+    from prelabel.model import PrelabelModel
+    from prelabel.predictions import prediction_for
     from prelabel.tasks_io import TaskFileError, read_tasks
 
     settings = load_settings()
