@@ -52,18 +52,17 @@ from prelabel.bulk import (
     Item,
     OutputWriter,
     Progress,
-    build_engine,
-    close_engine,
     interrupt_on_sigterm,
     iter_items,
     prepare_output,
 )
 from prelabel.costs import RoleUsage, UsageMeter, batch_prices, load_prices
 from prelabel.dialogue import InputError
+from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.families import ModelRef
 from prelabel.judge import JudgeParseError
 from prelabel.label_interface import LabelConfig
-from prelabel.pipeline import Engine, Labeler, LabelOutcome, parse_judge
+from prelabel.pipeline import Labeler, LabelOutcome, parse_judge
 from prelabel.providers import CallParams, Completion, ProviderError
 from prelabel.providers.batch import (
     PROVIDER_LIMITS,

@@ -22,14 +22,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from prelabel.costs import MeteredClient, RoleUsage, UsageMeter, load_prices
+from prelabel.costs import RoleUsage, UsageMeter, load_prices
+from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.label_interface import LabelConfig
-from prelabel.pipeline import Engine, Labeler, LabelOutcome
-from prelabel.providers import Completion, LLMClient
+from prelabel.pipeline import Labeler, LabelOutcome
 from prelabel.push import source_id
-from prelabel.ratelimit import RateLimitSettings, limited
 from prelabel.settings import Settings
-from prelabel.store import INSERT_CALL, Store, call_row
+from prelabel.store import BatchedLogStore
 from prelabel.tasks_io import TaskFileError, iter_records, jsonl_lines
 
 MAX_LISTED_FAILURES = 20
@@ -253,96 +252,6 @@ def count_records(path: Path) -> int | None:
     return count
 
 
-class BatchedLogStore(Store):
-    """The store with the usage log (llm_calls) written in batches by one thread.
-
-    Store.log_call commits one transaction per call, cache hits included; with dozens of threads the
-    writers queue on SQLite's lock (its busy handler sleeps in steps of milliseconds) and a cached rerun
-    runs at half speed. Here rows are queued and committed together every `interval` seconds. The cache
-    itself is still written at once by Store.save_completion. At most `interval` seconds of usage rows are
-    lost if the process is killed.
-    """
-
-    def __init__(self, path: Path, interval: float = 0.2):
-        super().__init__(path)
-        self._rows: list[tuple[Any, ...]] = []
-        self._rows_lock = threading.Lock()
-        self._interval = interval
-        self._stop = threading.Event()
-        self._writer = threading.Thread(target=self._loop, name="prelabel-usage-log", daemon=True)
-        self._writer.start()
-
-    def log_call(
-        self, *, role: str, provider: str, model: str, key: str, completion: Completion | None, error: str | None = None
-    ) -> None:
-        row = call_row(role, provider, model, key, completion, error)
-        with self._rows_lock:
-            self._rows.append(row)
-
-    def flush(self) -> None:
-        with self._rows_lock:
-            rows, self._rows = self._rows, []
-        if rows:
-            with self._transaction() as db:
-                db.executemany(INSERT_CALL, rows)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.flush()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._writer.join(timeout=5)
-        self.flush()
-
-
-# -- the engine -------------------------------------------------------------------------------------------
-
-
-def build_engine(
-    settings: Settings,
-    meter: UsageMeter | None = None,
-    limits: RateLimitSettings | None = None,
-    clients: tuple[LLMClient, LLMClient] | None = None,
-    *,
-    store: Store | None = None,
-) -> Engine:
-    """The Engine of every command and of the ML backend: its clients report usage to `meter` and wait for
-    the roles' rate limits (PRELABEL_<ROLE>_RPM/TPM), whose budget every process using this MODEL_DIR
-    shares: gunicorn workers and `prelabel label` runs draw on one.
-
-    `store` defaults to the usage log batched for bulk runs; the backend and short commands pass a plain
-    `Store`, whose rows are written at once.
-    """
-    store = store or BatchedLogStore(settings.store_path)
-    try:
-        engine = Engine(
-            settings,
-            store=store,
-            annotator_client=clients[0] if clients else None,
-            judge_client=clients[1] if clients else None,
-        )
-    except Exception:
-        close_store(store)  # e.g. a same-family judge: no writer thread left behind
-        raise
-    limits = limits or RateLimitSettings()
-    shared_dir = rate_limit_dir(settings)
-
-    def wrap(client: LLMClient, role: str) -> LLMClient:
-        if meter is not None:
-            client = MeteredClient(client, role, meter)
-        return limited(client, role, limits, shared_dir)
-
-    engine.annotator = wrap(engine.annotator, "annotator")
-    engine.judge = wrap(engine.judge, "judge")
-    return engine
-
-
-def rate_limit_dir(settings: Settings) -> Path:
-    """Where the shared rate-limit buckets live (beside the store)."""
-    return settings.model_dir / "ratelimit"
-
-
 class Progress(BaseModel):
     """A snapshot for progress displays."""
 
@@ -524,16 +433,6 @@ def label_file(
             engine.store.flush()
         if own_engine:
             close_engine(engine)
-
-
-def close_engine(engine: Engine) -> None:
-    engine.close()
-    close_store(engine.store)
-
-
-def close_store(store: Store) -> None:
-    if isinstance(store, BatchedLogStore):
-        store.close()
 
 
 class interrupt_on_sigterm:

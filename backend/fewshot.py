@@ -24,8 +24,8 @@ from prelabel.metrics import tokenize
 from prelabel.prompts import PromptSet
 
 if TYPE_CHECKING:
+    from prelabel.engine import Engine
     from prelabel.label_interface import LabelConfig
-    from prelabel.pipeline import Engine
 
 EXAMPLES_SLOT = "{examples}"
 

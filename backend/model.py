@@ -5,14 +5,17 @@ the names of the Label Studio ML backend 2.x convention.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from prelabel.label_interface import LabelConfig, LabelConfigError, parse_label_config
-from prelabel.pipeline import Engine, LabelOutcome
 from prelabel.predictions import PromptControl, prediction_for, split_prompt_control
 from prelabel.prompts import PromptError, PromptRegistry, PromptSet, with_input_section
+
+if TYPE_CHECKING:
+    from prelabel.engine import Engine
+    from prelabel.pipeline import LabelOutcome
 
 log = logging.getLogger("prelabel")
 

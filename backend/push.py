@@ -22,8 +22,9 @@ from prelabel.records import ROUND_FIELD, SOURCE_ID_FIELD
 from prelabel.tasks_io import iter_records
 
 if TYPE_CHECKING:
+    from prelabel.engine import Engine
     from prelabel.labelstudio import LabelStudioClient
-    from prelabel.pipeline import Engine, LabelOutcome
+    from prelabel.pipeline import LabelOutcome
 
 _ID_FIELDS = (SOURCE_ID_FIELD, "id", "fname", "uid", "uuid")
 

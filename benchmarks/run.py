@@ -191,7 +191,7 @@ def post_predict(base: str, tasks: list[dict[str, Any]]) -> tuple[float, dict[st
 
 def bench_predict(url: str, latency: float, work: Path, tasks_count: int, reference_count: int) -> list[Row]:
     from prelabel.app import create_app
-    from prelabel.bulk import close_engine
+    from prelabel.engine import close_engine
     from prelabel.settings import Settings
 
     source = dialogues()

@@ -15,7 +15,7 @@ from prelabel.scripts import export as export_command
 from prelabel.scripts import label as label_command
 from prelabel.scripts import pull as pull_command
 from prelabel.scripts import push as push_command
-from prelabel.scripts.common import build_engine, console, fail, label_config_path, load_settings
+from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, load_settings
 
 app = typer.Typer(help="LLM pre-labelling with a cross-family LLM judge, for Label Studio.", no_args_is_help=True)
 app.command(name="push")(push_command.push)
@@ -37,7 +37,7 @@ def serve(
 ) -> None:
     """Serve the Label Studio ML backend (gunicorn)."""
     settings = load_settings()
-    build_engine(settings).close()  # fail fast on a same-family judge or a missing key, before forking
+    engine_or_exit(settings).close()  # fail fast on a same-family judge or a missing key, before forking
     from prelabel.server import run_gunicorn
 
     console.print(
@@ -61,7 +61,7 @@ def predict(
     from prelabel.tasks_io import TaskFileError, read_tasks
 
     settings = load_settings()
-    engine = build_engine(settings)
+    engine = engine_or_exit(settings)
     try:
         tasks = read_tasks(tasks_file)
         model = PrelabelModel(engine, label_config.read_text(encoding="utf-8"))

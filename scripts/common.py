@@ -16,8 +16,8 @@ from prelabel.providers import ProviderError
 from prelabel.settings import Settings
 
 if TYPE_CHECKING:
+    from prelabel.engine import Engine
     from prelabel.labelstudio import LabelStudioClient
-    from prelabel.pipeline import Engine
 
 console = Console(stderr=True)
 
@@ -56,14 +56,16 @@ def quiet_http_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_engine(settings: Settings) -> Engine:
-    """backend.bulk.build_engine (rate limits shared with other processes) with a usage log written at once,
+def engine_or_exit(settings: Settings) -> Engine:
+    """prelabel.engine.build_engine (rate limits shared with other processes) with a usage log written at once,
     or a clean exit on a same-family judge or an unusable provider."""
-    from prelabel.bulk import build_engine as build
+    # Imported when a command builds an engine, as every command imports its own modules: `prelabel --help`
+    # and the commands that call no model start without loading the labeling stack.
+    from prelabel.engine import build_engine
     from prelabel.store import Store
 
     try:
-        return build(settings, store=Store(settings.store_path))
+        return build_engine(settings, store=Store(settings.store_path))
     except (SameFamilyError, ProviderError) as error:
         raise fail(str(error)) from None
 

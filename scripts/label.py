@@ -87,8 +87,9 @@ def label(
 
 
 def _run(settings, config, input, output, concurrency, input_field, retry_failed, show_progress):  # type: ignore[no-untyped-def]
-    from prelabel.bulk import build_engine, close_engine, count_records, label_file, prepare_output
+    from prelabel.bulk import count_records, label_file, prepare_output
     from prelabel.costs import UsageMeter, format_usd, load_prices
+    from prelabel.engine import build_engine, close_engine
     from prelabel.families import SameFamilyError
     from prelabel.providers import ProviderError
 

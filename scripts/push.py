@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prelabel.scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client
+from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, load_settings, ls_client
 
 
 def push(
@@ -36,7 +36,7 @@ def push(
 
     settings = load_settings()
     client = ls_client(settings, url, api_key)
-    engine = build_engine(settings) if predict else None
+    engine = engine_or_exit(settings) if predict else None
     auth = None
     if settings.basic_auth_user and settings.basic_auth_pass:
         auth = (settings.basic_auth_user, settings.basic_auth_pass.get_secret_value())
