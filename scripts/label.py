@@ -87,10 +87,12 @@ def label(
 
 
 def _run(settings, config, input, output, concurrency, input_field, retry_failed, show_progress):  # type: ignore[no-untyped-def]
-    from prelabel.bulk import count_records, label_file, prepare_output
     from prelabel.costs import UsageMeter, format_usd, load_prices
     from prelabel.engine import build_engine, close_engine
     from prelabel.families import SameFamilyError
+    from prelabel.labeling.items import count_records
+    from prelabel.labeling.live import label_file
+    from prelabel.labeling.output import prepare_output
     from prelabel.providers import ProviderError
 
     meter = UsageMeter(load_prices())
@@ -217,8 +219,9 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
 
 
 def _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch) -> None:  # type: ignore[no-untyped-def]
-    from prelabel.bulk import iter_items, prepare_output, previous_records
     from prelabel.costs import estimate_cost, format_usd
+    from prelabel.labeling.items import iter_items
+    from prelabel.labeling.output import prepare_output, previous_records
 
     state = prepare_output(output, retry_failed, repair=False)
     field = input_field or config.data_key
@@ -266,8 +269,8 @@ def _dry_run(settings, config, input, output, input_field, retry_failed, sample,
 
 
 def _run_batch(settings, config, input, output, input_field, retry_failed, poll, wait):  # type: ignore[no-untyped-def]
-    from prelabel.batch_api import BatchOptions, BatchStateError, label_file_batch
     from prelabel.families import SameFamilyError
+    from prelabel.labeling.batch import BatchOptions, BatchStateError, label_file_batch
     from prelabel.providers import ProviderError
     from prelabel.providers.batch import BatchError
 

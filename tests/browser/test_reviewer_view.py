@@ -18,7 +18,8 @@ from playwright.sync_api import Error as PlaywrightError
 
 from prelabel.engine import Engine
 from prelabel.judge import LEVELS
-from prelabel.push import push_round, source_id
+from prelabel.labeling.items import source_id
+from prelabel.push import push_round
 from prelabel.settings import Settings
 from prelabel.testing import FakeProvider
 from tests.browser.conftest import ARTIFACTS, Tab

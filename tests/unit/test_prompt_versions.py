@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prelabel.bulk import BulkRecord
 from prelabel.label_interface import parse_label_config
+from prelabel.labeling.output import BulkRecord
 from prelabel.model import ContextError, instruction_from_context
 from prelabel.predictions import PromptControl, prediction_for, split_prompt_control
 from prelabel.prompts import PromptError, PromptRegistry, text_hash, with_input_section

@@ -1,10 +1,10 @@
-"""Provider batch APIs as the engine for big pools: `prelabel label --batch-api`.
+"""Labeling a whole pool through the providers' batch APIs: `prelabel label --batch-api`.
 
 OpenAI Batch and Anthropic Message Batches run the same requests as the live path at half the price, within
 24 hours. A run goes:
 
-1. Items not yet in the output (the resume rules of backend/bulk.py: done items are skipped, failed ones tried
-   again, a cut last line repaired) become annotator requests, split into jobs at the provider's limits
+1. Items not yet in the output (the resume rules of prelabel.labeling.output: done items are skipped, failed
+   ones tried again, a cut last line repaired) become annotator requests, split into jobs at the provider's limits
    (OpenAI: 50,000 requests / 200 MB per JSONL file; Anthropic: 100,000 requests / 256 MB per batch).
    Answers already in the call cache are used instead (unless PRELABEL_CACHE is off).
 2. When an annotator job ends, its answers go through the annotator's parser and into the call cache, and a
@@ -45,23 +45,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from prelabel.bulk import (
-    MAX_LISTED_FAILURES,
-    BulkRecord,
-    BulkSummary,
-    Item,
-    OutputWriter,
-    Progress,
-    interrupt_on_sigterm,
-    iter_items,
-    prepare_output,
-)
 from prelabel.costs import RoleUsage, UsageMeter, batch_prices, load_prices
 from prelabel.dialogue import InputError
 from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.families import ModelRef
 from prelabel.judge import JudgeParseError
 from prelabel.label_interface import LabelConfig
+from prelabel.labeling.items import Item, iter_items
+from prelabel.labeling.live import MAX_LISTED_FAILURES, BulkSummary, Progress, interrupt_on_sigterm
+from prelabel.labeling.output import BulkRecord, OutputWriter, prepare_output
 from prelabel.pipeline import Labeler, LabelOutcome, parse_judge
 from prelabel.providers import CallParams, Completion, ProviderError
 from prelabel.providers.batch import (
@@ -153,9 +145,6 @@ class StateFile:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-# -- the run ----------------------------------------------------------------------------------------------
 
 
 class BatchSummary(BulkSummary):
