@@ -158,8 +158,10 @@ class PrelabelModel:
         annotation = data.get("annotation") or {}
         if not isinstance(annotation, dict) or "id" not in annotation:
             raise ValueError("webhook payload has no annotation with an id")
-        task = data.get("task") if isinstance(data.get("task"), dict) else {}
-        project = data.get("project") if isinstance(data.get("project"), dict) else {"id": data.get("project")}
+        task: dict[str, Any] = data["task"] if isinstance(data.get("task"), dict) else {}
+        project: dict[str, Any] = (
+            data["project"] if isinstance(data.get("project"), dict) else {"id": data.get("project")}
+        )
         config = parse_label_config(split_prompt_control(project.get("label_config") or self.label_config or "")[0])
         result = annotation.get("result") or []
         parent = annotation.get("parent_prediction")

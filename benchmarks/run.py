@@ -310,7 +310,8 @@ def bench_memory(url: str, work: Path, items: int, concurrency: int) -> list[Row
     return [
         Row(
             figure=f"(d) peak RSS labeling {items:,} items",
-            measured=f"{report.peak_rss_mb:.0f} MB ({report.labeled:,} labeled in {time.perf_counter() - started:.0f} s; "
+            measured=f"{report.peak_rss_mb:.0f} MB ({report.labeled:,} labeled in "
+            f"{time.perf_counter() - started:.0f} s; "
             f"{report.baseline_rss_mb:.0f} MB before the first item)",
             reference="< 300 MB",
             ok=report.peak_rss_mb < 300 and report.labeled == items,

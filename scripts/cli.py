@@ -41,7 +41,8 @@ def serve(
     from prelabel.server import run_gunicorn
 
     console.print(
-        f"prelabel ML backend on http://{host}:{port} (annotator {settings.annotator.spec}, judge {settings.judge.spec})"
+        f"prelabel ML backend on http://{host}:{port} "
+        f"(annotator {settings.annotator.spec}, judge {settings.judge.spec})"
     )
     run_gunicorn(host, port, workers=workers, threads=threads)
 

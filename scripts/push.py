@@ -21,7 +21,8 @@ def push(
     seed: Annotated[int | None, typer.Option(help="random seed of the draw")] = None,
     round_name: Annotated[str | None, typer.Option("--round", help="round name (default round-<n>)")] = None,
     input_field: Annotated[str | None, typer.Option(help="field of the input in the pool records")] = None,
-    keep_field: Annotated[list[str], typer.Option(help="extra record field to keep in the task data")] = [],
+    # A list default is typer's way to declare a repeatable option; typer copies it, nothing mutates it.
+    keep_field: Annotated[list[str], typer.Option(help="extra record field to keep in the task data")] = [],  # noqa: B006
     predict: Annotated[bool, typer.Option(help="compute predictions here and import them with the tasks")] = True,
     backend_url: Annotated[
         str | None, typer.Option(help="connect this ML backend; without --predict, Label Studio asks it")
