@@ -13,10 +13,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 
-from prelabel.bulk import build_engine
+from prelabel.engine import Engine, build_engine
 from prelabel.label_interface import LabelConfigError
 from prelabel.model import ContextError, PrelabelModel
-from prelabel.pipeline import Engine
 from prelabel.settings import Settings
 from prelabel.store import Store
 

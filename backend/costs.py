@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from prelabel.families import ModelRef
 from prelabel.label_interface import LabelConfig
+from prelabel.pipeline import Labeler
 from prelabel.prompts import PromptSet, render
 from prelabel.providers import CallParams, Completion, LLMClient
 from prelabel.settings import Settings
@@ -310,8 +311,6 @@ class CostEstimate(BaseModel):
 
 def offline_labeler(settings: Settings, config: LabelConfig, prompts: PromptSet | None = None) -> Any:
     """A Labeler for rendering prompts and reading inputs without provider clients (no key needed)."""
-    from prelabel.pipeline import Labeler
-
     engine = SimpleNamespace(
         settings=settings, annotator_ref=settings.annotator, judge_ref=settings.judge, family_warning=None
     )

@@ -35,7 +35,8 @@ from prelabel.review_stats import edit_distance
 from prelabel.subsets import SliceReport, SliceRow, analyse
 
 if TYPE_CHECKING:
-    from prelabel.pipeline import Engine, Labeler, LabelOutcome
+    from prelabel.engine import Engine
+    from prelabel.pipeline import Labeler, LabelOutcome
 
 GOOD = LEVELS.index("good")
 SUMMARY_FILE = "summary.json"

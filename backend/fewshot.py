@@ -21,11 +21,12 @@ from pydantic import BaseModel
 
 from prelabel.fencing import fence
 from prelabel.metrics import tokenize
+from prelabel.pipeline import Labeler
 from prelabel.prompts import PromptSet
 
 if TYPE_CHECKING:
+    from prelabel.engine import Engine
     from prelabel.label_interface import LabelConfig
-    from prelabel.pipeline import Engine
 
 EXAMPLES_SLOT = "{examples}"
 
@@ -165,7 +166,6 @@ def fill_examples(prompt: str, examples_text: str) -> str:
 
 def fewshot_labeler(engine: Engine, config: LabelConfig, prompts: PromptSet, index: TfidfIndex, k: int) -> Any:
     """A Labeler whose annotator prompt carries the k nearest corrected examples of each input."""
-    from prelabel.pipeline import Labeler
 
     class FewShotLabeler(Labeler):
         def annotator_prompt(self, text: str) -> str:

@@ -5,32 +5,27 @@ the names of the Label Studio ML backend 2.x convention.
 from __future__ import annotations
 
 import logging
-from typing import Any
-from xml.etree import ElementTree
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from prelabel.label_interface import LabelConfig, LabelConfigError, parse_label_config
-from prelabel.pipeline import Engine, LabelOutcome
+from prelabel.predictions import PromptControl, prediction_for, split_prompt_control
 from prelabel.prompts import PromptError, PromptRegistry, PromptSet, with_input_section
+
+if TYPE_CHECKING:
+    from prelabel.engine import Engine
+    from prelabel.pipeline import LabelOutcome
 
 log = logging.getLogger("prelabel")
 
 ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
 # Label Studio sends deletes as ANNOTATIONS_DELETED with a list of {id}; the singular form is accepted too.
 DELETE_EVENTS = {"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}
-# A TextArea named like these holds the annotator instruction a reviewer revises (the Label Studio LLM
-# example's "prompt" prefix); it is never the label.
-PROMPT_CONTROL_PREFIXES = ("prompt", "instruction")
 
 
 class ContextError(ValueError):
     """An interactive /predict context that cannot be read."""
-
-
-class PromptControl(BaseModel):
-    name: str
-    to_name: str
 
 
 class ContextRegion(BaseModel, extra="allow"):
@@ -43,23 +38,6 @@ class InteractiveContext(BaseModel, extra="allow"):
     """What Label Studio sends as params.context for an interactive backend: the reviewer's current regions."""
 
     result: list[ContextRegion] = []
-
-
-def split_prompt_control(xml: str) -> tuple[str, PromptControl | None]:
-    """The config without its prompt TextArea, and that control. Removing it (rather than relying on its
-    position) keeps the label, rating and reason found the same way with or without a prompt box."""
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError:
-        return xml, None  # parse_label_config reports the problem
-    for parent in root.iter():
-        for element in list(parent):
-            name = element.get("name") or ""
-            if element.tag.lower() == "textarea" and name.lower().startswith(PROMPT_CONTROL_PREFIXES):
-                parent.remove(element)
-                control = PromptControl(name=name, to_name=(element.get("toName") or "").split(",")[0])
-                return ElementTree.tostring(root, encoding="unicode"), control
-    return xml, None
 
 
 def instruction_from_context(context: Any, control: PromptControl) -> str | None:
@@ -89,27 +67,6 @@ def prompt_region(control: PromptControl, text: str) -> dict[str, Any]:
         "value": {"text": [text]},
         "origin": "prediction",
     }
-
-
-def prediction_for(outcome: LabelOutcome, config: LabelConfig) -> dict[str, Any]:
-    """One Label Studio prediction. A failed task gets an item without a "result": Label Studio stores
-    nothing for it (an empty result would be stored and make the next "retrieve predictions" skip the task;
-    null would fail the whole batch), so the next retrieve asks for it again."""
-    if not outcome.ok:
-        return {"model_version": outcome.model_version, "error": outcome.error or "failed"}
-    verdict = outcome.verdict
-    reason = verdict.reason if verdict else f"unrated: {outcome.unrated_reason}" if outcome.unrated_reason else None
-    notes = [warning for warning in outcome.warnings]
-    if notes and reason is not None:
-        reason = f"{reason} [{'; '.join(notes)}]"
-    prediction: dict[str, Any] = {
-        "result": config.result_for(outcome.label or "", verdict.level if verdict else None, reason),
-        "model_version": outcome.model_version,
-    }
-    # An unrated label has no score, rather than a made-up one; it sorts apart from rated ones.
-    if outcome.score is not None:
-        prediction["score"] = outcome.score
-    return prediction
 
 
 class PrelabelModel:
@@ -201,8 +158,10 @@ class PrelabelModel:
         annotation = data.get("annotation") or {}
         if not isinstance(annotation, dict) or "id" not in annotation:
             raise ValueError("webhook payload has no annotation with an id")
-        task = data.get("task") if isinstance(data.get("task"), dict) else {}
-        project = data.get("project") if isinstance(data.get("project"), dict) else {"id": data.get("project")}
+        task: dict[str, Any] = data["task"] if isinstance(data.get("task"), dict) else {}
+        project: dict[str, Any] = (
+            data["project"] if isinstance(data.get("project"), dict) else {"id": data.get("project")}
+        )
         config = parse_label_config(split_prompt_control(project.get("label_config") or self.label_config or "")[0])
         result = annotation.get("result") or []
         parent = annotation.get("parent_prediction")

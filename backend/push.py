@@ -6,8 +6,6 @@ every exported example traces back to its source.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -16,15 +14,18 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from prelabel.dialogue import InputError, parse_dialogue, parse_text
+from prelabel.judge import MAX_LEVEL, Verdict
 from prelabel.label_interface import LabelConfig, parse_label_config
+from prelabel.labeling.items import iter_items, source_id
+from prelabel.labeling.output import BulkRecord
+from prelabel.pipeline import LabelOutcome
+from prelabel.predictions import prediction_for, split_prompt_control
 from prelabel.records import ROUND_FIELD, SOURCE_ID_FIELD
 from prelabel.tasks_io import iter_records
 
 if TYPE_CHECKING:
+    from prelabel.engine import Engine
     from prelabel.labelstudio import LabelStudioClient
-    from prelabel.pipeline import Engine, LabelOutcome
-
-_ID_FIELDS = (SOURCE_ID_FIELD, "id", "fname", "uid", "uuid")
 
 
 class PoolItem(BaseModel):
@@ -40,20 +41,10 @@ class PushPlan(BaseModel):
     skipped: list[str] = []  # "source id: problem" for records that cannot become tasks
 
 
-def source_id(record: dict[str, Any], input_field: str) -> str:
-    """The record's own id if it has one, else a hash of its input: stable across runs and files."""
-    for field in _ID_FIELDS:
-        value = record.get(field)
-        if isinstance(value, (str, int)) and str(value).strip():
-            return str(value)
-    payload = json.dumps(record.get(input_field), sort_keys=True, ensure_ascii=False)
-    return "sha1:" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
-
-
 def read_pool(path: Path, input_field: str) -> list[PoolItem]:
     items, seen = [], set()
     for record in iter_records(path):
-        data = record.get("data") if isinstance(record.get("data"), dict) else record
+        data = record["data"] if isinstance(record.get("data"), dict) else record
         sid = source_id(data, input_field)
         if sid in seen:  # the same item twice in the pool is one item
             continue
@@ -133,9 +124,6 @@ def push_round(
 ) -> PushResult:
     """Create or reuse the project, draw a fresh sample, import it (with locally computed predictions when
     an engine is given), and optionally connect the ML backend and ask Label Studio for predictions."""
-    from prelabel.label_interface import parse_label_config
-    from prelabel.model import prediction_for
-
     project = client.ensure_project(project_title, label_config_xml)
     config = parse_label_config(project.label_config or label_config_xml)
     pool = read_pool(pool_path, input_field or config.data_key)
@@ -213,9 +201,6 @@ def resolve_project(client: LabelStudioClient, name_or_id: str, label_config_xml
 
 def outcome_from_record(record: BaseModel) -> LabelOutcome:
     """A saved result (an evaluation item, a `label` output line) as the outcome predictions are built from."""
-    from prelabel.judge import MAX_LEVEL, Verdict
-    from prelabel.pipeline import LabelOutcome
-
     values = record.model_dump()
     verdict = None
     if values.get("level") is not None:
@@ -237,6 +222,7 @@ def _guarded(
     what: str, function: Callable[..., Any], client: LabelStudioClient, *args: Any, idempotent: bool = False
 ) -> Any:
     """A Label Studio call with the client's error messages (and retries, when it changes nothing)."""
+    # Imported on first use: label_studio_sdk is slow to import, and reading a pool (evaluate) needs none of it.
     from prelabel.labelstudio import _label_studio_call
 
     return _label_studio_call(what, idempotent)(function)(client, *args)
@@ -265,7 +251,7 @@ def _ensure_weakest_first_view(client: LabelStudioClient, project_id: int) -> in
             return view.id
     return client.sdk.views.create(
         project=project_id,
-        data={"title": WEAKEST_FIRST_TITLE, "ordering": WEAKEST_FIRST},  # type: ignore[arg-type]
+        data={"title": WEAKEST_FIRST_TITLE, "ordering": WEAKEST_FIRST},
     ).id
 
 
@@ -287,8 +273,6 @@ def import_outcomes(
     predictions of model_versions it lacks. `model_version` becomes the project's, the one the Data Manager's
     prediction score counts, and a "weakest first" tab orders tasks by that score.
     """
-    from prelabel.model import prediction_for, split_prompt_control
-
     project_obj = resolve_project(client, project, label_config_xml)
     config = parse_label_config(split_prompt_control(project_obj.label_config or label_config_xml)[0])
     existing = _guarded("list the project's tasks", _tasks_by_source, client, project_obj.id, idempotent=True)
@@ -344,8 +328,6 @@ def labeled_output_items(
 ) -> Iterable[tuple[PoolItem, list[LabelOutcome]]]:
     """The pool's items joined with their lines of a `prelabel label` output file (by source id, as that
     command assigns them). Items without a line yet (batch jobs still running) wait for a later import."""
-    from prelabel.bulk import BulkRecord, iter_items
-
     records: dict[str, BulkRecord] = {}
     if output_path.exists():
         with output_path.open(encoding="utf-8") as handle:
@@ -358,6 +340,6 @@ def labeled_output_items(
     for item in iter_items(pool_path, input_field):
         if item.task is None:
             continue  # unreadable record: `label` reports it
-        record = records.get(item.source_id)
-        if record is not None:
-            yield PoolItem(source_id=item.source_id, record=item.task["data"]), [outcome_from_record(record)]
+        saved = records.get(item.source_id)
+        if saved is not None:
+            yield PoolItem(source_id=item.source_id, record=item.task["data"]), [outcome_from_record(saved)]

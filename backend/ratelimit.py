@@ -23,27 +23,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import TYPE_CHECKING
 
 from prelabel.families import ModelRef
 from prelabel.providers import CallParams, Completion, LLMClient
 
-
-class RateLimitSettings(BaseSettings):
-    """PRELABEL_<ROLE>_RPM / _TPM; unset or 0 means no client-side limit."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
-
-    annotator_rpm: float | None = Field(None, alias="PRELABEL_ANNOTATOR_RPM", ge=0)
-    annotator_tpm: float | None = Field(None, alias="PRELABEL_ANNOTATOR_TPM", ge=0)
-    judge_rpm: float | None = Field(None, alias="PRELABEL_JUDGE_RPM", ge=0)
-    judge_tpm: float | None = Field(None, alias="PRELABEL_JUDGE_TPM", ge=0)
-
-    def limits(self, role: str) -> tuple[float | None, float | None]:
-        rpm, tpm = (self.annotator_rpm, self.annotator_tpm) if role == "annotator" else (self.judge_rpm, self.judge_tpm)
-        return (rpm or None), (tpm or None)
+if TYPE_CHECKING:
+    from prelabel.settings import Settings
 
 
 @dataclass
@@ -197,15 +183,13 @@ def bucket_path(shared_dir: Path, role: str, kind: str, ref: ModelRef) -> Path:
     return shared_dir / f"{role}-{kind}-{endpoint}.bucket"
 
 
-def limited(
-    inner: LLMClient, role: str, limits: RateLimitSettings | None = None, shared_dir: Path | None = None
-) -> LLMClient:
-    """`inner` wrapped with the role's limits, or `inner` itself when the role has none.
+def limited(inner: LLMClient, role: str, settings: Settings, shared_dir: Path | None = None) -> LLMClient:
+    """`inner` wrapped with the role's limits (`Settings.rate_limits`), or `inner` itself when the role has none.
 
     With `shared_dir` the buckets are files there, shared by every process that uses the same directory;
     without it they belong to this process.
     """
-    rpm, tpm = (limits or RateLimitSettings()).limits(role)
+    rpm, tpm = settings.rate_limits(role)
     if rpm is None and tpm is None:
         return inner
 

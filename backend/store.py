@@ -243,3 +243,46 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+class BatchedLogStore(Store):
+    """The store with the usage log (llm_calls) written in batches by one thread.
+
+    Store.log_call commits one transaction per call, cache hits included; with dozens of threads the
+    writers queue on SQLite's lock (its busy handler sleeps in steps of milliseconds) and a cached rerun
+    runs at half speed. Here rows are queued and committed together every `interval` seconds. The cache
+    itself is still written at once by Store.save_completion. At most `interval` seconds of usage rows are
+    lost if the process is killed.
+    """
+
+    def __init__(self, path: Path, interval: float = 0.2):
+        super().__init__(path)
+        self._rows: list[tuple[Any, ...]] = []
+        self._rows_lock = threading.Lock()
+        self._interval = interval
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._loop, name="prelabel-usage-log", daemon=True)
+        self._writer.start()
+
+    def log_call(
+        self, *, role: str, provider: str, model: str, key: str, completion: Completion | None, error: str | None = None
+    ) -> None:
+        row = call_row(role, provider, model, key, completion, error)
+        with self._rows_lock:
+            self._rows.append(row)
+
+    def flush(self) -> None:
+        with self._rows_lock:
+            rows, self._rows = self._rows, []
+        if rows:
+            with self._transaction() as db:
+                db.executemany(INSERT_CALL, rows)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._writer.join(timeout=5)
+        self.flush()

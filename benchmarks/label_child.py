@@ -27,14 +27,12 @@ def current_rss_mb(pid: int | str = "self") -> float:
 
 def main() -> None:
     pool, output, concurrency = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    from prelabel.bulk import label_file
     from prelabel import label_config
     from prelabel.label_interface import parse_label_config
+    from prelabel.labeling.live import label_file
     from prelabel.settings import Settings
 
-    config = parse_label_config(
-        label_config.read("summarization")
-    )
+    config = parse_label_config(label_config.read("summarization"))
     settings = Settings()
     baseline = current_rss_mb()
     summary = label_file(settings, config, pool, output, concurrency=concurrency)

@@ -193,7 +193,7 @@ def post_predict(base: str, tasks: list[dict[str, Any]]) -> tuple[float, dict[st
 
 def bench_predict(url: str, latency: float, work: Path, tasks_count: int, reference_count: int) -> list[Row]:
     from prelabel.app import create_app
-    from prelabel.bulk import close_engine
+    from prelabel.engine import close_engine
     from prelabel.settings import Settings
 
     source = dialogues()
@@ -312,7 +312,8 @@ def bench_memory(url: str, work: Path, items: int, concurrency: int) -> list[Row
     return [
         Row(
             figure=f"(d) peak RSS labeling {items:,} items",
-            measured=f"{report.peak_rss_mb:.0f} MB ({report.labeled:,} labeled in {time.perf_counter() - started:.0f} s; "
+            measured=f"{report.peak_rss_mb:.0f} MB ({report.labeled:,} labeled in "
+            f"{time.perf_counter() - started:.0f} s; "
             f"{report.baseline_rss_mb:.0f} MB before the first item)",
             reference="< 300 MB",
             ok=report.peak_rss_mb < 300 and report.labeled == items,

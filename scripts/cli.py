@@ -15,7 +15,7 @@ from prelabel.scripts import export as export_command
 from prelabel.scripts import label as label_command
 from prelabel.scripts import pull as pull_command
 from prelabel.scripts import push as push_command
-from prelabel.scripts.common import build_engine, console, fail, label_config_path, load_settings
+from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, load_settings
 
 app = typer.Typer(help="LLM pre-labelling with a cross-family LLM judge, for Label Studio.", no_args_is_help=True)
 app.command(name="push")(push_command.push)
@@ -37,11 +37,12 @@ def serve(
 ) -> None:
     """Serve the Label Studio ML backend (gunicorn)."""
     settings = load_settings()
-    build_engine(settings).close()  # fail fast on a same-family judge or a missing key, before forking
+    engine_or_exit(settings).close()  # fail fast on a same-family judge or a missing key, before forking
     from prelabel.server import run_gunicorn
 
     console.print(
-        f"prelabel ML backend on http://{host}:{port} (annotator {settings.annotator.spec}, judge {settings.judge.spec})"
+        f"prelabel ML backend on http://{host}:{port} "
+        f"(annotator {settings.annotator.spec}, judge {settings.judge.spec})"
     )
     run_gunicorn(host, port, workers=workers, threads=threads)
 
@@ -56,11 +57,12 @@ def predict(
 ) -> None:
     """Label tasks without Label Studio and print one prediction per line."""
     from prelabel.label_interface import LabelConfigError
-    from prelabel.model import PrelabelModel, prediction_for
+    from prelabel.model import PrelabelModel
+    from prelabel.predictions import prediction_for
     from prelabel.tasks_io import TaskFileError, read_tasks
 
     settings = load_settings()
-    engine = build_engine(settings)
+    engine = engine_or_exit(settings)
     try:
         tasks = read_tasks(tasks_file)
         model = PrelabelModel(engine, label_config.read_text(encoding="utf-8"))

@@ -12,8 +12,8 @@ from rich.console import Console
 from prelabel import label_config
 
 if TYPE_CHECKING:
+    from prelabel.engine import Engine
     from prelabel.labelstudio import LabelStudioClient
-    from prelabel.pipeline import Engine
     from prelabel.settings import Settings
 
 console = Console(stderr=True)
@@ -57,16 +57,18 @@ def quiet_http_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_engine(settings: Settings) -> Engine:
-    """backend.bulk.build_engine (rate limits shared with other processes) with a usage log written at once,
+def engine_or_exit(settings: Settings) -> Engine:
+    """prelabel.engine.build_engine (rate limits shared with other processes) with a usage log written at once,
     or a clean exit on a same-family judge or an unusable provider."""
-    from prelabel.bulk import build_engine as build
-    from prelabel.families import SameFamilyError  # lazy: keeps --help fast
-    from prelabel.providers import ProviderError  # lazy: keeps --help fast
+    # Imported when a command builds an engine: `prelabel --help` and the commands that call no model start
+    # without loading the labeling stack.
+    from prelabel.engine import build_engine
+    from prelabel.families import SameFamilyError
+    from prelabel.providers import ProviderError
     from prelabel.store import Store
 
     try:
-        return build(settings, store=Store(settings.store_path))
+        return build_engine(settings, store=Store(settings.store_path))
     except (SameFamilyError, ProviderError) as error:
         raise fail(str(error)) from None
 

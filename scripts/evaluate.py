@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from prelabel.scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client
+from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, load_settings, ls_client
 
 if TYPE_CHECKING:
     from prelabel.evaluate import Comparison, EvalSet, ItemResult
@@ -226,7 +226,7 @@ def evaluate(
 
     client = ls_client(settings, None, None) if push_project else None  # fail before any LLM call
     results: dict[str, list[ItemResult]] = {}
-    engine = build_engine(settings)
+    engine = engine_or_exit(settings)
     try:
         if engine.family_warning:
             console.print(f"[yellow]same-family judge: {engine.family_warning}[/yellow]")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
@@ -12,6 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 from prelabel.scripts.common import console, fail, label_config_path, load_settings, ls_client
+
+if TYPE_CHECKING:
+    from prelabel.label_interface import LabelConfig
+    from prelabel.labeling import live
+    from prelabel.labeling.batch import BatchSummary
+    from prelabel.labeling.live import BulkSummary
+    from prelabel.labelstudio import LabelStudioClient
+    from prelabel.settings import Settings
 
 
 class _RateColumn(ProgressColumn):
@@ -67,15 +76,19 @@ def label(
         if dry_run:
             _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch_api)
             return
+        batch_summary: BatchSummary | None = None
+        summary: BulkSummary
         if batch_api:
-            summary = _run_batch(settings, config, input, output, input_field, retry_failed, batch_poll, batch_wait)
+            summary = batch_summary = _run_batch(
+                settings, config, input, output, input_field, retry_failed, batch_poll, batch_wait
+            )
         else:
             summary = _run(settings, config, input, output, concurrency, input_field, retry_failed, progress)
     except (LabelConfigError, TaskFileError, PromptError, PriceFileError, OSError) as error:
         raise fail(str(error)) from None
     _print_summary(summary)
-    if batch_api:
-        _print_batch(summary)
+    if batch_summary is not None:
+        _print_batch(batch_summary)
     if client is not None and project is not None and not summary.interrupted:
         _push_output(
             client, project, label_config, input, output, input_field or config.data_key, summary.model_version
@@ -86,10 +99,22 @@ def label(
         raise typer.Exit(1)
 
 
-def _run(settings, config, input, output, concurrency, input_field, retry_failed, show_progress):  # type: ignore[no-untyped-def]
-    from prelabel.bulk import build_engine, close_engine, count_records, label_file, prepare_output
+def _run(
+    settings: Settings,
+    config: LabelConfig,
+    input: Path,
+    output: Path,
+    concurrency: int | None,
+    input_field: str | None,
+    retry_failed: bool,
+    show_progress: bool,
+) -> BulkSummary:
     from prelabel.costs import UsageMeter, format_usd, load_prices
+    from prelabel.engine import build_engine, close_engine
     from prelabel.families import SameFamilyError
+    from prelabel.labeling.items import count_records
+    from prelabel.labeling.live import label_file
+    from prelabel.labeling.output import prepare_output
     from prelabel.providers import ProviderError
 
     meter = UsageMeter(load_prices())
@@ -115,7 +140,7 @@ def _run(settings, config, input, output, concurrency, input_field, retry_failed
     task_id = bar.add_task("labeling", total=total, completed=done_before, usage="")
     lock = threading.Lock()
 
-    def on_progress(snapshot) -> None:  # type: ignore[no-untyped-def]
+    def on_progress(snapshot: live.Progress) -> None:
         with lock:
             usage = f"{snapshot.tokens:,} tokens {format_usd(snapshot.cost_usd)}"
             if snapshot.failed:
@@ -141,12 +166,12 @@ def _run(settings, config, input, output, concurrency, input_field, retry_failed
 
 
 def _push_output(
-    client,
+    client: LabelStudioClient,
     project: str,
     label_config: Path,
     input: Path,
     output: Path,
-    input_field: str,  # type: ignore[no-untyped-def]
+    input_field: str,
     model_version: str | None,
 ) -> None:
     """The labeled pool into a Label Studio project, in batches; tasks already there (by source id) are kept."""
@@ -175,7 +200,7 @@ def _push_output(
     console.print(f"review weakest first: {client.url}/projects/{done.project_id}/data?tab={done.view_id}")
 
 
-def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(summary: BulkSummary) -> None:
     from prelabel.costs import format_usd
 
     table = Table(title=f"prelabel label -> {summary.output}", show_header=False)
@@ -194,7 +219,8 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     for usage in summary.usage:
         table.add_row(
             f"{usage.role} {usage.model}",
-            f"{usage.calls:,} calls, {usage.input_tokens:,} in / {usage.output_tokens:,} out, {format_usd(usage.cost_usd)}",
+            f"{usage.calls:,} calls, {usage.input_tokens:,} in / {usage.output_tokens:,} out, "
+            f"{format_usd(usage.cost_usd)}",
         )
     table.add_row("cost", format_usd(summary.cost_usd))
     table.add_row("model_version", summary.model_version)
@@ -215,15 +241,25 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
         console.print("[yellow]interrupted: rerun the same command to continue[/yellow]")
 
 
-def _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch) -> None:  # type: ignore[no-untyped-def]
-    from prelabel.bulk import iter_items, prepare_output, previous_records
+def _dry_run(
+    settings: Settings,
+    config: LabelConfig,
+    input: Path,
+    output: Path,
+    input_field: str | None,
+    retry_failed: bool,
+    sample: int,
+    batch: bool,
+) -> None:
     from prelabel.costs import estimate_cost, format_usd
+    from prelabel.labeling.items import iter_items
+    from prelabel.labeling.output import prepare_output, previous_records
 
     state = prepare_output(output, retry_failed, repair=False)
     field = input_field or config.data_key
     seen: set[str] = set()
 
-    def remaining():  # type: ignore[no-untyped-def]
+    def remaining() -> Iterator[dict[str, Any]]:
         for item in iter_items(input, field):
             if item.source_id in state.done or item.source_id in seen or item.task is None:
                 continue
@@ -264,10 +300,20 @@ def _dry_run(settings, config, input, output, input_field, retry_failed, sample,
         console.print(f"[dim]{note}[/dim]")
 
 
-def _run_batch(settings, config, input, output, input_field, retry_failed, poll, wait):  # type: ignore[no-untyped-def]
-    from prelabel.batch_api import BatchError, BatchOptions, BatchStateError, label_file_batch
+def _run_batch(
+    settings: Settings,
+    config: LabelConfig,
+    input: Path,
+    output: Path,
+    input_field: str | None,
+    retry_failed: bool,
+    poll: float,
+    wait: bool,
+) -> BatchSummary:
     from prelabel.families import SameFamilyError
+    from prelabel.labeling.batch import BatchOptions, BatchStateError, label_file_batch
     from prelabel.providers import ProviderError
+    from prelabel.providers.batch import BatchError
 
     try:
         return label_file_batch(
@@ -284,7 +330,7 @@ def _run_batch(settings, config, input, output, input_field, retry_failed, poll,
         raise fail(str(error)) from None
 
 
-def _print_batch(summary) -> None:  # type: ignore[no-untyped-def]
+def _print_batch(summary: BatchSummary) -> None:
     if summary.jobs_resumed:
         console.print(f"resumed batch jobs: {', '.join(summary.jobs_resumed)}")
     if summary.jobs_submitted:

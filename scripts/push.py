@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prelabel.scripts.common import build_engine, console, fail, label_config_path, load_settings, ls_client
+from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, load_settings, ls_client
 
 
 def push(
@@ -21,7 +21,8 @@ def push(
     seed: Annotated[int | None, typer.Option(help="random seed of the draw")] = None,
     round_name: Annotated[str | None, typer.Option("--round", help="round name (default round-<n>)")] = None,
     input_field: Annotated[str | None, typer.Option(help="field of the input in the pool records")] = None,
-    keep_field: Annotated[list[str], typer.Option(help="extra record field to keep in the task data")] = [],
+    # A list default is typer's way to declare a repeatable option; typer copies it, nothing mutates it.
+    keep_field: Annotated[list[str], typer.Option(help="extra record field to keep in the task data")] = [],  # noqa: B006
     predict: Annotated[bool, typer.Option(help="compute predictions here and import them with the tasks")] = True,
     backend_url: Annotated[
         str | None, typer.Option(help="connect this ML backend; without --predict, Label Studio asks it")
@@ -36,7 +37,7 @@ def push(
 
     settings = load_settings()
     client = ls_client(settings, url, api_key)
-    engine = build_engine(settings) if predict else None
+    engine = engine_or_exit(settings) if predict else None
     auth = None
     if settings.basic_auth_user and settings.basic_auth_pass:
         auth = (settings.basic_auth_user, settings.basic_auth_pass.get_secret_value())

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
+from prelabel.engine import Engine
 from prelabel.judge import LEVELS
-from prelabel.pipeline import Engine
-from prelabel.push import push_round, source_id
+from prelabel.labeling.items import source_id
+from prelabel.push import push_round
 from prelabel.settings import Settings
 from prelabel.testing import FakeProvider
 from tests.browser.conftest import ARTIFACTS, Tab

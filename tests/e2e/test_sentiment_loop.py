@@ -9,7 +9,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from prelabel.export import ExportOptions, export_dataset, validate_export
 from prelabel.label_interface import parse_label_config
-from prelabel.push import push_round, source_id
+from prelabel.labeling.items import source_id
+from prelabel.push import push_round
 from prelabel.records import reviewed_tasks
 from prelabel.review_stats import pull_report
 from prelabel.store import Store

@@ -206,8 +206,8 @@ def test_bad_tasks_fail_alone_and_the_batch_keeps_the_rest(backend, dialogsum):
 
 
 def test_bad_task_errors_name_the_task_and_field(make_settings, dialogsum):
+    from prelabel.engine import Engine
     from prelabel.label_interface import parse_label_config
-    from prelabel.pipeline import Engine
 
     engine = Engine(make_settings())
     labeler = engine.labeler(parse_label_config(SUMMARY_CONFIG))

@@ -18,17 +18,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from prelabel.batch_api import (
-    BatchLimits,
-    BatchOptions,
-    BatchStateError,
-    StateFile,
-    custom_id,
-    label_file_batch,
-)
-from prelabel.bulk import label_file
 from prelabel.costs import BUILTIN_PRICES
 from prelabel.label_interface import parse_label_config
+from prelabel.labeling.batch import BatchOptions, BatchStateError, StateFile, label_file_batch
+from prelabel.labeling.live import label_file
+from prelabel.providers.batch import BatchLimits, custom_id
 from prelabel.scripts.label import label
 from prelabel.testing import ANTHROPIC, OPENAI, FakeReply, FakeRequest
 from prelabel.testing.batch_server import FakeBatchServer

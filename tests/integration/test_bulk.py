@@ -16,8 +16,9 @@ from typing import Any
 import typer
 from typer.testing import CliRunner
 
-from prelabel.bulk import BulkRecord, label_file, prepare_output
 from prelabel.label_interface import parse_label_config
+from prelabel.labeling.live import label_file
+from prelabel.labeling.output import BulkRecord, prepare_output
 from prelabel.scripts.label import label
 from prelabel.testing import MALFORMED, TIMEOUT, FakeReply, FakeRequest
 from tests.conftest import ROOT, SUMMARY_CONFIG, ScriptedLLM

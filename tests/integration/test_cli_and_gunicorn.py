@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from typer.testing import CliRunner
 
+from prelabel.harness.backend_process import serve_in_background
 from prelabel.harness.labelstudio_server import free_port
 from prelabel.scripts.cli import app
-from prelabel.harness.backend_process import serve_in_background
 from prelabel.store import Store
 from tests.conftest import SUMMARY_CONFIG, ls_task
 

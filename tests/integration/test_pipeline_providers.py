@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from prelabel.engine import Engine
 from prelabel.label_interface import parse_label_config
-from prelabel.pipeline import Engine
 from prelabel.testing import FakeReply
 from tests.conftest import SENTIMENT_CONFIG, SUMMARY_CONFIG, ls_task
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import requests
 
+from prelabel.harness.backend_process import serve_in_background
 from prelabel.harness.labelstudio_server import free_port
 from prelabel.ratelimit import TokenBucket
-from prelabel.harness.backend_process import serve_in_background
 from tests.conftest import SUMMARY_CONFIG, ls_task
 
 RPM = 60  # a one-request burst, then 59 a minute: about one call a second per role, for both workers together

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from prelabel.bulk import BulkRecord
 from prelabel.label_interface import parse_label_config
-from prelabel.model import ContextError, PromptControl, instruction_from_context, prediction_for, split_prompt_control
+from prelabel.labeling.output import BulkRecord
+from prelabel.model import ContextError, instruction_from_context
+from prelabel.predictions import PromptControl, prediction_for, split_prompt_control
 from prelabel.prompts import PromptError, PromptRegistry, text_hash, with_input_section
 from prelabel.push import outcome_from_record
 from tests.conftest import ROOT, SUMMARY_CONFIG

@@ -9,7 +9,8 @@ import pytest
 
 from prelabel.dialogue import InputError
 from prelabel.label_interface import parse_label_config
-from prelabel.push import PoolItem, next_round_name, plan_round, read_pool, source_id, task_data
+from prelabel.labeling.items import source_id
+from prelabel.push import PoolItem, next_round_name, plan_round, read_pool, task_data
 from tests.conftest import SENTIMENT_CONFIG, SUMMARY_CONFIG
 
 SUMMARY = parse_label_config(SUMMARY_CONFIG)

@@ -15,13 +15,13 @@ from prelabel.families import ModelRef
 from prelabel.providers import CallParams, Completion, Usage
 from prelabel.ratelimit import (
     RateLimitedClient,
-    RateLimitSettings,
     SharedTokenBucket,
     TokenBucket,
     bucket_path,
     estimate_prompt_tokens,
     limited,
 )
+from prelabel.settings import Settings
 
 
 class Clock:
@@ -96,15 +96,15 @@ def test_settings_and_wrapping(monkeypatch):
     monkeypatch.setenv("PRELABEL_JUDGE_TPM", "90000")
     monkeypatch.delenv("PRELABEL_ANNOTATOR_TPM", raising=False)
     monkeypatch.delenv("PRELABEL_JUDGE_RPM", raising=False)
-    limits = RateLimitSettings()
-    assert limits.limits("annotator") == (120, None) and limits.limits("judge") == (None, 90000)
+    settings = Settings()
+    assert settings.rate_limits("annotator") == (120, None) and settings.rate_limits("judge") == (None, 90000)
     inner = EchoClient()
-    annotator = limited(inner, "annotator", limits)
+    annotator = limited(inner, "annotator", settings)
     assert isinstance(annotator, RateLimitedClient) and annotator.requests and annotator.tokens is None
     assert annotator.ref is inner.ref
     assert annotator.complete("hello", CallParams(max_tokens=5)).text == "ok" and inner.calls == 1
     monkeypatch.setenv("PRELABEL_ANNOTATOR_RPM", "0")
-    assert limited(inner, "annotator", RateLimitSettings()) is inner  # 0 means no limit
+    assert limited(inner, "annotator", Settings()) is inner  # 0 means no limit
 
 
 def test_prompt_estimate_is_cheap_and_positive():
@@ -270,9 +270,9 @@ def test_limited_with_a_directory_shares_buckets_per_role_kind_and_model(tmp_pat
     monkeypatch.setenv("PRELABEL_ANNOTATOR_TPM", "90000")
     monkeypatch.setenv("PRELABEL_JUDGE_RPM", "60")
     monkeypatch.delenv("PRELABEL_JUDGE_TPM", raising=False)
-    limits = RateLimitSettings()
-    annotator = limited(EchoClient(), "annotator", limits, shared_dir=tmp_path)
-    judge = limited(EchoClient(), "judge", limits, shared_dir=tmp_path)
+    settings = Settings()
+    annotator = limited(EchoClient(), "annotator", settings, shared_dir=tmp_path)
+    judge = limited(EchoClient(), "judge", settings, shared_dir=tmp_path)
     assert isinstance(annotator, RateLimitedClient) and isinstance(judge, RateLimitedClient)
     assert isinstance(annotator.requests, SharedTokenBucket) and isinstance(annotator.tokens, SharedTokenBucket)
     paths = {annotator.requests.path, annotator.tokens.path, judge.requests.path}
@@ -283,12 +283,11 @@ def test_limited_with_a_directory_shares_buckets_per_role_kind_and_model(tmp_pat
     assert bucket_path(tmp_path, "annotator", "rpm", other_model) != annotator.requests.path
     assert annotator.complete("hello", CallParams(max_tokens=5)).text == "ok"
     assert annotator.requests.path.stat().st_size == 16
-    assert not isinstance(limited(EchoClient(), "annotator", limits).requests, SharedTokenBucket)  # type: ignore[union-attr]
+    assert not isinstance(limited(EchoClient(), "annotator", settings).requests, SharedTokenBucket)  # type: ignore[union-attr]
 
 
 def test_the_engine_of_the_backend_and_the_cli_uses_shared_limits(tmp_path, monkeypatch):
-    from prelabel.bulk import build_engine, close_engine, rate_limit_dir
-    from prelabel.settings import Settings
+    from prelabel.engine import build_engine, close_engine, rate_limit_dir
     from prelabel.store import Store
 
     monkeypatch.chdir(tmp_path)

@@ -1,10 +1,10 @@
-"""Provider batch APIs as the engine for big pools: `prelabel label --batch-api`.
+"""Labeling a whole pool through the providers' batch APIs: `prelabel label --batch-api`.
 
 OpenAI Batch and Anthropic Message Batches run the same requests as the live path at half the price, within
 24 hours. A run goes:
 
-1. Items not yet in the output (the resume rules of backend/bulk.py: done items are skipped, failed ones tried
-   again, a cut last line repaired) become annotator requests, split into jobs at the provider's limits
+1. Items not yet in the output (the resume rules of prelabel.labeling.output: done items are skipped, failed
+   ones tried again, a cut last line repaired) become annotator requests, split into jobs at the provider's limits
    (OpenAI: 50,000 requests / 200 MB per JSONL file; Anthropic: 100,000 requests / 256 MB per batch).
    Answers already in the call cache are used instead (unless PRELABEL_CACHE is off).
 2. When an annotator job ends, its answers go through the annotator's parser and into the call cache, and a
@@ -15,8 +15,9 @@ OpenAI Batch and Anthropic Message Batches run the same requests as the live pat
    is removed once no job is open.
 
 Requests carry the live path's prompts and parameters (Labeler, CallParams, providers' request bodies) and
-answers are parsed by the live path's parsers. The judge stage reads the annotator's labels back from the call
-cache, so every answer a batch paid for is cached, whatever PRELABEL_CACHE says; a later live run reuses them.
+answers are parsed by the live path's parsers (the providers' batch adapters: prelabel.providers.batch). The
+judge stage reads the annotator's labels back from the call cache, so every answer a batch paid for is cached,
+whatever PRELABEL_CACHE says; a later live run reuses them.
 
 Retries:
 - an answer that does not parse is asked once more as a live call (the live path's second try, at list
@@ -34,50 +35,35 @@ output still holds each item once).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import anthropic
-import openai
-from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, Field, ValidationError
 
-from prelabel.bulk import (
-    MAX_LISTED_FAILURES,
-    BulkRecord,
-    BulkSummary,
-    Item,
-    OutputWriter,
-    Progress,
-    build_engine,
-    close_engine,
-    interrupt_on_sigterm,
-    iter_items,
-    prepare_output,
-)
 from prelabel.costs import RoleUsage, UsageMeter, batch_prices, load_prices
 from prelabel.dialogue import InputError
+from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.families import ModelRef
 from prelabel.judge import JudgeParseError
 from prelabel.label_interface import LabelConfig
-from prelabel.pipeline import Engine, Labeler, LabelOutcome, parse_judge
-from prelabel.providers import (
-    CallParams,
-    Completion,
-    ProviderError,
-    anthropic_completion,
-    anthropic_message_body,
-    anthropic_sdk,
-    describe_error,
-    openai_chat_body,
-    openai_completion,
-    openai_sdk,
+from prelabel.labeling.items import Item, iter_items
+from prelabel.labeling.live import MAX_LISTED_FAILURES, BulkSummary, Progress, interrupt_on_sigterm
+from prelabel.labeling.output import BulkRecord, OutputWriter, prepare_output
+from prelabel.pipeline import Labeler, LabelOutcome, parse_judge
+from prelabel.providers import CallParams, Completion, ProviderError
+from prelabel.providers.batch import (
+    PROVIDER_LIMITS,
+    BatchAPI,
+    BatchLimits,
+    JobStatus,
+    RequestResult,
+    batch_api_for,
+    custom_id,
 )
 from prelabel.settings import Settings
 
@@ -85,27 +71,10 @@ log = logging.getLogger("prelabel")
 
 Role = Literal["annotator", "judge"]
 ROLES: tuple[Role, Role] = ("annotator", "judge")
-CHAT_ENDPOINT = "/v1/chat/completions"
-
-
-class BatchError(RuntimeError):
-    """A batch API call failed (the message names the model and the HTTP status, never a key)."""
 
 
 class BatchStateError(RuntimeError):
     """The state file beside the output cannot be used for this run."""
-
-
-class BatchLimits(BaseModel, frozen=True):
-    max_requests: int = Field(gt=0)
-    max_bytes: int = Field(gt=0)
-
-
-# The providers' documented limits per job (decimal megabytes, the smaller reading).
-PROVIDER_LIMITS: dict[str, BatchLimits] = {
-    "openai": BatchLimits(max_requests=50_000, max_bytes=200_000_000),
-    "anthropic": BatchLimits(max_requests=100_000, max_bytes=256_000_000),
-}
 
 
 class BatchOptions(BaseModel):
@@ -176,219 +145,6 @@ class StateFile:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def custom_id(source_id: str) -> str:
-    """A request id both providers accept (Anthropic: ^[a-zA-Z0-9_-]{1,64}$) for any source id."""
-    return "p" + hashlib.sha256(source_id.encode("utf-8")).hexdigest()[:40]
-
-
-# -- the providers' batch APIs ----------------------------------------------------------------------------
-
-
-class RequestResult(BaseModel):
-    """One request's outcome in an ended job: an answer, or an error and whether the request ran at all."""
-
-    custom_id: str
-    completion: Completion | None = None
-    error: str | None = None
-    ran: bool = True
-
-
-class JobStatus(BaseModel):
-    ended: bool
-    status: str
-    done: int = 0
-    total: int = 0
-
-
-class BatchAPI:
-    """One role's batch API: build request entries, submit jobs, poll them, read their results."""
-
-    provider: Literal["openai", "anthropic"]
-
-    def __init__(self, ref: ModelRef, limits: BatchLimits):
-        self.ref = ref
-        self.limits = limits
-
-    def entry(self, cid: str, prompt: str, params: CallParams) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def submit(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> tuple[str, str | None]:
-        """The job id and (OpenAI) its input file id."""
-        raise NotImplementedError
-
-    def status(self, job: JobRecord) -> JobStatus:
-        raise NotImplementedError
-
-    def results(self, job: JobRecord, status: JobStatus) -> Iterator[RequestResult]:
-        raise NotImplementedError
-
-    def _fail(self, what: str, error: Exception) -> BatchError:
-        return BatchError(f"{what}: {describe_error(self.ref, error)}")
-
-
-class OpenAIBatches(BatchAPI):
-    """OpenAI Batch: a JSONL file of {custom_id, method, url, body} lines, uploaded with purpose "batch"."""
-
-    provider = "openai"
-    ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
-    UNRUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
-
-    def __init__(self, ref: ModelRef, limits: BatchLimits, client: openai.OpenAI):
-        super().__init__(ref, limits)
-        self.client = client
-
-    def entry(self, cid: str, prompt: str, params: CallParams) -> dict[str, Any]:
-        return {
-            "custom_id": cid,
-            "method": "POST",
-            "url": CHAT_ENDPOINT,
-            "body": openai_chat_body(self.ref, prompt, params),
-        }
-
-    def submit(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> tuple[str, str | None]:
-        data = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries).encode("utf-8")
-        try:
-            uploaded = self.client.files.create(
-                file=("prelabel-batch.jsonl", data, "application/jsonl"), purpose="batch"
-            )
-            batch = self.client.batches.create(
-                input_file_id=uploaded.id, endpoint=CHAT_ENDPOINT, completion_window="24h", metadata=metadata
-            )
-        except openai.APIError as error:
-            raise self._fail("submitting an OpenAI batch", error) from None
-        return batch.id, uploaded.id
-
-    def status(self, job: JobRecord) -> JobStatus:
-        try:
-            batch = self.client.batches.retrieve(job.id)
-        except openai.APIError as error:
-            raise self._fail(f"polling OpenAI batch {job.id}", error) from None
-        counts = batch.request_counts
-        done = (counts.completed + counts.failed) if counts else 0
-        return JobStatus(
-            ended=batch.status in self.ENDED,
-            status=batch.status,
-            done=done,
-            total=counts.total if counts else len(job.source_ids),
-        )
-
-    def results(self, job: JobRecord, status: JobStatus) -> Iterator[RequestResult]:
-        try:
-            batch = self.client.batches.retrieve(job.id)
-            if batch.status == "failed":  # the file was rejected as a whole: nothing ran
-                reasons = (
-                    "; ".join(e.message or e.code or "" for e in (batch.errors.data or [])) if batch.errors else ""
-                )
-                for sid in job.source_ids:
-                    yield RequestResult(
-                        custom_id=custom_id(sid), error=f"batch {job.id} failed: {reasons or 'no reason given'}"
-                    )
-                return
-            for file_id in (batch.output_file_id, batch.error_file_id):
-                if file_id:
-                    for line in self.client.files.content(file_id).iter_lines():
-                        if line.strip():
-                            yield self._result(job, json.loads(line))
-        except openai.APIError as error:
-            raise self._fail(f"reading the results of OpenAI batch {job.id}", error) from None
-
-    def _result(self, job: JobRecord, line: dict[str, Any]) -> RequestResult:
-        cid = str(line.get("custom_id"))
-        error = line.get("error")
-        if error:
-            code = error.get("code") or "error"
-            return RequestResult(
-                custom_id=cid,
-                error=f"batch {job.id}: {code}: {error.get('message') or ''}".strip(),
-                ran=code not in self.UNRUN_CODES,
-            )
-        response = line.get("response") or {}
-        body = response.get("body") or {}
-        status = response.get("status_code")
-        if status != 200:
-            message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-            return RequestResult(custom_id=cid, error=f"batch {job.id}: HTTP {status}: {message or body}")
-        try:
-            return RequestResult(
-                custom_id=cid, completion=openai_completion(self.ref, ChatCompletion.model_validate(body))
-            )
-        except (ValidationError, ProviderError) as bad:
-            return RequestResult(custom_id=cid, error=f"batch {job.id}: malformed result: {str(bad)[:300]}")
-
-
-class AnthropicBatches(BatchAPI):
-    """Anthropic Message Batches: {requests: [{custom_id, params}]}, results as JSONL from results_url."""
-
-    provider = "anthropic"
-
-    def __init__(self, ref: ModelRef, limits: BatchLimits, client: anthropic.Anthropic):
-        super().__init__(ref, limits)
-        self.client = client
-
-    def entry(self, cid: str, prompt: str, params: CallParams) -> dict[str, Any]:
-        return {"custom_id": cid, "params": anthropic_message_body(self.ref, prompt, params)}
-
-    def submit(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> tuple[str, str | None]:
-        try:
-            batch = self.client.messages.batches.create(requests=entries)  # type: ignore[arg-type]
-        except anthropic.APIError as error:
-            raise self._fail("submitting an Anthropic message batch", error) from None
-        return batch.id, None
-
-    def status(self, job: JobRecord) -> JobStatus:
-        try:
-            batch = self.client.messages.batches.retrieve(job.id)
-        except anthropic.APIError as error:
-            raise self._fail(f"polling Anthropic message batch {job.id}", error) from None
-        counts = batch.request_counts
-        done = counts.succeeded + counts.errored + counts.canceled + counts.expired
-        return JobStatus(
-            ended=batch.processing_status == "ended",
-            status=batch.processing_status,
-            done=done,
-            total=done + counts.processing,
-        )
-
-    def results(self, job: JobRecord, status: JobStatus) -> Iterator[RequestResult]:
-        try:
-            for line in self.client.messages.batches.results(job.id):
-                result = line.result
-                if result.type == "succeeded":
-                    yield RequestResult(custom_id=line.custom_id, completion=anthropic_completion(result.message))
-                elif result.type == "errored":
-                    detail = result.error.error
-                    yield RequestResult(
-                        custom_id=line.custom_id, error=f"batch {job.id}: {detail.type}: {detail.message}"
-                    )
-                else:  # expired or canceled: never ran
-                    yield RequestResult(
-                        custom_id=line.custom_id, error=f"batch {job.id}: request {result.type}", ran=False
-                    )
-        except anthropic.APIError as error:
-            raise self._fail(f"reading the results of Anthropic message batch {job.id}", error) from None
-
-
-def batch_api_for(settings: Settings, ref: ModelRef, options: BatchOptions) -> BatchAPI:
-    """The batch API of a role's provider, with the same key and endpoint as its live client."""
-    limits = options.limits_for(ref.provider)
-    if ref.provider == "anthropic":
-        client = anthropic_sdk(
-            ref,
-            settings.anthropic_api_key,
-            settings.anthropic_base_url,
-            options.request_timeout_s,
-            settings.prelabel_max_retries,
-        )
-        return AnthropicBatches(ref, limits, client)
-    client = openai_sdk(
-        ref, settings.openai_api_key, settings.openai_base_url, options.request_timeout_s, settings.prelabel_max_retries
-    )
-    return OpenAIBatches(ref, limits, client)
-
-
-# -- the run ----------------------------------------------------------------------------------------------
 
 
 class BatchSummary(BulkSummary):
@@ -815,8 +571,8 @@ def label_file_batch(
     engine = engine or build_engine(settings, meter)
     try:
         apis = {
-            "annotator": batch_api_for(settings, engine.annotator_ref, options),
-            "judge": batch_api_for(settings, engine.judge_ref, options),
+            role: batch_api_for(settings, ref, options.limits_for(ref.provider), options.request_timeout_s)
+            for role, ref in (("annotator", engine.annotator_ref), ("judge", engine.judge_ref))
         }
         run = BatchRun(
             engine,

@@ -1,0 +1,96 @@
+"""LLM providers: one client per role, built once and shared by every thread.
+
+`openai` covers OpenAI and any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, gateways); `anthropic`
+covers Claude. Structured output is a JSON schema on OpenAI-compatible endpoints and a forced tool on
+Anthropic. Retries on 408/409/429/5xx with Retry-After are the SDKs' own.
+
+This module holds what every provider shares and imports no SDK: the call's parameters, its answer, the
+errors and the client protocol. Each provider's client, request bodies and batch adapter live in
+`prelabel.providers.openai` and `prelabel.providers.anthropic`, imported by `make_client` (and
+`prelabel.providers.batch.batch_api_for`) when a client of that provider is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, SecretStr
+
+from prelabel.families import ModelRef
+
+TopLogprobs = list[tuple[str, float]]
+
+NO_KEY_PLACEHOLDER = "not-needed"  # local OpenAI-compatible servers ignore the key, the SDK wants one
+
+
+class ProviderError(RuntimeError):
+    """A call failed after the SDK's retries; the message is safe to show (no keys, no prompt)."""
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Completion(BaseModel):
+    text: str
+    usage: Usage = Usage()
+    tokens: list[str] | None = None
+    top_logprobs: list[TopLogprobs] | None = None
+    latency_s: float = 0.0
+    cached: bool = False
+
+
+class CallParams(BaseModel, frozen=True):
+    """Everything besides the prompt that shapes an answer: part of the cache key."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    schema_name: str | None = None
+    json_schema: dict[str, Any] | None = None
+    logprobs: bool = False
+
+    def cache_fields(self) -> str:
+        """The parameters as JSON, part of every cache key (pydantic's serializer: fast and in field order)."""
+        return self.model_dump_json()
+
+
+class LLMClient(Protocol):
+    ref: ModelRef
+
+    def complete(self, prompt: str, params: CallParams) -> Completion: ...
+
+
+def secret_value(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
+
+
+def describe_error(ref: ModelRef, error: Exception) -> str:
+    """A short, key-free description of an SDK error."""
+    status = getattr(error, "status_code", None)
+    kind = type(error).__name__
+    message = getattr(error, "message", None) or str(error)
+    message = " ".join(str(message).split())[:300]
+    where = f" (HTTP {status})" if status else ""
+    return f"{ref.spec}: {kind}{where}: {message}"
+
+
+def make_client(
+    ref: ModelRef,
+    *,
+    openai_api_key: SecretStr | None,
+    anthropic_api_key: SecretStr | None,
+    openai_base_url: str | None,
+    anthropic_base_url: str | None,
+    timeout: float,
+    max_retries: int,
+) -> LLMClient:
+    # The provider's module, and with it its SDK, is imported here, when its first client is built: importing
+    # this package (as the store, the pipeline and every command do) loads neither SDK.
+    if ref.provider == "anthropic":
+        from prelabel.providers.anthropic import AnthropicClient
+
+        return AnthropicClient(ref, anthropic_api_key, anthropic_base_url, timeout, max_retries)
+    from prelabel.providers.openai import OpenAIClient
+
+    return OpenAIClient(ref, openai_api_key, openai_base_url, timeout, max_retries)
