@@ -55,8 +55,8 @@ def label(
     ] = True,
 ) -> None:
     """Label every item of a pool (annotator, then judge) into a JSONL file. Rerun the same command to resume."""
-    from prelabel.costs import PriceFileError
     from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.pricing import PriceFileError
     from prelabel.prompts import PromptError
     from prelabel.tasks_io import TaskFileError
 
@@ -88,11 +88,12 @@ def label(
 
 def _run(settings, config, input, output, concurrency, input_field, retry_failed, show_progress):  # type: ignore[no-untyped-def]
     from prelabel.bulk import build_engine, close_engine, count_records, label_file, prepare_output
-    from prelabel.costs import UsageMeter, format_usd, load_prices
+    from prelabel.costs import UsageMeter, format_usd
     from prelabel.families import SameFamilyError
+    from prelabel.pricing import load_prices
     from prelabel.providers import ProviderError
 
-    meter = UsageMeter(load_prices())
+    meter = UsageMeter(load_prices(settings.prelabel_prices))
     try:
         engine = build_engine(settings, meter)
     except (SameFamilyError, ProviderError) as error:
@@ -266,7 +267,9 @@ def _dry_run(settings, config, input, output, input_field, retry_failed, sample,
 
 def _run_batch(settings, config, input, output, input_field, retry_failed, poll, wait):  # type: ignore[no-untyped-def]
     from prelabel.batch_api import BatchError, BatchOptions, BatchStateError, label_file_batch
+    from prelabel.costs import UsageMeter
     from prelabel.families import SameFamilyError
+    from prelabel.pricing import load_prices
     from prelabel.providers import ProviderError
 
     try:
@@ -279,6 +282,7 @@ def _run_batch(settings, config, input, output, input_field, retry_failed, poll,
             input_field=input_field,
             retry_failed=retry_failed,
             on_event=lambda message: console.print(message),
+            meter=UsageMeter(load_prices(settings.prelabel_prices)),
         )
     except (SameFamilyError, ProviderError, BatchError, BatchStateError) as error:
         raise fail(str(error)) from None

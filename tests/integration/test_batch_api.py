@@ -27,8 +27,8 @@ from prelabel.batch_api import (
     label_file_batch,
 )
 from prelabel.bulk import label_file
-from prelabel.costs import BUILTIN_PRICES
 from prelabel.label_interface import parse_label_config
+from prelabel.pricing import BUILTIN_PRICES
 from prelabel.scripts.label import label
 from prelabel.testing import ANTHROPIC, OPENAI, FakeReply, FakeRequest
 from prelabel.testing.batch_server import FakeBatchServer
