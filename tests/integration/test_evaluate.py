@@ -18,13 +18,10 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix,
 from typer.testing import CliRunner
 
 from prelabel import metrics
-from prelabel.evaluate import (
-    ItemResult,
-    judge_calibration,
-    load_items,
-    load_run,
-    reviewed_from_corrections,
-)
+from prelabel.evaluation.calibration import judge_calibration
+from prelabel.evaluation.results import ItemResult
+from prelabel.evaluation.reviews import reviewed_from_corrections
+from prelabel.evaluation.runs import load_items, load_run
 from prelabel.judge import LEVELS
 from prelabel.prompts import PROMPTS_DIR, PromptSet
 from prelabel.records import ReviewedTask
@@ -179,7 +176,7 @@ def test_evaluate_compare_report_on_dialogsum(make_settings, provider, templates
     assert len(c["movers"]) == 5 and all(m["delta"] == 3 for m in c["movers"])  # bad -> excellent moved most
 
     # Subset analysis: the baseline's worst slice is the longest dialogues.
-    from prelabel.evaluate import slice_run
+    from prelabel.evaluation.slices import slice_run
 
     slices = slice_run(out, ["topic"])
     worst = slices["v1"].worst[0]
