@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from rich.table import Table
 
 from prelabel.judge import LEVELS, MAX_LEVEL, JudgeParseError, level_from_name
 from prelabel.label_interface import TaskKind
@@ -750,31 +749,3 @@ def _check_provenance(root: Path, splits: dict[str, Any]) -> list[str]:
             problems.append(f"{PROVENANCE}: stopping after {_MAX_PROBLEMS_PER_FILE} problems")
             break
     return problems
-
-
-# -- display ---------------------------------------------------------------------------------------
-
-
-def render_report(report: ExportReport) -> Table:
-    """The selection counts, split sizes and origins as one table for the terminal."""
-    counts = report.counts
-    table = Table(title=f"Fine-tuning export: {report.out_dir}", show_lines=False)
-    table.add_column("", style="bold")
-    table.add_column("tasks", justify="right")
-    rows: list[tuple[str, int, str | None]] = [
-        ("reviewer's label", counts.human, "green"),
-        ("LLM label, rated at or above threshold", counts.llm_accepted, "green"),
-        ("dropped: rated below threshold", counts.dropped_low_rating, "yellow"),
-        ("dropped: LLM label not rated", counts.dropped_unrated, "yellow"),
-        ("dropped: no label", counts.dropped_no_label, "yellow"),
-        ("dropped: empty input", counts.dropped_no_input, "yellow"),
-        ("dropped: duplicate", counts.dropped_duplicate, "yellow"),
-    ]
-    for label, value, style in rows:
-        table.add_row(label, str(value), style=style if value else "dim")
-    table.add_section()
-    table.add_row("exported", str(counts.exported))
-    for split, value in report.splits.items():
-        table.add_row(f"  {split}", str(value))
-    table.add_row("total tasks", str(counts.total))
-    return table

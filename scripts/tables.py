@@ -1,6 +1,6 @@
 """The terminal tables the commands print (rich): the library hands over data, these render it.
 
-evaluate, compare and report print the run's tables.
+evaluate, compare and report print the run's tables; pull the review statistics; export the selection counts.
 """
 
 from __future__ import annotations
@@ -9,12 +9,15 @@ from collections.abc import Sequence
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from prelabel.evaluation.calibration import Calibration
 from prelabel.evaluation.compare import Comparison
 from prelabel.evaluation.formatting import ci_text, money, num, one_line, share, signed
 from prelabel.evaluation.runs import RunSummary
+from prelabel.export import ExportReport
 from prelabel.judge import LEVELS
+from prelabel.review_stats import NO_VERSION, PullReport, VersionStats, WorstCase, level_name
 from prelabel.subsets import SliceReport
 
 # -- evaluate, compare, report ---------------------------------------------------------------------
@@ -120,4 +123,115 @@ def calibration_table(cal: Calibration) -> Table:
     for i, row in enumerate(cal.confusion):
         table.add_row(LEVELS[i], *map(str, row))
     table.caption = f"weighted κ {num(cal.kappa)}, exact {share(cal.exact)}, within one {share(cal.within_one)}"
+    return table
+
+
+# -- pull ------------------------------------------------------------------------------------------
+
+
+def _level_cell(value: int | None) -> str:
+    name = level_name(value)
+    return "-" if name is None else f"{value} {name}"
+
+
+def review_versions_table(report: PullReport) -> Table:
+    """One row per prompt version, plus a total row when there is more than one version."""
+    classification = report.kind == "classification"
+    table = Table(title=f"Reviewed {report.n_reviewed} of {report.n_tasks} tasks", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("version", overflow="fold")
+    table.add_column("reviewed", justify="right")
+    table.add_column("accepted", justify="right")
+    table.add_column("edited", justify="right")
+    if classification:
+        table.add_column("accuracy", justify="right")
+        table.add_column("macro F1", justify="right")
+    table.add_column("edit dist", justify="right")
+    if not classification:
+        table.add_column("ROUGE-L", justify="right")
+    table.add_column("rated", justify="right")
+    table.add_column("exact", justify="right")
+    table.add_column("±1", justify="right")
+    table.add_column("κ", justify="right")
+    table.add_column("ρ", justify="right")
+
+    def row(stats: VersionStats, name: str, style: str | None = None) -> None:
+        cells = [
+            name,
+            str(stats.n_reviewed),
+            f"{stats.accepted_unchanged} ({share(stats.accepted_share)})",
+            str(stats.edited),
+        ]
+        if classification:
+            cells += [share(stats.accuracy), num(stats.macro_f1)]
+        cells.append(num(stats.mean_edit_distance))
+        if not classification:
+            cells.append(num(stats.mean_rouge_l_f1))
+        cells += [
+            str(stats.n_rating_pairs),
+            share(stats.exact_agreement),
+            share(stats.within_one_agreement),
+            num(stats.kappa),
+            num(stats.spearman),
+        ]
+        table.add_row(*cells, style=style)
+
+    for stats in report.versions:
+        row(stats, stats.model_version or NO_VERSION)
+    if report.overall is not None and len(report.versions) > 1:
+        table.add_section()
+        row(report.overall, "all", style="bold")
+    return table
+
+
+def worst_cases_table(cases: Sequence[WorstCase], title: str = "Most edited labels") -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("task", justify="right")
+    table.add_column("source")
+    table.add_column("version", overflow="fold")
+    table.add_column("edit dist", justify="right")
+    table.add_column("judge")
+    table.add_column("reviewer")
+    show_links = any(case.link for case in cases)
+    if show_links:
+        table.add_column("link", overflow="fold")
+    for case in cases:
+        cells: list[str | Text] = [
+            str(case.task_id),
+            case.source_id or "-",
+            case.model_version or NO_VERSION,
+            num(case.edit_distance),
+            _level_cell(case.judge_level),
+            _level_cell(case.reviewer_level),
+        ]
+        if show_links:
+            cells.append(Text(case.link, style=f"link {case.link}") if case.link else "-")
+        table.add_row(*cells)
+    return table
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+def export_table(report: ExportReport) -> Table:
+    """The selection counts, split sizes and origins as one table for the terminal."""
+    counts = report.counts
+    table = Table(title=f"Fine-tuning export: {report.out_dir}", show_lines=False)
+    table.add_column("", style="bold")
+    table.add_column("tasks", justify="right")
+    rows: list[tuple[str, int, str | None]] = [
+        ("reviewer's label", counts.human, "green"),
+        ("LLM label, rated at or above threshold", counts.llm_accepted, "green"),
+        ("dropped: rated below threshold", counts.dropped_low_rating, "yellow"),
+        ("dropped: LLM label not rated", counts.dropped_unrated, "yellow"),
+        ("dropped: no label", counts.dropped_no_label, "yellow"),
+        ("dropped: empty input", counts.dropped_no_input, "yellow"),
+        ("dropped: duplicate", counts.dropped_duplicate, "yellow"),
+    ]
+    for label, value, style in rows:
+        table.add_row(label, str(value), style=style if value else "dim")
+    table.add_section()
+    table.add_row("exported", str(counts.exported))
+    for split, value in report.splits.items():
+        table.add_row(f"  {split}", str(value))
+    table.add_row("total tasks", str(counts.total))
     return table
