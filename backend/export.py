@@ -239,7 +239,7 @@ def select_examples(
                 task_id=task.task_id,
                 input=text,
                 output=label,
-                origin=origin,  # type: ignore[arg-type]
+                origin=origin,
                 source_id=task.source_id,
                 llm_level=task.llm_level,
                 human_level=task.human_level,
@@ -330,7 +330,8 @@ def _jsonl_writer(row: Callable[[str, Example], dict[str, Any]]) -> Callable[[Pa
 
 
 def _write_parquet(folder: Path, split: str, instruction: str, examples: list[Example]) -> Path:
-    import pyarrow as pa  # imported here: only this format needs it, and it is slow to import
+    # heavy import, only for Parquet
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.table(
@@ -474,7 +475,7 @@ def _line_count(path: Path) -> int:
 
 
 def _parquet_rows(path: Path) -> int:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy import, only for Parquet
 
     return int(pq.ParquetFile(path).metadata.num_rows)
 
@@ -701,6 +702,7 @@ def _check_sharegpt_row(row: Any) -> list[str]:
 
 
 def _check_parquet(path: Path, relative: str) -> tuple[int | None, list[str]]:
+    # heavy import, only for Parquet
     import pyarrow as pa
     import pyarrow.parquet as pq
 
