@@ -1,126 +1,28 @@
-"""Costs in one place: the price table, token counting, usage metering during a run, and the estimate
-before one (`prelabel label --dry-run`).
+"""Token counting, usage metering during a run, and the cost estimate before one (`prelabel label --dry-run`).
 
-Prices are USD per million input / output tokens, matched by the longest model-name prefix. The built-in
-table holds list prices of common models; PRELABEL_PRICES points at a JSON or TOML file whose entries
-({"model-prefix": {"input": 0.15, "output": 0.6}}) override or extend it. OpenAI models are counted with
-tiktoken; other models with about 4 characters per token, reported as an estimate.
+Prices come from prelabel.pricing (the built-in table and the user's PRELABEL_PRICES file). OpenAI models are
+counted with tiktoken; other models with about 4 characters per token, reported as an estimate.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 from collections.abc import Iterable
 from functools import cache
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel
 
 from prelabel.families import ModelRef
 from prelabel.label_interface import LabelConfig
 from prelabel.pipeline import Labeler
+from prelabel.pricing import BATCH_PRICE_FACTOR, PRICES_ENV, Price, batch_prices, load_prices, price_for
 from prelabel.prompts import PromptSet, render
 from prelabel.providers import CallParams, Completion, LLMClient
 from prelabel.settings import Settings
-
-PRICES_ENV = "PRELABEL_PRICES"
-
-
-class Price(BaseModel):
-    input: float = Field(ge=0, description="USD per 1M input tokens")
-    output: float = Field(ge=0, description="USD per 1M output tokens")
-
-    def cost(self, input_tokens: float, output_tokens: float) -> float:
-        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
-
-
-# List prices (standard tier, USD per 1M tokens). Longest prefix wins, so "gpt-4o-mini" is not "gpt-4o".
-BUILTIN_PRICES: dict[str, Price] = {
-    name: Price(input=i, output=o)
-    for name, (i, o) in {
-        "gpt-5": (1.25, 10.0),
-        "gpt-5-mini": (0.25, 2.0),
-        "gpt-5-nano": (0.05, 0.40),
-        "gpt-4.1": (2.0, 8.0),
-        "gpt-4.1-mini": (0.40, 1.60),
-        "gpt-4.1-nano": (0.10, 0.40),
-        "gpt-4o": (2.50, 10.0),
-        "gpt-4o-mini": (0.15, 0.60),
-        "gpt-4-turbo": (10.0, 30.0),
-        "gpt-4": (30.0, 60.0),
-        "gpt-3.5-turbo": (0.50, 1.50),
-        "o1": (15.0, 60.0),
-        "o1-mini": (1.10, 4.40),
-        "o3": (2.0, 8.0),
-        "o3-mini": (1.10, 4.40),
-        "o4-mini": (1.10, 4.40),
-        "claude-opus-4-5": (5.0, 25.0),
-        "claude-opus-4": (15.0, 75.0),
-        "claude-sonnet-4": (3.0, 15.0),
-        "claude-3-7-sonnet": (3.0, 15.0),
-        "claude-3-5-sonnet": (3.0, 15.0),
-        "claude-haiku-4-5": (1.0, 5.0),
-        "claude-3-5-haiku": (0.80, 4.0),
-        "claude-3-haiku": (0.25, 1.25),
-        "claude-3-opus": (15.0, 75.0),
-    }.items()
-}
-
-
-# OpenAI Batch and Anthropic Message Batches bill half the list price (`prelabel label --batch-api`).
-BATCH_PRICE_FACTOR = 0.5
-
-
-def batch_prices(prices: dict[str, Price]) -> dict[str, Price]:
-    """The price table as the providers' batch APIs bill it."""
-    return {
-        name: Price(input=price.input * BATCH_PRICE_FACTOR, output=price.output * BATCH_PRICE_FACTOR)
-        for name, price in prices.items()
-    }
-
-
-class PriceFileError(ValueError):
-    """PRELABEL_PRICES names a file that cannot be read as a price table."""
-
-
-def load_prices(path: Path | str | None = None) -> dict[str, Price]:
-    """The built-in table, overridden by the file at `path` (default: $PRELABEL_PRICES, if set)."""
-    prices = dict(BUILTIN_PRICES)
-    path = path if path is not None else os.environ.get(PRICES_ENV) or None
-    if path is None:
-        return prices
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            raw: Any = tomllib.loads(text)
-        else:
-            raw = json.loads(text)
-    except (OSError, ValueError) as error:
-        raise PriceFileError(f"{PRICES_ENV} {path}: {error}") from None
-    if not isinstance(raw, dict):
-        raise PriceFileError(f"{PRICES_ENV} {path}: expected a table of model -> {{input, output}}")
-    for name, value in raw.items():
-        try:
-            prices[str(name).lower()] = Price.model_validate(value)
-        except ValidationError as error:
-            raise PriceFileError(f"{PRICES_ENV} {path}: {name}: {error.errors()[0]['msg']}") from None
-    return prices
-
-
-def price_for(model: str, prices: dict[str, Price]) -> Price | None:
-    """The price of the longest table entry that the model name starts with (case-insensitive)."""
-    name = model.lower()
-    best = max((key for key in prices if name.startswith(key.lower())), key=len, default=None)
-    return prices[best] if best is not None else None
-
 
 # -- token counting -------------------------------------------------------------------------------------
 
@@ -217,6 +119,7 @@ class UsageMeter:
     """Tokens and cost of the calls that reached a provider (cache hits cost nothing), per role."""
 
     def __init__(self, prices: dict[str, Price] | None = None):
+        """`prices`: load_prices(settings.prelabel_prices) for the user's table; the built-in one by default."""
         self.prices = prices if prices is not None else load_prices()
         self._lock = threading.Lock()
         self._roles: dict[str, RoleUsage] = {}
@@ -352,8 +255,9 @@ def estimate_cost(
     `previous` are records of an earlier run's output (label, rating, reason): where present, their lengths
     are the output estimate; otherwise the annotator's output is its max_tokens (an upper bound) for
     summaries and the longest class label for classification, and the judge's a typical one-sentence verdict.
+    `prices` defaults to the built-in table under the settings' price file.
     """
-    prices = prices if prices is not None else load_prices()
+    prices = prices if prices is not None else load_prices(settings.prelabel_prices)
     if batch:
         prices = batch_prices(prices)
     labeler = offline_labeler(settings, config)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from rich.table import Table
 
 from prelabel.judge import LEVELS, MAX_LEVEL, JudgeParseError, level_from_name
 from prelabel.label_interface import TaskKind
@@ -240,7 +239,7 @@ def select_examples(
                 task_id=task.task_id,
                 input=text,
                 output=label,
-                origin=origin,  # type: ignore[arg-type]
+                origin=origin,
                 source_id=task.source_id,
                 llm_level=task.llm_level,
                 human_level=task.human_level,
@@ -331,7 +330,8 @@ def _jsonl_writer(row: Callable[[str, Example], dict[str, Any]]) -> Callable[[Pa
 
 
 def _write_parquet(folder: Path, split: str, instruction: str, examples: list[Example]) -> Path:
-    import pyarrow as pa  # imported here: only this format needs it, and it is slow to import
+    # heavy import, only for Parquet
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.table(
@@ -475,7 +475,7 @@ def _line_count(path: Path) -> int:
 
 
 def _parquet_rows(path: Path) -> int:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy import, only for Parquet
 
     return int(pq.ParquetFile(path).metadata.num_rows)
 
@@ -702,6 +702,7 @@ def _check_sharegpt_row(row: Any) -> list[str]:
 
 
 def _check_parquet(path: Path, relative: str) -> tuple[int | None, list[str]]:
+    # heavy import, only for Parquet
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -750,31 +751,3 @@ def _check_provenance(root: Path, splits: dict[str, Any]) -> list[str]:
             problems.append(f"{PROVENANCE}: stopping after {_MAX_PROBLEMS_PER_FILE} problems")
             break
     return problems
-
-
-# -- display ---------------------------------------------------------------------------------------
-
-
-def render_report(report: ExportReport) -> Table:
-    """The selection counts, split sizes and origins as one table for the terminal."""
-    counts = report.counts
-    table = Table(title=f"Fine-tuning export: {report.out_dir}", show_lines=False)
-    table.add_column("", style="bold")
-    table.add_column("tasks", justify="right")
-    rows: list[tuple[str, int, str | None]] = [
-        ("reviewer's label", counts.human, "green"),
-        ("LLM label, rated at or above threshold", counts.llm_accepted, "green"),
-        ("dropped: rated below threshold", counts.dropped_low_rating, "yellow"),
-        ("dropped: LLM label not rated", counts.dropped_unrated, "yellow"),
-        ("dropped: no label", counts.dropped_no_label, "yellow"),
-        ("dropped: empty input", counts.dropped_no_input, "yellow"),
-        ("dropped: duplicate", counts.dropped_duplicate, "yellow"),
-    ]
-    for label, value, style in rows:
-        table.add_row(label, str(value), style=style if value else "dim")
-    table.add_section()
-    table.add_row("exported", str(counts.exported))
-    for split, value in report.splits.items():
-        table.add_row(f"  {split}", str(value))
-    table.add_row("total tasks", str(counts.total))
-    return table

@@ -17,9 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from rich import box
-from rich.table import Table
-from rich.text import Text
 
 from prelabel import metrics
 from prelabel.atomic import atomic_writer
@@ -90,7 +87,7 @@ def _level(value: int | None) -> int | None:
     return value if value is not None and 0 <= value <= MAX_LEVEL else None
 
 
-def _level_name(value: int | None) -> str | None:
+def level_name(value: int | None) -> str | None:
     level = _level(value)
     return None if level is None else LEVELS[level]
 
@@ -227,9 +224,9 @@ def correction_row(task: ReviewedTask) -> dict[str, Any]:
         "llm_label": task.llm_label,
         "corrected_label": task.human_label,
         "judge_level": task.llm_level,
-        "judge_rating": _level_name(task.llm_level),
+        "judge_rating": level_name(task.llm_level),
         "reviewer_level": task.human_level,
-        "reviewer_rating": _level_name(task.human_level),
+        "reviewer_rating": level_name(task.human_level),
         "accepted_unchanged": task.accepted_unchanged,
         "edit_distance": edit_distance(task),
     }
@@ -246,94 +243,3 @@ def write_corrections_jsonl(tasks: Iterable[ReviewedTask], path: str | os.PathLi
             handle.write(json.dumps(correction_row(task), ensure_ascii=False) + "\n")
             count += 1
     return count
-
-
-# -- tables ----------------------------------------------------------------------------------------
-
-
-def _share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def _number(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _level_cell(value: int | None) -> str:
-    name = _level_name(value)
-    return "-" if name is None else f"{value} {name}"
-
-
-def render_versions_table(report: PullReport) -> Table:
-    """One row per prompt version, plus a total row when there is more than one version."""
-    classification = report.kind == "classification"
-    table = Table(title=f"Reviewed {report.n_reviewed} of {report.n_tasks} tasks", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("version", overflow="fold")
-    table.add_column("reviewed", justify="right")
-    table.add_column("accepted", justify="right")
-    table.add_column("edited", justify="right")
-    if classification:
-        table.add_column("accuracy", justify="right")
-        table.add_column("macro F1", justify="right")
-    table.add_column("edit dist", justify="right")
-    if not classification:
-        table.add_column("ROUGE-L", justify="right")
-    table.add_column("rated", justify="right")
-    table.add_column("exact", justify="right")
-    table.add_column("±1", justify="right")
-    table.add_column("κ", justify="right")
-    table.add_column("ρ", justify="right")
-
-    def row(stats: VersionStats, name: str, style: str | None = None) -> None:
-        cells = [
-            name,
-            str(stats.n_reviewed),
-            f"{stats.accepted_unchanged} ({_share(stats.accepted_share)})",
-            str(stats.edited),
-        ]
-        if classification:
-            cells += [_share(stats.accuracy), _number(stats.macro_f1)]
-        cells.append(_number(stats.mean_edit_distance))
-        if not classification:
-            cells.append(_number(stats.mean_rouge_l_f1))
-        cells += [
-            str(stats.n_rating_pairs),
-            _share(stats.exact_agreement),
-            _share(stats.within_one_agreement),
-            _number(stats.kappa),
-            _number(stats.spearman),
-        ]
-        table.add_row(*cells, style=style)
-
-    for stats in report.versions:
-        row(stats, stats.model_version or NO_VERSION)
-    if report.overall is not None and len(report.versions) > 1:
-        table.add_section()
-        row(report.overall, "all", style="bold")
-    return table
-
-
-def render_worst_cases_table(cases: Sequence[WorstCase], title: str = "Most edited labels") -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("task", justify="right")
-    table.add_column("source")
-    table.add_column("version", overflow="fold")
-    table.add_column("edit dist", justify="right")
-    table.add_column("judge")
-    table.add_column("reviewer")
-    show_links = any(case.link for case in cases)
-    if show_links:
-        table.add_column("link", overflow="fold")
-    for case in cases:
-        cells: list[str | Text] = [
-            str(case.task_id),
-            case.source_id or "-",
-            case.model_version or NO_VERSION,
-            _number(case.edit_distance),
-            _level_cell(case.judge_level),
-            _level_cell(case.reviewer_level),
-        ]
-        if show_links:
-            cells.append(Text(case.link, style=f"link {case.link}") if case.link else "-")
-        table.add_row(*cells)
-    return table

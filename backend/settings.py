@@ -81,10 +81,10 @@ class Settings(BaseSettings):
         ModelRef.parse(value)  # raises a clear error on a malformed value
         return value
 
-    @field_validator("prelabel_ls_venv", "prelabel_local_venv", "prelabel_cache_dir", mode="before")
+    @field_validator("prelabel_ls_venv", "prelabel_local_venv", "prelabel_cache_dir", "prelabel_prices", mode="before")
     @classmethod
-    def _empty_folder_is_unset(cls, value: object, info: ValidationInfo) -> object:
-        """An empty variable means the default folder (Path("") would be the working folder)."""
+    def _empty_path_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """An empty variable means the default (Path("") would be the working folder)."""
         if value == "":
             assert info.field_name is not None
             return cls.model_fields[info.field_name].default

@@ -226,6 +226,23 @@ class Store:
             for table in ("llm_cache", "llm_calls", "predictions", "corrections")
         }
 
+    # -- the usage log between two positions (evaluation) ----------------------------------------------
+
+    def last_call_id(self) -> int:
+        """The id of the last logged LLM call (0 when none): calls logged later have larger ids."""
+        return int(self._connection().execute("SELECT COALESCE(MAX(id), 0) FROM llm_calls").fetchone()[0])
+
+    def usage_between(self, after_id: int, upto_id: int | None = None) -> list[dict[str, Any]]:
+        """The calls logged in (after_id, upto_id]: role, provider, model, cached, input_tokens, output_tokens,
+        error, and for a cache hit `cached_completion`, the cache entry it was answered from (JSON text)."""
+        query = (
+            "SELECT c.role, c.provider, c.model, c.cached, c.input_tokens, c.output_tokens, c.error,"
+            " k.completion AS cached_completion FROM llm_calls c LEFT JOIN llm_cache k ON k.key = c.cache_key"
+            " WHERE c.id > ?" + (" AND c.id <= ?" if upto_id is not None else "")
+        )
+        args: tuple[int, ...] = (after_id,) if upto_id is None else (after_id, upto_id)
+        return [dict(row) for row in self._connection().execute(query, args).fetchall()]
+
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)

@@ -197,8 +197,8 @@ def analyse(
     """Slices per feature and the worst slices overall.
 
     A slice counts as worst only with at least `min_n` rated items (smaller ones are noise), when it is not
-    the whole set, and when its mean is below the overall mean. Fields named in `slice_fields` are sliced as numbers when all their values are
-    numbers, else as categories.
+    the whole set, and when its mean is below the overall mean. Fields named in `slice_fields` are sliced as
+    numbers when all their values are numbers, else as categories.
     """
     levels = [r.level for r in rows if r.level is not None]
     features: dict[str, list[Slice]] = {}

@@ -35,11 +35,11 @@ from pydantic import BaseModel
 from benchmarks.label_child import current_rss_mb
 from prelabel import label_config
 from prelabel.data import dialogsum_dev
+from prelabel.harness.backend_process import serve_in_background
 from prelabel.harness.labelstudio_server import free_port
 from prelabel.judge import LEVELS
 from prelabel.label_interface import LabelConfig, parse_label_config
 from prelabel.metrics import quantile
-from prelabel.harness.backend_process import serve_in_background
 from prelabel.testing import FakeProvider, FakeRequest
 
 ROOT = Path(__file__).resolve().parent.parent

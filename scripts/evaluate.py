@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,11 +13,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, load_settings, ls_client
 
 if TYPE_CHECKING:
-    from prelabel.evaluate import Comparison, EvalSet, ItemResult
+    from prelabel.evaluation.compare import Comparison
+    from prelabel.evaluation.evalset import EvalSet
+    from prelabel.evaluation.report import ReportData
+    from prelabel.evaluation.results import ItemResult
     from prelabel.label_interface import LabelConfig
     from prelabel.labelstudio import LabelStudioClient
     from prelabel.prompts import PromptRegistry
-    from prelabel.report import ReportData
 
 
 def _parse_prompt_option(value: str, registry: PromptRegistry) -> tuple[str, Path]:
@@ -77,26 +80,29 @@ def _push_results(
 def _report_data(
     run_dir: Path,
     comparisons: list[Comparison],
-    slice_fields: list[str],
+    slice_fields: list[str] | None,
     reviews: Path | None,
     config: LabelConfig | None,
     kappa_threshold: float,
     min_slice: int,
 ) -> ReportData:
-    from prelabel.evaluate import judge_calibration, load_reviews, load_run, slice_run
-    from prelabel.report import ReportData
+    from prelabel.evaluation.calibration import judge_calibration
+    from prelabel.evaluation.report import ReportData
+    from prelabel.evaluation.reviews import load_reviews
+    from prelabel.evaluation.runs import load_run
+    from prelabel.evaluation.slices import slice_run
 
     records = load_reviews(reviews, config) if reviews else []
     return ReportData(
         run=load_run(run_dir),
         comparisons=comparisons,
-        slices=slice_run(run_dir, slice_fields, records, min_n=min_slice),
+        slices=slice_run(run_dir, slice_fields or [], records, min_n=min_slice),
         calibration=judge_calibration(records, kappa_threshold) if reviews else None,
     )
 
 
 def _print_report(data: ReportData, html_path: Path, md_path: Path) -> None:
-    from prelabel.report import (
+    from prelabel.scripts.tables import (
         baselines_table,
         calibration_table,
         comparisons_table,
@@ -132,11 +138,12 @@ def _print_report(data: ReportData, html_path: Path, md_path: Path) -> None:
 def evaluate(
     pool: Annotated[Path, typer.Argument(help="the unlabeled pool: JSONL, JSON or CSV")],
     prompt: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
-            help="NAME=ANNOTATOR_TEMPLATE_PATH, or the NAME of a stored version (`prelabel prompts`); one per prompt version (repeatable)"
+            help="NAME=ANNOTATOR_TEMPLATE_PATH, or the NAME of a stored version (`prelabel prompts`); "
+            "one per prompt version (repeatable)"
         ),
-    ] = [],
+    ] = None,
     judge_prompt: Annotated[
         Path | None, typer.Option(help="judge template (default PRELABEL_JUDGE_PROMPT or the packaged one)")
     ] = None,
@@ -155,7 +162,9 @@ def evaluate(
         str | None, typer.Option(help="field of the input in the pool (default the config's)")
     ] = None,
     reference_field: Annotated[str | None, typer.Option(help="field holding reference labels or ground truth")] = None,
-    slice_field: Annotated[list[str], typer.Option(help="task data field to slice results by (repeatable)")] = [],
+    slice_field: Annotated[
+        list[str] | None, typer.Option(help="task data field to slice results by (repeatable)")
+    ] = None,
     reviews: Annotated[
         Path | None,
         typer.Option(
@@ -180,23 +189,21 @@ def evaluate(
     ] = None,
 ) -> None:
     """Label and judge a fixed evaluation set with each prompt version; summarise, compare and report."""
-    from prelabel.evaluate import (
-        EvaluationError,
-        compare_run,
-        load_or_create_eval_set,
-        open_run,
-        run_version,
-        save_version,
-    )
+    from prelabel.evaluation import EvaluationError
+    from prelabel.evaluation.compare import compare_run
+    from prelabel.evaluation.evalset import load_or_create_eval_set
+    from prelabel.evaluation.report import write_reports
+    from prelabel.evaluation.runs import open_run, save_version
+    from prelabel.evaluation.summary import run_version
     from prelabel.fewshot import FewShotError, TfidfIndex, fewshot_labeler, load_corrections
     from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.pricing import PriceFileError, load_prices
     from prelabel.prompts import PromptError, PromptRegistry, PromptSet
-    from prelabel.report import write_reports
     from prelabel.tasks_io import TaskFileError
 
     settings = load_settings()
     registry = PromptRegistry(settings.model_dir, settings.store_path)
-    versions = [_parse_prompt_option(value, registry) for value in prompt]
+    versions = [_parse_prompt_option(value, registry) for value in prompt or []]
     names = [name for name, _ in versions]
     if len(set(names)) != len(names):
         raise fail("--prompt: each prompt version needs its own NAME")
@@ -215,8 +222,17 @@ def evaluate(
             PromptSet.load(config.kind, settings.prelabel_annotator_prompt, judge_path, settings.prelabel_prompt_name)
         ]
         index = TfidfIndex(load_corrections(fewshot_corrections)) if fewshot_corrections else None
+        prices = load_prices(settings.prelabel_prices)
         the_set = load_or_create_eval_set(eval_set or out / "eval_set.jsonl", pool, field, size, seed)
-    except (LabelConfigError, PromptError, FewShotError, EvaluationError, TaskFileError, OSError) as error:
+    except (
+        LabelConfigError,
+        PromptError,
+        FewShotError,
+        PriceFileError,
+        EvaluationError,
+        TaskFileError,
+        OSError,
+    ) as error:
         raise fail(str(error)) from None
     console.print(
         f"{'drew' if the_set.created else 'reusing'} evaluation set {the_set.path}: {len(the_set.items)} items"
@@ -259,7 +275,8 @@ def evaluate(
                         input_field=field,
                         reference_field=reference_field,
                         fewshot=fewshot,
-                        progress=lambda n, bar=bar: progress.advance(bar, n),
+                        progress=partial(progress.advance, bar),
+                        prices=prices,
                     )
                 except EvaluationError as error:
                     raise fail(str(error)) from None
@@ -284,14 +301,17 @@ def compare(
     base: Annotated[str | None, typer.Option(help="base version (default the first evaluated)")] = None,
     candidate: Annotated[str | None, typer.Option(help="candidate version (default every other version)")] = None,
     movers: Annotated[int, typer.Option(help="how many most-moved items to list")] = 10,
-    slice_field: Annotated[list[str], typer.Option(help="task data field to slice results by (repeatable)")] = [],
+    slice_field: Annotated[
+        list[str] | None, typer.Option(help="task data field to slice results by (repeatable)")
+    ] = None,
     reviews: Annotated[Path | None, typer.Option(help="corrections JSONL from pull for judge calibration")] = None,
     kappa_threshold: Annotated[float, typer.Option(help="warn when weighted kappa is below this")] = 0.4,
     min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
 ) -> None:
     """Prompt versions side by side on the same items: paired difference with a bootstrap CI, biggest movers."""
-    from prelabel.evaluate import EvaluationError, compare_run
-    from prelabel.report import write_reports
+    from prelabel.evaluation import EvaluationError
+    from prelabel.evaluation.compare import compare_run
+    from prelabel.evaluation.report import write_reports
 
     try:
         comparisons = compare_run(run_dir, base, candidate, n_movers=movers)
@@ -309,7 +329,9 @@ def compare(
 
 def report(
     run_dir: Annotated[Path, typer.Argument(help="run directory written by evaluate")],
-    slice_field: Annotated[list[str], typer.Option(help="task data field to slice results by (repeatable)")] = [],
+    slice_field: Annotated[
+        list[str] | None, typer.Option(help="task data field to slice results by (repeatable)")
+    ] = None,
     reviews: Annotated[
         Path | None,
         typer.Option(help="corrections JSONL from pull, or a Label Studio JSON export (with --label-config)"),
@@ -321,9 +343,11 @@ def report(
     min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
 ) -> None:
     """Write the HTML and Markdown reports of a run again: subsets, comparisons, judge calibration."""
-    from prelabel.evaluate import EvaluationError, compare_run, load_run
+    from prelabel.evaluation import EvaluationError
+    from prelabel.evaluation.compare import compare_run
+    from prelabel.evaluation.report import write_reports
+    from prelabel.evaluation.runs import load_run
     from prelabel.label_interface import LabelConfigError, parse_label_config
-    from prelabel.report import write_reports
 
     try:
         config = parse_label_config(label_config.read_text(encoding="utf-8")) if label_config else None

@@ -17,7 +17,7 @@ def export(
     ),
     formats: Annotated[
         list[str], typer.Option("--format", "-f", help="openai, bedrock, alpaca, sharegpt, parquet (repeatable)")
-    ] = ["openai", "bedrock", "alpaca", "sharegpt", "parquet"],
+    ] = ["openai", "bedrock", "alpaca", "sharegpt", "parquet"],  # noqa: B006 (typer shows it in --help; never mutated)
     threshold: Annotated[str, typer.Option(help="lowest judge level an unreviewed LLM label needs")] = "good",
     instruction: Annotated[
         str | None, typer.Option(help="the task the fine-tuned model will serve (system prompt)")
@@ -30,10 +30,11 @@ def export(
     """Reviewer labels first, then LLM labels rated at least --threshold; everything else is dropped."""
     from pydantic import ValidationError
 
-    from prelabel.export import ExportError, ExportOptions, export_dataset, render_report
+    from prelabel.export import ExportError, ExportOptions, export_dataset
     from prelabel.label_interface import LabelConfigError, parse_label_config
     from prelabel.labelstudio import LabelStudioError
     from prelabel.records import reviewed_tasks
+    from prelabel.scripts.tables import export_table
 
     settings = load_settings()
     client = ls_client(settings, url, api_key)
@@ -57,5 +58,5 @@ def export(
         raise fail(f"option {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     except (LabelStudioError, LabelConfigError, ExportError, OSError) as error:
         raise fail(str(error)) from None
-    console.print(render_report(report))
+    console.print(export_table(report))
     console.print(f"dataset written to {report.out_dir} (manifest.json lists every file with its sha256)")

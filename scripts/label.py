@@ -64,8 +64,8 @@ def label(
     ] = True,
 ) -> None:
     """Label every item of a pool (annotator, then judge) into a JSONL file. Rerun the same command to resume."""
-    from prelabel.costs import PriceFileError
     from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.pricing import PriceFileError
     from prelabel.prompts import PromptError
     from prelabel.tasks_io import TaskFileError
 
@@ -109,15 +109,16 @@ def _run(
     retry_failed: bool,
     show_progress: bool,
 ) -> BulkSummary:
-    from prelabel.costs import UsageMeter, format_usd, load_prices
+    from prelabel.costs import UsageMeter, format_usd
     from prelabel.engine import build_engine, close_engine
     from prelabel.families import SameFamilyError
     from prelabel.labeling.items import count_records
     from prelabel.labeling.live import label_file
     from prelabel.labeling.output import prepare_output
+    from prelabel.pricing import load_prices
     from prelabel.providers import ProviderError
 
-    meter = UsageMeter(load_prices())
+    meter = UsageMeter(load_prices(settings.prelabel_prices))
     try:
         engine = build_engine(settings, meter)
     except (SameFamilyError, ProviderError) as error:
@@ -310,8 +311,10 @@ def _run_batch(
     poll: float,
     wait: bool,
 ) -> BatchSummary:
+    from prelabel.costs import UsageMeter
     from prelabel.families import SameFamilyError
     from prelabel.labeling.batch import BatchOptions, BatchStateError, label_file_batch
+    from prelabel.pricing import load_prices
     from prelabel.providers import ProviderError
     from prelabel.providers.batch import BatchError
 
@@ -325,6 +328,7 @@ def _run_batch(
             input_field=input_field,
             retry_failed=retry_failed,
             on_event=lambda message: console.print(message),
+            meter=UsageMeter(load_prices(settings.prelabel_prices)),
         )
     except (SameFamilyError, ProviderError, BatchError, BatchStateError) as error:
         raise fail(str(error)) from None

@@ -25,12 +25,8 @@ def pull(
     from prelabel.label_interface import LabelConfigError, parse_label_config
     from prelabel.labelstudio import LabelStudioError
     from prelabel.records import reviewed_tasks
-    from prelabel.review_stats import (
-        pull_report,
-        render_versions_table,
-        render_worst_cases_table,
-        write_corrections_jsonl,
-    )
+    from prelabel.review_stats import pull_report, write_corrections_jsonl
+    from prelabel.scripts.tables import review_versions_table, worst_cases_table
 
     settings = load_settings()
     client = ls_client(settings, url, api_key)
@@ -51,7 +47,7 @@ def pull(
             report_json.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     except (LabelStudioError, LabelConfigError, OSError) as error:
         raise fail(str(error)) from None
-    console.print(render_versions_table(report))
+    console.print(review_versions_table(report))
     if report.worst_cases:
-        console.print(render_worst_cases_table(report.worst_cases))
+        console.print(worst_cases_table(report.worst_cases))
     console.print(f"{report.n_reviewed} of {report.n_tasks} tasks reviewed; {written} corrections in {corrections}")

@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from prelabel.costs import RoleUsage, UsageMeter, batch_prices, load_prices
+from prelabel.costs import RoleUsage, UsageMeter
 from prelabel.dialogue import InputError
 from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.families import ModelRef
@@ -55,6 +55,7 @@ from prelabel.labeling.items import Item, iter_items
 from prelabel.labeling.live import MAX_LISTED_FAILURES, BulkSummary, Progress, interrupt_on_sigterm
 from prelabel.labeling.output import BulkRecord, OutputWriter, prepare_output
 from prelabel.pipeline import Labeler, LabelOutcome, parse_judge
+from prelabel.pricing import batch_prices, load_prices
 from prelabel.providers import CallParams, Completion, ProviderError
 from prelabel.providers.batch import (
     PROVIDER_LIMITS,
@@ -235,7 +236,8 @@ class BatchRun:
         self.options = options
         self.apis = apis
         self.meter = meter
-        self.batch_meter = batch_meter or UsageMeter(batch_prices(load_prices()))
+        prices = meter.prices if meter else load_prices(engine.settings.prelabel_prices)
+        self.batch_meter = batch_meter or UsageMeter(batch_prices(prices))
         self.retry_failed = retry_failed
         self.on_progress = on_progress
         self.on_event = on_event
@@ -566,7 +568,7 @@ def label_file_batch(
     `engine` (with `meter` on its clients) serves the cache, the usage log and the live retries.
     """
     options = options or BatchOptions()
-    meter = meter or UsageMeter(load_prices())
+    meter = meter or UsageMeter(load_prices(settings.prelabel_prices))
     own_engine = engine is None
     engine = engine or build_engine(settings, meter)
     try:

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from prelabel.costs import RoleUsage, UsageMeter, load_prices
+from prelabel.costs import RoleUsage, UsageMeter
 from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.label_interface import LabelConfig
 from prelabel.labeling.items import Item, iter_items
 from prelabel.labeling.output import BulkRecord, OutputWriter, prepare_output
 from prelabel.pipeline import Labeler, LabelOutcome
+from prelabel.pricing import load_prices
 from prelabel.settings import Settings
 from prelabel.store import BatchedLogStore
 
@@ -191,7 +192,7 @@ def label_file(
     meter: UsageMeter | None = None,
 ) -> BulkSummary:
     """Label every item of `input_path` not already in `output`, appending to `output`."""
-    meter = meter or UsageMeter(load_prices())
+    meter = meter or UsageMeter(load_prices(settings.prelabel_prices))
     own_engine = engine is None
     engine = engine or build_engine(settings, meter)
     try:

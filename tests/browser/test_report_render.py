@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from prelabel.evaluate import load_items
+from prelabel.evaluation.runs import load_items
 from prelabel.prompts import PROMPTS_DIR
 from tests.browser.conftest import ARTIFACTS, Tab
 from tests.integration.test_evaluate import DIALOGSUM, QualityLLM, invoke, rate

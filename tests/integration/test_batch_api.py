@@ -18,10 +18,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from prelabel.costs import BUILTIN_PRICES
 from prelabel.label_interface import parse_label_config
 from prelabel.labeling.batch import BatchOptions, BatchStateError, StateFile, label_file_batch
 from prelabel.labeling.live import label_file
+from prelabel.pricing import BUILTIN_PRICES
 from prelabel.providers.batch import BatchLimits, custom_id
 from prelabel.scripts.label import label
 from prelabel.testing import ANTHROPIC, OPENAI, FakeReply, FakeRequest

@@ -18,13 +18,10 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix,
 from typer.testing import CliRunner
 
 from prelabel import metrics
-from prelabel.evaluate import (
-    ItemResult,
-    judge_calibration,
-    load_items,
-    load_run,
-    reviewed_from_corrections,
-)
+from prelabel.evaluation.calibration import judge_calibration
+from prelabel.evaluation.results import ItemResult
+from prelabel.evaluation.reviews import reviewed_from_corrections
+from prelabel.evaluation.runs import load_items, load_run
 from prelabel.judge import LEVELS
 from prelabel.prompts import PROMPTS_DIR, PromptSet
 from prelabel.records import ReviewedTask
@@ -179,7 +176,7 @@ def test_evaluate_compare_report_on_dialogsum(make_settings, provider, templates
     assert len(c["movers"]) == 5 and all(m["delta"] == 3 for m in c["movers"])  # bad -> excellent moved most
 
     # Subset analysis: the baseline's worst slice is the longest dialogues.
-    from prelabel.evaluate import slice_run
+    from prelabel.evaluation.slices import slice_run
 
     slices = slice_run(out, ["topic"])
     worst = slices["v1"].worst[0]
@@ -419,3 +416,39 @@ def test_fewshot_examples_reach_the_annotator_prompt(make_settings, provider, te
     plain = PromptSet.load("summarization", v1, None, "v1")
     assert summary.prompt_hash != plain.content_hash  # few-shot is its own prompt version
     assert summary.model_version.startswith("v1@") and plain.content_hash not in summary.model_version
+
+
+def test_price_file_prices_the_evaluation_and_the_dry_run(make_settings, provider, templates, tmp_path, monkeypatch):
+    """PRELABEL_PRICES reaches every command: evaluate's costs and the label --dry-run estimate use its prices."""
+    from prelabel.scripts.label import label
+
+    prices = {"gpt-4o-mini": (1000.0, 2000.0), "claude-haiku-4-5": (3000.0, 5000.0)}
+    price_file = tmp_path / "prices.json"
+    price_file.write_text(json.dumps({model: {"input": i, "output": o} for model, (i, o) in prices.items()}))
+    make_settings(PRELABEL_PRICES=str(price_file))
+    monkeypatch.setenv("COLUMNS", "200")  # the versions table on one line per version
+    v1, _ = templates
+    out = tmp_path / "priced"
+    result = invoke("evaluate", DIALOGSUM, "--prompt", f"v1={v1}", "--size", "5", "--out", out)
+    summary = load_run(out).versions["v1"]
+    assert {u.model for u in summary.usage} == set(prices)
+    for usage in summary.usage:
+        price_in, price_out = prices[usage.model]
+        assert usage.input_tokens > 0
+        assert usage.cost_usd == pytest.approx((usage.input_tokens * price_in + usage.output_tokens * price_out) / 1e6)
+        assert usage.full_cost_usd == pytest.approx(
+            (usage.full_input_tokens * price_in + usage.full_output_tokens * price_out) / 1e6
+        )
+    assert summary.full_cost_usd == pytest.approx(sum(u.full_cost_usd for u in summary.usage))
+    shown = f"${summary.full_cost_usd:.4f}"
+    lines = result.output.splitlines()
+    assert any(line.split()[:2] == ["v1", "5"] and line.rstrip().endswith(shown) for line in lines), result.output
+    assert shown in (out / "report.md").read_text(encoding="utf-8")
+
+    app = typer.Typer()
+    app.command()(label)
+    app.command("other")(lambda: None)  # two commands, so `label` is a subcommand as in the real CLI
+    dry = CliRunner().invoke(app, ["label", "-i", str(DIALOGSUM), "-o", str(tmp_path / "out.jsonl"), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    prices_row = next(line for line in dry.output.splitlines() if "USD / 1M in, out" in line)
+    assert "1000, 2000" in prices_row and "3000, 5000" in prices_row

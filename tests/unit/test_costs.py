@@ -11,18 +11,16 @@ from prelabel.costs import (
     ANTHROPIC_TOOL_PREAMBLE,
     OPENAI_CHAT_OVERHEAD,
     TYPICAL_VERDICT,
-    PriceFileError,
     UsageMeter,
     counter_for,
     estimate_cost,
-    load_prices,
-    price_for,
     reservoir,
 )
 from prelabel.dialogue import parse_dialogue, render_dialogue
 from prelabel.families import ModelRef
 from prelabel.judge import judge_schema
 from prelabel.label_interface import parse_label_config
+from prelabel.pricing import PriceFileError, load_prices, price_for
 from prelabel.prompts import PROMPTS_DIR, render
 from prelabel.providers import Completion, Usage
 from prelabel.settings import Settings
@@ -62,7 +60,7 @@ def test_price_file_overrides(tmp_path, monkeypatch):
     path = tmp_path / "prices.toml"
     path.write_text('["gpt-4o-mini"]\ninput = 1.0\noutput = 2.0\n["smollm2"]\ninput = 0\noutput = 0\n')
     monkeypatch.setenv("PRELABEL_PRICES", str(path))
-    prices = load_prices()
+    prices = load_prices(Settings().prelabel_prices)
     assert price_for("gpt-4o-mini", prices).output == 2.0 and price_for("smollm2-135m", prices).input == 0
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"gpt-4o": {"input": -1, "output": 1}}))

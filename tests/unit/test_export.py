@@ -19,13 +19,13 @@ from prelabel.export import (
     ExportOptions,
     bedrock_problems,
     export_dataset,
-    render_report,
     select_examples,
     split_examples,
     validate_export,
     validation_size,
 )
 from prelabel.records import ReviewedTask
+from prelabel.scripts.tables import export_table
 
 SUMMARY_INSTRUCTION = "Summarize the conversation between two users in one paragraph, keeping every important point."
 JSONL_FORMATS = ("openai", "bedrock", "alpaca", "sharegpt")
@@ -505,7 +505,7 @@ def test_an_unrelated_directory_is_never_replaced(tmp_path):
 def test_render_report_shows_every_count(tmp_path):
     report = export_dataset(pool(), options(tmp_path / "dataset"))
     console = Console(record=True, width=120)
-    console.print(render_report(report))
+    console.print(export_table(report))
     text = console.export_text()
     for label, value in [
         ("reviewer's label", report.counts.human),

@@ -11,13 +11,12 @@ from prelabel.records import ReviewedTask
 from prelabel.review_stats import (
     PullReport,
     pull_report,
-    render_versions_table,
-    render_worst_cases_table,
     task_link,
     version_stats,
     worst_cases,
     write_corrections_jsonl,
 )
+from prelabel.scripts.tables import review_versions_table, worst_cases_table
 
 approx = pytest.approx
 
@@ -264,7 +263,7 @@ def _render(table) -> str:
 
 
 def test_versions_table():
-    text = _render(render_versions_table(pull_report(records())))
+    text = _render(review_versions_table(pull_report(records())))
     assert "Reviewed 8 of 10 tasks" in text
     lines = text.splitlines()
     v1 = next(line for line in lines if line.lstrip().startswith("v1"))
@@ -276,14 +275,14 @@ def test_versions_table():
 
 def test_classification_table_and_single_version():
     sentiment = [task(1, "c1", "positive", "positive", 4, 4), task(2, "c1", "negative", "positive", 4, 1)]
-    text = _render(render_versions_table(pull_report(sentiment, kind="classification")))
+    text = _render(review_versions_table(pull_report(sentiment, kind="classification")))
     assert "accuracy" in text and "ROUGE-L" not in text
     assert not any(line.lstrip().startswith("all") for line in text.splitlines())
 
 
 def test_worst_cases_table():
     report = pull_report(records(), ls_url="http://ls", project_id=3, worst_limit=2)
-    text = _render(render_worst_cases_table(report.worst_cases))
+    text = _render(worst_cases_table(report.worst_cases))
     assert "http://ls/projects/3/data?task=7" in text
     assert "4 excellent" in text and "0 very bad" in text
-    assert "link" not in _render(render_worst_cases_table(worst_cases(records(), limit=2)))
+    assert "link" not in _render(worst_cases_table(worst_cases(records(), limit=2)))

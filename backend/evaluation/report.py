@@ -1,26 +1,24 @@
-"""Evaluation reports: a self-contained HTML page (inline SVG charts, no script, nothing fetched), a Markdown
-summary, and the rich tables the commands print.
+"""Evaluation reports: a self-contained HTML page (inline SVG charts, no script, nothing fetched) and a
+Markdown summary. The terminal tables are the CLI's (prelabel.scripts.tables).
 
 Every text that comes from data, prompts or models is escaped: dialogues and labels may contain markup.
 """
 
 from __future__ import annotations
 
-import html
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
-from rich import box
-from rich.table import Table
 
-from prelabel.evaluate import Calibration, Comparison, RunSummary, VersionSummary
+from prelabel.evaluation.calibration import Calibration
+from prelabel.evaluation.charts import distribution_chart, heatmap, slice_chart
+from prelabel.evaluation.compare import Comparison
+from prelabel.evaluation.formatting import ci_text, esc, money, num, one_line, share, signed
+from prelabel.evaluation.runs import RunSummary
 from prelabel.judge import LEVELS
 from prelabel.subsets import SliceReport
 
-LEVEL_COLOURS = ("#c0392b", "#e67e22", "#f1c40f", "#7cb342", "#2e7d32")
-VERSION_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 
@@ -30,172 +28,6 @@ class ReportData(BaseModel):
     comparisons: list[Comparison] = []
     slices: dict[str, SliceReport] = {}
     calibration: Calibration | None = None
-
-
-def esc(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def num(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def signed(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:+.{digits}f}"
-
-
-def money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.4f}"
-
-
-def ci_text(c: Comparison) -> str:
-    if c.ci_low is None or c.ci_high is None:
-        return "-"
-    return f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
-
-
-# -- SVG charts ------------------------------------------------------------------------------------
-
-
-def _svg(width: int, height: int, body: list[str], label: str) -> str:
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" aria-label="{esc(label)}" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">' + "".join(body) + "</svg>"
-    )
-
-
-def _text(
-    x: float, y: float, text: object, anchor: str = "start", size: int = 12, weight: str = "normal", fill: str = "#222"
-) -> str:
-    return (
-        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" font-weight="{weight}" '
-        f'fill="{fill}">{esc(text)}</text>'
-    )
-
-
-def distribution_chart(versions: Sequence[VersionSummary]) -> str:
-    """Grouped bars: for each level, the share of each version's rated items at that level."""
-    width, height, left, bottom, top = 760, 300, 50, 50, 20
-    plot_w, plot_h = width - left - 20, height - top - bottom
-    shares = [[count / v.n_rated if v.n_rated else 0.0 for count in v.distribution] for v in versions]
-    peak = max([s for row in shares for s in row] + [0.01])
-    ceiling = min(1.0, math.ceil(peak * 10) / 10)
-    group_w = plot_w / len(LEVELS)
-    bar_w = max(4.0, (group_w - 16) / max(len(versions), 1))
-    body = []
-    for tick in range(0, 6):
-        value = ceiling * tick / 5
-        y = top + plot_h - plot_h * value / ceiling
-        body.append(f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        body.append(_text(left - 6, y + 4, f"{value:.0%}", "end", 11, fill="#555"))
-    for i, name in enumerate(LEVELS):
-        x0 = left + i * group_w + 8
-        for j, version in enumerate(versions):
-            value = shares[j][i]
-            h = plot_h * value / ceiling
-            x = x0 + j * bar_w
-            body.append(
-                f'<rect class="bar" x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 2:.1f}" '
-                f'height="{max(h, 0.5):.1f}" fill="{VERSION_COLOURS[j % len(VERSION_COLOURS)]}">'
-                f"<title>{esc(version.name)}: {esc(name)} {version.distribution[i]} ({value:.0%})</title></rect>"
-            )
-        body.append(_text(left + i * group_w + group_w / 2, top + plot_h + 18, name, "middle"))
-    for j, version in enumerate(versions):  # legend
-        x = left + j * 150
-        body.append(
-            f'<rect x="{x}" y="{height - 18}" width="12" height="12" '
-            f'fill="{VERSION_COLOURS[j % len(VERSION_COLOURS)]}"/>'
-        )
-        body.append(_text(x + 16, height - 8, version.name[:20], size=11))
-    return _svg(width, height, body, "rating distribution per prompt version")
-
-
-def slice_chart(report: SliceReport, max_rows: int = 14) -> str:
-    """Horizontal bars of mean level per slice (the worst first), with the overall mean as a line."""
-    slices = [s for s in report.worst]
-    seen = {(s.feature, s.value) for s in slices}
-    rest = sorted(
-        (
-            s
-            for ss in report.features.values()
-            for s in ss
-            if s.mean_level is not None and s.n_rated >= report.min_n and (s.feature, s.value) not in seen
-        ),
-        key=lambda s: (s.mean_level, s.feature, s.order),
-    )
-    slices = (slices + rest)[:max_rows]
-    label_w, width, row_h, top = 260, 760, 24, 24
-    plot_w = width - label_w - 70
-    height = top + row_h * max(len(slices), 1) + 30
-    body = []
-    for tick in range(len(LEVELS)):
-        x = label_w + plot_w * tick / (len(LEVELS) - 1)
-        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 6}" y2="{height - 24}" stroke="#eee"/>')
-        body.append(_text(x, height - 8, LEVELS[tick], "middle", 10, fill="#555"))
-    worst_keys = {(s.feature, s.value) for s in report.worst}
-    for i, s in enumerate(slices):
-        y = top + i * row_h
-        value = s.mean_level or 0.0
-        w = plot_w * value / (len(LEVELS) - 1)
-        colour = "#c0392b" if (s.feature, s.value) in worst_keys else "#5b8def"
-        title = s.title if len(s.title) <= 38 else s.title[:37] + "…"
-        body.append(_text(label_w - 8, y + 15, title, "end", 11))
-        body.append(
-            f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{max(w, 1.0):.1f}" height="{row_h - 8}" fill="{colour}">'
-            f"<title>{esc(s.title)}: mean level {value:.2f}, n={s.n_rated}</title></rect>"
-        )
-        body.append(_text(label_w + w + 6, y + 15, f"{value:.2f} (n={s.n_rated})", size=11, fill="#333"))
-    if report.overall_mean is not None:
-        x = label_w + plot_w * report.overall_mean / (len(LEVELS) - 1)
-        body.append(
-            f'<line class="overall" x1="{x:.1f}" x2="{x:.1f}" y1="{top - 8}" y2="{height - 24}" '
-            'stroke="#222" stroke-dasharray="4 3"/>'
-        )
-        body.append(_text(x, top - 10, f"all {report.overall_mean:.2f}", "middle", 10))
-    return _svg(width, height, body, f"mean judge level per slice, {report.version}")
-
-
-def heatmap(
-    matrix: Sequence[Sequence[int]],
-    row_labels: Sequence[str],
-    col_labels: Sequence[str],
-    row_title: str,
-    col_title: str,
-    label: str,
-) -> str:
-    """Counts as a heatmap (rows x columns), darker for more, with the diagonal outlined."""
-    cell, left, top = 64, 120, 60
-    width = left + cell * len(col_labels) + 20
-    height = top + cell * len(row_labels) + 20
-    peak = max([v for row in matrix for v in row] + [1])
-    body = [_text(left + cell * len(col_labels) / 2, 16, col_title, "middle", 12, "bold")]
-    body.append(
-        f'<text x="14" y="{top + cell * len(row_labels) / 2:.1f}" font-size="12" font-weight="bold" '
-        f'text-anchor="middle" transform="rotate(-90 14 {top + cell * len(row_labels) / 2:.1f})">'
-        f"{esc(row_title)}</text>"
-    )
-    for j, name in enumerate(col_labels):
-        body.append(_text(left + j * cell + cell / 2, top - 8, name, "middle", 11))
-    for i, name in enumerate(row_labels):
-        body.append(_text(left - 6, top + i * cell + cell / 2 + 4, name, "end", 11))
-        for j in range(len(col_labels)):
-            value = matrix[i][j]
-            alpha = 0.08 + 0.87 * value / peak if value else 0.03
-            x, y = left + j * cell, top + i * cell
-            stroke = ' stroke="#222" stroke-width="2"' if i == j else ' stroke="#fff"'
-            body.append(
-                f'<rect class="cell" x="{x}" y="{y}" width="{cell}" height="{cell}" '
-                f'fill="rgba(31,119,180,{alpha:.3f})"{stroke}><title>{esc(row_labels[i])} / '
-                f"{esc(col_labels[j])}: {value}</title></rect>"
-            )
-            body.append(
-                _text(x + cell / 2, y + cell / 2 + 4, value, "middle", 13, fill="#fff" if alpha > 0.55 else "#222")
-            )
-    return _svg(width, height, body, label)
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -319,16 +151,18 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
     for v in versions:
         if v.classification is None:
             continue
-        c = v.classification
+        truth = v.classification
         parts.append(f"<h3>Ground truth ({esc(run.reference_field)}): {esc(v.name)}</h3>")
-        parts.append(f"<p>accuracy <b>{share(c.accuracy)}</b> · macro F1 {num(c.macro_f1)} (n={c.n})</p>")
+        parts.append(f"<p>accuracy <b>{share(truth.accuracy)}</b> · macro F1 {num(truth.macro_f1)} (n={truth.n})</p>")
         parts.append(
             _table(
                 ["class", "precision", "recall", "F1", "support"],
-                [[k, num(s.precision), num(s.recall), num(s.f1), s.support] for k, s in c.per_class.items()],
+                [[k, num(s.precision), num(s.recall), num(s.f1), s.support] for k, s in truth.per_class.items()],
             )
         )
-        parts.append(heatmap(c.confusion, c.labels, c.labels, "true", "predicted", f"confusion matrix {v.name}"))
+        parts.append(
+            heatmap(truth.confusion, truth.labels, truth.labels, "true", "predicted", f"confusion matrix {v.name}")
+        )
 
     if data.comparisons:
         parts.append("<h2>Comparisons on the same items</h2>")
@@ -379,7 +213,7 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
                             LEVELS[m.base_level],
                             LEVELS[m.candidate_level],
                             f"{m.delta:+d}",
-                            _one_line(m.input_preview, 200),
+                            one_line(m.input_preview, 200),
                             m.base_label,
                             m.candidate_label,
                         ]
@@ -406,7 +240,7 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
                                 num(s.mean_level),
                                 share(s.share_good),
                                 "\n".join(
-                                    f"[{e.rating or 'unrated'}] {e.source_id}: {_one_line(e.input_preview, 140)}"
+                                    f"[{e.rating or 'unrated'}] {e.source_id}: {one_line(e.input_preview, 140)}"
                                     for e in s.examples
                                 ),
                             ]
@@ -566,114 +400,3 @@ def write_reports(out_dir: Path, data: ReportData, title: str = "prelabel evalua
     html_path.write_text(render_html(data, title), encoding="utf-8")
     md_path.write_text(render_markdown(data, title), encoding="utf-8")
     return html_path, md_path
-
-
-# -- terminal tables -------------------------------------------------------------------------------
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = " / ".join(line.strip() for line in text.splitlines() if line.strip())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def versions_table(run: RunSummary) -> Table:
-    table = Table(title=f"{run.n_items} items, best first", box=box.SIMPLE_HEAD, pad_edge=False)
-    for header in ("version", "rated", "mean", "≥ good", *LEVELS, "unrated", "tokens", "cost"):
-        table.add_column(header, justify="left" if header == "version" else "right", overflow="fold")
-    for v in run.ranking():
-        table.add_row(
-            v.name,
-            str(v.n_rated),
-            num(v.mean_level),
-            share(v.share_good),
-            *map(str, v.distribution),
-            str(v.n_unrated),
-            f"{v.tokens_full:,}",
-            money(v.full_cost_usd),
-        )
-    return table
-
-
-def baselines_table(run: RunSummary) -> Table | None:
-    rows = [v for v in run.versions.values() if v.text_metrics or v.classification]
-    if not rows:
-        return None
-    table = Table(title=f"against {run.reference_field} (string matching is a baseline)", box=box.SIMPLE_HEAD)
-    if run.kind == "classification":
-        for header in ("version", "n", "accuracy", "macro P", "macro R", "macro F1"):
-            table.add_column(header, justify="right")
-        for v in rows:
-            c = v.classification
-            if c:
-                table.add_row(
-                    v.name, str(c.n), share(c.accuracy), num(c.macro_precision), num(c.macro_recall), num(c.macro_f1)
-                )
-    else:
-        for header in ("version", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"):
-            table.add_column(header, justify="right")
-        for v in rows:
-            t = v.text_metrics
-            if t:
-                table.add_row(v.name, str(t.n), num(t.rouge1), num(t.rouge2), num(t.rougeL), num(t.bleu))
-    return table
-
-
-def comparisons_table(comparisons: Sequence[Comparison]) -> Table:
-    table = Table(title="paired on the same items (candidate − base)", box=box.SIMPLE_HEAD)
-    for header in ("candidate vs base", "paired", "difference", "95% CI", "≥ good", "up/down/same", "verdict"):
-        table.add_column(header, justify="left" if header in ("candidate vs base", "verdict") else "right")
-    for c in comparisons:
-        table.add_row(
-            f"{c.candidate} vs {c.base}",
-            str(c.n_paired),
-            signed(c.mean_difference),
-            ci_text(c),
-            f"{share(c.share_good_base)} → {share(c.share_good_candidate)}",
-            f"{c.improved}/{c.worsened}/{c.unchanged}",
-            c.verdict,
-        )
-    return table
-
-
-def movers_table(c: Comparison) -> Table:
-    table = Table(title=f"moved most: {c.candidate} vs {c.base}", box=box.SIMPLE_HEAD)
-    for header in ("source", "base", "candidate", "change", "input"):
-        table.add_column(header, overflow="fold")
-    for m in c.movers:
-        table.add_row(
-            m.source_id,
-            LEVELS[m.base_level],
-            LEVELS[m.candidate_level],
-            f"{m.delta:+d}",
-            _one_line(m.input_preview, 80),
-        )
-    return table
-
-
-def worst_slices_table(report: SliceReport) -> Table:
-    table = Table(
-        title=f"worst slices: {report.version} (overall mean {num(report.overall_mean)})", box=box.SIMPLE_HEAD
-    )
-    for header in ("slice", "n", "mean", "≥ good", "weakest example"):
-        table.add_column(header, overflow="fold")
-    for s in report.worst:
-        example = s.examples[0] if s.examples else None
-        table.add_row(
-            s.title,
-            str(s.n_rated),
-            num(s.mean_level),
-            share(s.share_good),
-            f"{example.source_id}: {_one_line(example.input_preview, 60)}" if example else "-",
-        )
-    return table
-
-
-def calibration_table(cal: Calibration) -> Table:
-    table = Table(title=f"judge vs reviewer on {cal.n_pairs} items (rows reviewer, columns judge)", box=box.SIMPLE_HEAD)
-    table.add_column("reviewer \\ judge")
-    for name in LEVELS:
-        table.add_column(name, justify="right")
-    for i, row in enumerate(cal.confusion):
-        table.add_row(LEVELS[i], *map(str, row))
-    table.caption = f"weighted κ {num(cal.kappa)}, exact {share(cal.exact)}, within one {share(cal.within_one)}"
-    return table

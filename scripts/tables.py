@@ -1,0 +1,237 @@
+"""The terminal tables the commands print (rich): the library hands over data, these render it.
+
+evaluate, compare and report print the run's tables; pull the review statistics; export the selection counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from prelabel.evaluation.calibration import Calibration
+from prelabel.evaluation.compare import Comparison
+from prelabel.evaluation.formatting import ci_text, money, num, one_line, share, signed
+from prelabel.evaluation.runs import RunSummary
+from prelabel.export import ExportReport
+from prelabel.judge import LEVELS
+from prelabel.review_stats import NO_VERSION, PullReport, VersionStats, WorstCase, level_name
+from prelabel.subsets import SliceReport
+
+# -- evaluate, compare, report ---------------------------------------------------------------------
+
+
+def versions_table(run: RunSummary) -> Table:
+    table = Table(title=f"{run.n_items} items, best first", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("version", "rated", "mean", "≥ good", *LEVELS, "unrated", "tokens", "cost"):
+        table.add_column(header, justify="left" if header == "version" else "right", overflow="fold")
+    for v in run.ranking():
+        table.add_row(
+            v.name,
+            str(v.n_rated),
+            num(v.mean_level),
+            share(v.share_good),
+            *map(str, v.distribution),
+            str(v.n_unrated),
+            f"{v.tokens_full:,}",
+            money(v.full_cost_usd),
+        )
+    return table
+
+
+def baselines_table(run: RunSummary) -> Table | None:
+    rows = [v for v in run.versions.values() if v.text_metrics or v.classification]
+    if not rows:
+        return None
+    table = Table(title=f"against {run.reference_field} (string matching is a baseline)", box=box.SIMPLE_HEAD)
+    if run.kind == "classification":
+        for header in ("version", "n", "accuracy", "macro P", "macro R", "macro F1"):
+            table.add_column(header, justify="right")
+        for v in rows:
+            c = v.classification
+            if c:
+                table.add_row(
+                    v.name, str(c.n), share(c.accuracy), num(c.macro_precision), num(c.macro_recall), num(c.macro_f1)
+                )
+    else:
+        for header in ("version", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"):
+            table.add_column(header, justify="right")
+        for v in rows:
+            t = v.text_metrics
+            if t:
+                table.add_row(v.name, str(t.n), num(t.rouge1), num(t.rouge2), num(t.rougeL), num(t.bleu))
+    return table
+
+
+def comparisons_table(comparisons: Sequence[Comparison]) -> Table:
+    table = Table(title="paired on the same items (candidate − base)", box=box.SIMPLE_HEAD)
+    for header in ("candidate vs base", "paired", "difference", "95% CI", "≥ good", "up/down/same", "verdict"):
+        table.add_column(header, justify="left" if header in ("candidate vs base", "verdict") else "right")
+    for c in comparisons:
+        table.add_row(
+            f"{c.candidate} vs {c.base}",
+            str(c.n_paired),
+            signed(c.mean_difference),
+            ci_text(c),
+            f"{share(c.share_good_base)} → {share(c.share_good_candidate)}",
+            f"{c.improved}/{c.worsened}/{c.unchanged}",
+            c.verdict,
+        )
+    return table
+
+
+def movers_table(c: Comparison) -> Table:
+    table = Table(title=f"moved most: {c.candidate} vs {c.base}", box=box.SIMPLE_HEAD)
+    for header in ("source", "base", "candidate", "change", "input"):
+        table.add_column(header, overflow="fold")
+    for m in c.movers:
+        table.add_row(
+            m.source_id,
+            LEVELS[m.base_level],
+            LEVELS[m.candidate_level],
+            f"{m.delta:+d}",
+            one_line(m.input_preview, 80),
+        )
+    return table
+
+
+def worst_slices_table(report: SliceReport) -> Table:
+    table = Table(
+        title=f"worst slices: {report.version} (overall mean {num(report.overall_mean)})", box=box.SIMPLE_HEAD
+    )
+    for header in ("slice", "n", "mean", "≥ good", "weakest example"):
+        table.add_column(header, overflow="fold")
+    for s in report.worst:
+        example = s.examples[0] if s.examples else None
+        table.add_row(
+            s.title,
+            str(s.n_rated),
+            num(s.mean_level),
+            share(s.share_good),
+            f"{example.source_id}: {one_line(example.input_preview, 60)}" if example else "-",
+        )
+    return table
+
+
+def calibration_table(cal: Calibration) -> Table:
+    table = Table(title=f"judge vs reviewer on {cal.n_pairs} items (rows reviewer, columns judge)", box=box.SIMPLE_HEAD)
+    table.add_column("reviewer \\ judge")
+    for name in LEVELS:
+        table.add_column(name, justify="right")
+    for i, row in enumerate(cal.confusion):
+        table.add_row(LEVELS[i], *map(str, row))
+    table.caption = f"weighted κ {num(cal.kappa)}, exact {share(cal.exact)}, within one {share(cal.within_one)}"
+    return table
+
+
+# -- pull ------------------------------------------------------------------------------------------
+
+
+def _level_cell(value: int | None) -> str:
+    name = level_name(value)
+    return "-" if name is None else f"{value} {name}"
+
+
+def review_versions_table(report: PullReport) -> Table:
+    """One row per prompt version, plus a total row when there is more than one version."""
+    classification = report.kind == "classification"
+    table = Table(title=f"Reviewed {report.n_reviewed} of {report.n_tasks} tasks", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("version", overflow="fold")
+    table.add_column("reviewed", justify="right")
+    table.add_column("accepted", justify="right")
+    table.add_column("edited", justify="right")
+    if classification:
+        table.add_column("accuracy", justify="right")
+        table.add_column("macro F1", justify="right")
+    table.add_column("edit dist", justify="right")
+    if not classification:
+        table.add_column("ROUGE-L", justify="right")
+    table.add_column("rated", justify="right")
+    table.add_column("exact", justify="right")
+    table.add_column("±1", justify="right")
+    table.add_column("κ", justify="right")
+    table.add_column("ρ", justify="right")
+
+    def row(stats: VersionStats, name: str, style: str | None = None) -> None:
+        cells = [
+            name,
+            str(stats.n_reviewed),
+            f"{stats.accepted_unchanged} ({share(stats.accepted_share)})",
+            str(stats.edited),
+        ]
+        if classification:
+            cells += [share(stats.accuracy), num(stats.macro_f1)]
+        cells.append(num(stats.mean_edit_distance))
+        if not classification:
+            cells.append(num(stats.mean_rouge_l_f1))
+        cells += [
+            str(stats.n_rating_pairs),
+            share(stats.exact_agreement),
+            share(stats.within_one_agreement),
+            num(stats.kappa),
+            num(stats.spearman),
+        ]
+        table.add_row(*cells, style=style)
+
+    for stats in report.versions:
+        row(stats, stats.model_version or NO_VERSION)
+    if report.overall is not None and len(report.versions) > 1:
+        table.add_section()
+        row(report.overall, "all", style="bold")
+    return table
+
+
+def worst_cases_table(cases: Sequence[WorstCase], title: str = "Most edited labels") -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("task", justify="right")
+    table.add_column("source")
+    table.add_column("version", overflow="fold")
+    table.add_column("edit dist", justify="right")
+    table.add_column("judge")
+    table.add_column("reviewer")
+    show_links = any(case.link for case in cases)
+    if show_links:
+        table.add_column("link", overflow="fold")
+    for case in cases:
+        cells: list[str | Text] = [
+            str(case.task_id),
+            case.source_id or "-",
+            case.model_version or NO_VERSION,
+            num(case.edit_distance),
+            _level_cell(case.judge_level),
+            _level_cell(case.reviewer_level),
+        ]
+        if show_links:
+            cells.append(Text(case.link, style=f"link {case.link}") if case.link else "-")
+        table.add_row(*cells)
+    return table
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+def export_table(report: ExportReport) -> Table:
+    """The selection counts, split sizes and origins as one table for the terminal."""
+    counts = report.counts
+    table = Table(title=f"Fine-tuning export: {report.out_dir}", show_lines=False)
+    table.add_column("", style="bold")
+    table.add_column("tasks", justify="right")
+    rows: list[tuple[str, int, str | None]] = [
+        ("reviewer's label", counts.human, "green"),
+        ("LLM label, rated at or above threshold", counts.llm_accepted, "green"),
+        ("dropped: rated below threshold", counts.dropped_low_rating, "yellow"),
+        ("dropped: LLM label not rated", counts.dropped_unrated, "yellow"),
+        ("dropped: no label", counts.dropped_no_label, "yellow"),
+        ("dropped: empty input", counts.dropped_no_input, "yellow"),
+        ("dropped: duplicate", counts.dropped_duplicate, "yellow"),
+    ]
+    for label, value, style in rows:
+        table.add_row(label, str(value), style=style if value else "dim")
+    table.add_section()
+    table.add_row("exported", str(counts.exported))
+    for split, value in report.splits.items():
+        table.add_row(f"  {split}", str(value))
+    table.add_row("total tasks", str(counts.total))
+    return table
