@@ -161,7 +161,7 @@ class SelectionCounts(BaseModel):
         return self.exported + self.dropped
 
 
-class Example(BaseModel):
+class TrainingExample(BaseModel):
     """One selected training pair and where it came from."""
 
     task_id: int
@@ -195,14 +195,14 @@ def normalize_text(text: str) -> str:
 
 def select_examples(
     tasks: Iterable[ReviewedTask], threshold: int = DEFAULT_THRESHOLD
-) -> tuple[list[Example], SelectionCounts]:
+) -> tuple[list[TrainingExample], SelectionCounts]:
     """Pick each task's label, in task-id order, dropping exact duplicates of an earlier pick.
 
     A reviewer's rating outranks the judge's: when a reviewer rated the LLM label but left no label of
     their own, their level decides whether the LLM label is kept.
     """
     counts = SelectionCounts()
-    examples: list[Example] = []
+    examples: list[TrainingExample] = []
     seen: set[tuple[str, str]] = set()
     for task in sorted(tasks, key=lambda t: t.task_id):
         human = (task.human_label or "").strip()
@@ -235,7 +235,7 @@ def select_examples(
         else:
             counts.llm_accepted += 1
         examples.append(
-            Example(
+            TrainingExample(
                 task_id=task.task_id,
                 input=text,
                 output=label,
@@ -257,7 +257,7 @@ def validation_size(n: int, fraction: float) -> int:
     return min(max(1, math.floor(n * fraction + 0.5)), n - 1)
 
 
-def split_examples(examples: Sequence[Example], fraction: float, seed: int) -> dict[str, list[Example]]:
+def split_examples(examples: Sequence[TrainingExample], fraction: float, seed: int) -> dict[str, list[TrainingExample]]:
     """Seeded shuffle of the task-id order: the split depends only on the examples and the seed."""
     ordered = sorted(examples, key=lambda e: e.task_id)
     random.Random(seed).shuffle(ordered)
@@ -268,7 +268,7 @@ def split_examples(examples: Sequence[Example], fraction: float, seed: int) -> d
 # -- format rows -----------------------------------------------------------------------------------
 
 
-def openai_row(instruction: str, example: Example) -> dict[str, Any]:
+def openai_row(instruction: str, example: TrainingExample) -> dict[str, Any]:
     return {
         "messages": [
             {"role": "system", "content": instruction},
@@ -278,7 +278,7 @@ def openai_row(instruction: str, example: Example) -> dict[str, Any]:
     }
 
 
-def bedrock_row(instruction: str, example: Example) -> dict[str, Any]:
+def bedrock_row(instruction: str, example: TrainingExample) -> dict[str, Any]:
     return {
         "system": instruction,
         "messages": [
@@ -288,11 +288,11 @@ def bedrock_row(instruction: str, example: Example) -> dict[str, Any]:
     }
 
 
-def alpaca_row(instruction: str, example: Example) -> dict[str, Any]:
+def alpaca_row(instruction: str, example: TrainingExample) -> dict[str, Any]:
     return {"instruction": instruction, "input": example.input, "output": example.output}
 
 
-def sharegpt_row(instruction: str, example: Example) -> dict[str, Any]:
+def sharegpt_row(instruction: str, example: TrainingExample) -> dict[str, Any]:
     return {
         "conversations": [
             {"from": "system", "value": instruction},
@@ -320,8 +320,10 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
             handle.write(_json_line(row))
 
 
-def _jsonl_writer(row: Callable[[str, Example], dict[str, Any]]) -> Callable[[Path, str, str, list[Example]], Path]:
-    def write(folder: Path, split: str, instruction: str, examples: list[Example]) -> Path:
+def _jsonl_writer(
+    row: Callable[[str, TrainingExample], dict[str, Any]],
+) -> Callable[[Path, str, str, list[TrainingExample]], Path]:
+    def write(folder: Path, split: str, instruction: str, examples: list[TrainingExample]) -> Path:
         path = folder / f"{split}.jsonl"
         _write_jsonl(path, (row(instruction, example) for example in examples))
         return path
@@ -329,7 +331,7 @@ def _jsonl_writer(row: Callable[[str, Example], dict[str, Any]]) -> Callable[[Pa
     return write
 
 
-def _write_parquet(folder: Path, split: str, instruction: str, examples: list[Example]) -> Path:
+def _write_parquet(folder: Path, split: str, instruction: str, examples: list[TrainingExample]) -> Path:
     # heavy import, only for Parquet
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -346,7 +348,7 @@ def _write_parquet(folder: Path, split: str, instruction: str, examples: list[Ex
     return path
 
 
-_WRITERS: dict[str, Callable[[Path, str, str, list[Example]], Path]] = {
+_WRITERS: dict[str, Callable[[Path, str, str, list[TrainingExample]], Path]] = {
     "openai": _jsonl_writer(openai_row),
     "bedrock": _jsonl_writer(bedrock_row),
     "alpaca": _jsonl_writer(alpaca_row),
@@ -392,7 +394,7 @@ def export_dataset(tasks: Iterable[ReviewedTask], options: ExportOptions) -> Exp
     )
 
 
-def _origins(examples: Sequence[Example]) -> dict[str, int]:
+def _origins(examples: Sequence[TrainingExample]) -> dict[str, int]:
     return {origin: sum(1 for e in examples if e.origin == origin) for origin in ("human", "llm")}
 
 
@@ -407,7 +409,7 @@ def _check_replaceable(target: Path) -> None:
 
 
 def _write_all(
-    folder: Path, splits: dict[str, list[Example]], counts: SelectionCounts, options: ExportOptions
+    folder: Path, splits: dict[str, list[TrainingExample]], counts: SelectionCounts, options: ExportOptions
 ) -> list[str]:
     assert options.instruction is not None
     written: list[Path] = []
@@ -436,7 +438,7 @@ def _write_all(
     return list(files)
 
 
-def _provenance_rows(splits: dict[str, list[Example]]) -> Iterable[dict[str, Any]]:
+def _provenance_rows(splits: dict[str, list[TrainingExample]]) -> Iterable[dict[str, Any]]:
     for split in SPLITS:
         for index, example in enumerate(splits[split]):
             yield {

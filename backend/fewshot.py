@@ -35,18 +35,18 @@ class FewShotError(ValueError):
     """The corrections file cannot be used for few-shot examples."""
 
 
-class Example(BaseModel):
+class FewShotExample(BaseModel):
     source_id: str | None = None
     input: str
     label: str
 
 
-def load_corrections(path: Path) -> list[Example]:
+def load_corrections(path: Path) -> list[FewShotExample]:
     """Examples from a corrections JSONL written by `prelabel pull`: the input and the reviewer's label.
 
     Rows without a reviewer label are skipped; the same input twice keeps its last correction.
     """
-    examples: dict[str, Example] = {}
+    examples: dict[str, FewShotExample] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
@@ -62,7 +62,7 @@ def load_corrections(path: Path) -> list[Example]:
         if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label.strip():
             continue
         sid = row.get("source_id")
-        examples[text.strip()] = Example(
+        examples[text.strip()] = FewShotExample(
             source_id=None if sid is None else str(sid), input=text.strip(), label=label.strip()
         )
     if not examples:
@@ -79,7 +79,7 @@ class TfidfIndex:
     """TF-IDF vectors (raw term counts, smoothed idf = ln((1 + N) / (1 + df)) + 1, L2 norm: scikit-learn's
     TfidfVectorizer defaults) over the examples, queried by cosine similarity."""
 
-    def __init__(self, examples: Sequence[Example]):
+    def __init__(self, examples: Sequence[FewShotExample]):
         self.examples = list(examples)
         documents = [Counter(tokenize(e.input)) for e in self.examples]
         df: Counter[str] = Counter()
@@ -100,7 +100,7 @@ class TfidfIndex:
         query = self.vector(text)
         return [math.fsum(w * doc.get(t, 0.0) for t, w in query.items()) for doc in self.vectors]
 
-    def nearest(self, text: str, k: int, exclude_source: str | None = None) -> list[tuple[Example, float]]:
+    def nearest(self, text: str, k: int, exclude_source: str | None = None) -> list[tuple[FewShotExample, float]]:
         """The k most similar examples, best first (ties by position). The input itself is never its own
         example: an example with the same text or source id is left out, or evaluation would leak the answer."""
         own = text.strip()
@@ -113,14 +113,14 @@ class TfidfIndex:
         return [(example, score) for example, score, _ in scored[: max(k, 0)]]
 
 
-def format_examples(examples: Sequence[Example], kind: str) -> str:
+def format_examples(examples: Sequence[FewShotExample], kind: str) -> str:
     if not examples:
         return ""
     input_name, label_name = ("conversation", "summary") if kind == "summarization" else ("text", "label")
     # Headings differ from the template's own ("Conversation:") so the real input stays unambiguous.
     # Examples are data like the input: fenced, so a reviewer's text cannot read as instructions either.
     blocks = [
-        f"Example {i} {input_name}:\n{fence(e.input)}\nExample {i} corrected {label_name}:\n{fence(e.label)}"
+        f"FewShotExample {i} {input_name}:\n{fence(e.input)}\nExample {i} corrected {label_name}:\n{fence(e.label)}"
         for i, e in enumerate(examples, start=1)
     ]
     return "Examples corrected by human reviewers:\n\n" + "\n\n".join(blocks) + "\n\n"
@@ -143,14 +143,14 @@ def with_examples_slot(template: str, tag: str) -> str:
     return template[:line_start] + marker + EXAMPLES_SLOT + template[line_start:]
 
 
-def corrections_digest(examples: Sequence[Example]) -> str:
+def corrections_digest(examples: Sequence[FewShotExample]) -> str:
     digest = hashlib.sha256()
     for example in examples:
         digest.update(example.input.encode("utf-8") + b"\x00" + example.label.encode("utf-8") + b"\x01")
     return digest.hexdigest()[:8]
 
 
-def fewshot_prompts(prompts: PromptSet, examples: Sequence[Example], k: int) -> PromptSet:
+def fewshot_prompts(prompts: PromptSet, examples: Sequence[FewShotExample], k: int) -> PromptSet:
     tag = f"k={k} corrections={corrections_digest(examples)}"
     return prompts.model_copy(update={"annotator": with_examples_slot(prompts.annotator, tag)})
 

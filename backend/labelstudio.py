@@ -99,6 +99,11 @@ class LabelStudioClient:
 
     # -- projects ------------------------------------------------------------------------------------
 
+    def guarded(self, what: str, function: Callable[..., Result], *args: Any, idempotent: bool = False) -> Result:
+        """`function(self, *args)` with this client's error messages (and retries, when it changes nothing):
+        for callers that compose several SDK calls of their own."""
+        return _label_studio_call(what, idempotent)(function)(self, *args)
+
     @_label_studio_call("list projects", idempotent=True)
     def find_project(self, title: str) -> Any | None:
         project: AllRolesProjectList

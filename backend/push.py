@@ -7,7 +7,7 @@ every exported example traces back to its source.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,16 +218,6 @@ def outcome_from_record(record: BaseModel) -> LabelOutcome:
     )
 
 
-def _guarded(
-    what: str, function: Callable[..., Any], client: LabelStudioClient, *args: Any, idempotent: bool = False
-) -> Any:
-    """A Label Studio call with the client's error messages (and retries, when it changes nothing)."""
-    # Imported on first use: label_studio_sdk is slow to import, and reading a pool (evaluate) needs none of it.
-    from prelabel.labelstudio import _label_studio_call
-
-    return _label_studio_call(what, idempotent)(function)(client, *args)
-
-
 def _import_predictions(client: LabelStudioClient, project_id: int, predictions: list[dict[str, Any]]) -> None:
     client.sdk.projects.import_predictions(id=project_id, request=predictions)  # type: ignore[arg-type]
 
@@ -275,8 +265,8 @@ def import_outcomes(
     """
     project_obj = resolve_project(client, project, label_config_xml)
     config = parse_label_config(split_prompt_control(project_obj.label_config or label_config_xml)[0])
-    existing = _guarded("list the project's tasks", _tasks_by_source, client, project_obj.id, idempotent=True)
-    have = _guarded("list the project's predictions", _prediction_versions, client, project_obj.id, idempotent=True)
+    existing = client.guarded("list the project's tasks", _tasks_by_source, project_obj.id, idempotent=True)
+    have = client.guarded("list the project's predictions", _prediction_versions, project_obj.id, idempotent=True)
     result = ProjectImport(project_id=project_obj.id, model_version=model_version)
     keep = tuple(keep_fields)
 
@@ -284,7 +274,7 @@ def import_outcomes(
         if new_tasks:
             result.task_ids += client.import_tasks(project_obj.id, new_tasks)
         if added:
-            _guarded("import predictions", _import_predictions, client, project_obj.id, added)
+            client.guarded("import predictions", _import_predictions, project_obj.id, added)
             result.predictions_added += len(added)
 
     new_tasks: list[dict[str, Any]] = []
@@ -319,7 +309,7 @@ def import_outcomes(
     flush(new_tasks, added)
     if model_version:
         client.set_model_version(project_obj.id, model_version)
-    result.view_id = _guarded("create the weakest-first tab", _ensure_weakest_first_view, client, project_obj.id)
+    result.view_id = client.guarded("create the weakest-first tab", _ensure_weakest_first_view, project_obj.id)
     return result
 
 

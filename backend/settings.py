@@ -117,8 +117,3 @@ class Settings(BaseSettings):
     @property
     def store_path(self) -> Path:
         return self.model_dir / "prelabel.sqlite3"
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment; keyword overrides use the environment names."""
-    return Settings(**overrides)  # type: ignore[arg-type]

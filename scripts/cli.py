@@ -15,7 +15,7 @@ from prelabel.scripts import export as export_command
 from prelabel.scripts import label as label_command
 from prelabel.scripts import pull as pull_command
 from prelabel.scripts import push as push_command
-from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, load_settings
+from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, settings_or_exit
 
 app = typer.Typer(help="LLM pre-labelling with a cross-family LLM judge, for Label Studio.", no_args_is_help=True)
 app.command(name="push")(push_command.push)
@@ -36,7 +36,7 @@ def serve(
     threads: Annotated[int, typer.Option(help="threads per worker (concurrent requests)")] = 8,
 ) -> None:
     """Serve the Label Studio ML backend (gunicorn)."""
-    settings = load_settings()
+    settings = settings_or_exit()
     engine_or_exit(settings).close()  # fail fast on a same-family judge or a missing key, before forking
     from prelabel.server import run_gunicorn
 
@@ -61,7 +61,7 @@ def predict(
     from prelabel.predictions import prediction_for
     from prelabel.tasks_io import TaskFileError, read_tasks
 
-    settings = load_settings()
+    settings = settings_or_exit()
     engine = engine_or_exit(settings)
     try:
         tasks = read_tasks(tasks_file)
@@ -110,7 +110,7 @@ def prompts(
 
     from prelabel.prompts import PromptError, PromptRegistry
 
-    settings = load_settings()
+    settings = settings_or_exit()
     registry = PromptRegistry(settings.model_dir, settings.store_path)
     if show is not None:
         try:

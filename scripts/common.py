@@ -29,7 +29,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_settings() -> Settings:
+def settings_or_exit() -> Settings:
     from rich.logging import RichHandler  # lazy: keeps --help fast
 
     from prelabel.settings import Settings  # lazy: keeps --help fast

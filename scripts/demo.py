@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prelabel.scripts.common import console, load_settings
+from prelabel.scripts.common import console, settings_or_exit
 
 
 def demo(
@@ -29,7 +29,7 @@ def demo(
     from prelabel.harness.local_model import LocalModelError
     from prelabel.labelstudio import LabelStudioError
 
-    load_settings()
+    settings_or_exit()
     options = DemoOptions(ls_port=ls_port, backend_port=backend_port, sample=sample, seed=seed)
     if work_dir:
         options.work_dir = work_dir

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, load_settings, ls_client
+from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, ls_client, settings_or_exit
 
 if TYPE_CHECKING:
     from prelabel.evaluation.compare import Comparison
@@ -201,7 +201,7 @@ def evaluate(
     from prelabel.prompts import PromptError, PromptRegistry, PromptSet
     from prelabel.tasks_io import TaskFileError
 
-    settings = load_settings()
+    settings = settings_or_exit()
     registry = PromptRegistry(settings.model_dir, settings.store_path)
     versions = [_parse_prompt_option(value, registry) for value in prompt or []]
     names = [name for name, _ in versions]

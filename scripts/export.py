@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from prelabel.scripts.common import console, fail, load_settings, ls_client
+from prelabel.scripts.common import console, fail, ls_client, settings_or_exit
 
 
 def export(
@@ -36,7 +36,7 @@ def export(
     from prelabel.records import reviewed_tasks
     from prelabel.scripts.tables import export_table
 
-    settings = load_settings()
+    settings = settings_or_exit()
     client = ls_client(settings, url, api_key)
     try:
         config = parse_label_config(client.project(project_id).label_config)

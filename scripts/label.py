@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from prelabel.scripts.common import console, fail, label_config_path, load_settings, ls_client
+from prelabel.scripts.common import console, fail, label_config_path, ls_client, settings_or_exit
 
 if TYPE_CHECKING:
     from prelabel.label_interface import LabelConfig
@@ -69,7 +69,7 @@ def label(
     from prelabel.prompts import PromptError
     from prelabel.tasks_io import TaskFileError
 
-    settings = load_settings()
+    settings = settings_or_exit()
     client = ls_client(settings, None, None) if project and not dry_run else None  # fail before any LLM call
     try:
         config = parse_label_config(label_config.read_text(encoding="utf-8"))

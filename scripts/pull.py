@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from prelabel.scripts.common import console, fail, load_settings, ls_client
+from prelabel.scripts.common import console, fail, ls_client, settings_or_exit
 
 
 def pull(
@@ -28,7 +28,7 @@ def pull(
     from prelabel.review_stats import pull_report, write_corrections_jsonl
     from prelabel.scripts.tables import review_versions_table, worst_cases_table
 
-    settings = load_settings()
+    settings = settings_or_exit()
     client = ls_client(settings, url, api_key)
     try:
         config = parse_label_config(client.project(project_id).label_config)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, load_settings, ls_client
+from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, ls_client, settings_or_exit
 
 
 def push(
@@ -35,7 +35,7 @@ def push(
     from prelabel.labelstudio import LabelStudioError
     from prelabel.push import push_round
 
-    settings = load_settings()
+    settings = settings_or_exit()
     client = ls_client(settings, url, api_key)
     engine = engine_or_exit(settings) if predict else None
     auth = None

@@ -20,7 +20,8 @@ from prelabel.label_interface import TaskKind
 from prelabel.pricing import Price, load_prices
 
 if TYPE_CHECKING:
-    from prelabel.pipeline import Engine, Labeler, LabelOutcome
+    from prelabel.engine import Engine
+    from prelabel.pipeline import Labeler, LabelOutcome
 
 GOOD = LEVELS.index("good")
 NO_LABEL = "(no label)"

@@ -9,8 +9,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
 from prelabel.fewshot import (
-    Example,
     FewShotError,
+    FewShotExample,
     TfidfIndex,
     fewshot_prompts,
     fill_examples,
@@ -29,8 +29,8 @@ DOCS = [
 ]
 
 
-def examples() -> list[Example]:
-    return [Example(source_id=f"c{i}", input=d, label=f"label {i}") for i, d in enumerate(DOCS)]
+def examples() -> list[FewShotExample]:
+    return [FewShotExample(source_id=f"c{i}", input=d, label=f"label {i}") for i, d in enumerate(DOCS)]
 
 
 def test_similarities_equal_sklearn_tfidf_cosine():
@@ -100,4 +100,4 @@ def test_slot_with_positional_and_explicit_templates():
         render(with_examples_slot(classify, "k=1"), input="great", labels=["a", "b"]),
         format_examples(examples()[:1], "classification"),
     )
-    assert filled.index("Example 1 text:\n```\n") < filled.index("Text:\n```\ngreat\n```")
+    assert filled.index("FewShotExample 1 text:\n```\n") < filled.index("Text:\n```\ngreat\n```")
