@@ -1,4 +1,4 @@
-"""The `prelabel` command: thin subcommands on top of backend/."""
+"""The `prelabel` command: the typer app and the subcommands that fit in a few lines (serve, predict, prompts)."""
 
 from __future__ import annotations
 
