@@ -273,6 +273,8 @@ def test_label_studio_progress_goes_through_logging(caplog, capsys, monkeypatch)
 
     from prelabel.harness import labelstudio_server
 
+    # Only pytest's handler on the root logger: a CLI test before this one may have left its console handler.
+    monkeypatch.setattr(logging.getLogger(), "handlers", [caplog.handler])
     with caplog.at_level(logging.INFO, logger="prelabel.labelstudio"):
         labelstudio_server._say("Installing Label Studio [1/2]")
     assert [record.getMessage() for record in caplog.records] == ["Installing Label Studio [1/2]"]
