@@ -205,3 +205,25 @@ def test_no_import_cycles_among_prelabel_modules():
         lines += [f"  {imp}" for imp in edges if imp.importer in members and imp.target in members]
     if cycles:
         pytest.fail("\n".join(lines), pytrace=False)
+
+
+def test_function_local_imports_hide_no_cycle_across_packages():
+    """Counting the imports inside functions too: the one kind of cycle allowed is a package that imports its own
+    provider modules on first use (prelabel.providers picks openai or anthropic when a client is built, so the
+    SDKs load only then). A cycle across packages would be a dependency hidden in a function."""
+    package = {m for m in MODULES if within(m, {"prelabel"})}
+    edges = [imp for m in sorted(package) for imp in IMPORTS[m] if not imp.type_only and imp.target in package]
+    graph: dict[str, set[str]] = {m: set() for m in package}
+    for imp in edges:
+        graph[imp.importer].add(imp.target)
+    hidden = []
+    for component in strongly_connected(graph):
+        # allowed: a subpackage (not prelabel itself) and its own modules
+        owners = [m for m in component if MODULES[m].name == "__init__.py" and m != "prelabel"]
+        inside_one = any(all(within(m, {owner}) for m in component) for owner in owners)
+        if len(component) > 1 and not inside_one:
+            members = set(component)
+            hidden.append(f"cycle among {', '.join(component)}:")
+            hidden += [f"  {imp}" for imp in edges if imp.importer in members and imp.target in members]
+    if hidden:
+        pytest.fail("\n".join(hidden), pytrace=False)
