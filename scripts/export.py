@@ -30,7 +30,9 @@ def export(
     """Reviewer labels first, then LLM labels rated at least --threshold; everything else is dropped."""
     from pydantic import ValidationError
 
-    from prelabel.export import ExportError, ExportOptions, export_dataset
+    from prelabel.export import ExportError
+    from prelabel.export.options import ExportOptions
+    from prelabel.export.writer import export_dataset
     from prelabel.label_interface import LabelConfigError, parse_label_config
     from prelabel.labelstudio import LabelStudioError
     from prelabel.records import reviewed_tasks

@@ -15,7 +15,7 @@ from prelabel.evaluation.calibration import Calibration
 from prelabel.evaluation.compare import Comparison
 from prelabel.evaluation.formatting import ci_text, money, num, one_line, share, signed
 from prelabel.evaluation.runs import RunSummary
-from prelabel.export import ExportReport
+from prelabel.export.options import ExportReport
 from prelabel.judge import LEVELS
 from prelabel.review_stats import NO_VERSION, PullReport, VersionStats, WorstCase, level_name
 from prelabel.subsets import SliceReport

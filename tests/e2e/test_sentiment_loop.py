@@ -7,7 +7,9 @@ import json
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from prelabel.export import ExportOptions, export_dataset, validate_export
+from prelabel.export.options import ExportOptions
+from prelabel.export.validation import validate_export
+from prelabel.export.writer import export_dataset
 from prelabel.label_interface import parse_label_config
 from prelabel.labeling.items import source_id
 from prelabel.push import push_round

@@ -132,7 +132,9 @@ def test_webhook_recorded_every_review(reviewed):
 def test_export_every_format_and_validate(reviewed, ls_client, tmp_path):
     import json
 
-    from prelabel.export import ExportOptions, bedrock_problems, export_dataset, validate_export
+    from prelabel.export.options import ExportOptions
+    from prelabel.export.validation import bedrock_problems, validate_export
+    from prelabel.export.writer import export_dataset
 
     records = reviewed_tasks(CONFIG, ls_client.export(reviewed["result"].project_id))
     assert sum(record.reviewed for record in records) == 15

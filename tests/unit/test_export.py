@@ -13,17 +13,13 @@ import pytest
 from pydantic import ValidationError
 from rich.console import Console
 
-from prelabel import export
-from prelabel.export import (
-    ExportError,
-    ExportOptions,
-    bedrock_problems,
-    export_dataset,
-    select_examples,
-    split_examples,
-    validate_export,
-    validation_size,
-)
+from prelabel.export import ExportError
+from prelabel.export.formats import WRITERS
+from prelabel.export.layout import PROVENANCE_KEYS
+from prelabel.export.options import ExportOptions
+from prelabel.export.selection import select_examples, split_examples, validation_size
+from prelabel.export.validation import bedrock_problems, validate_export
+from prelabel.export.writer import export_dataset
 from prelabel.records import ReviewedTask
 from prelabel.scripts.tables import export_table
 
@@ -256,7 +252,7 @@ def test_provenance_is_complete_and_never_in_the_training_text(tmp_path):
     assert [p["example_id"] for p in provenance] == [f"train-{i:06d}" for i in range(report.splits["train"])] + [
         f"validation-{i:06d}" for i in range(3)
     ]
-    assert set(provenance[0]) == set(export.PROVENANCE_KEYS)
+    assert set(provenance[0]) == set(PROVENANCE_KEYS)
     human = next(p for p in provenance if p["origin"] == "human")
     assert human["human_level"] == 4 and human["llm_level"] == 1
     llm = next(p for p in provenance if p["origin"] == "llm")
@@ -462,7 +458,7 @@ def test_a_failing_format_leaves_the_old_export_intact(tmp_path, monkeypatch):
     def explode(*args: Any) -> Path:
         raise RuntimeError("disk full")
 
-    monkeypatch.setitem(export._WRITERS, "parquet", explode)
+    monkeypatch.setitem(WRITERS, "parquet", explode)
     with pytest.raises(RuntimeError, match="disk full"):
         export_dataset(pool(60), options(out, seed=99))
     assert tree_digests(out) == before
@@ -471,7 +467,7 @@ def test_a_failing_format_leaves_the_old_export_intact(tmp_path, monkeypatch):
 
 
 def test_a_failure_before_anything_exists_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setitem(export._WRITERS, "sharegpt", lambda *args: (_ for _ in ()).throw(OSError("boom")))
+    monkeypatch.setitem(WRITERS, "sharegpt", lambda *args: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(OSError, match="boom"):
         export_dataset(pool(), options(tmp_path / "dataset"))
     assert list(tmp_path.iterdir()) == []
