@@ -20,8 +20,8 @@ from prelabel.harness.local_model import (
     ModelSpec,
     ensure_local_runtime,
     find_model_file,
-    rewrite_chat_request,
 )
+from prelabel.harness.local_model.serve_in_venv import rewrite_chat_request
 
 LEVELS = ["very bad", "bad", "moderate", "good", "excellent"]
 RATING_SCHEMA = {

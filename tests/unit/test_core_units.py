@@ -222,7 +222,8 @@ def test_unusable_configs_say_why(xml, message):
 
 
 def test_harness_folders_come_from_settings(tmp_path, monkeypatch):
-    from prelabel.harness import labelstudio_server, local_model
+    from prelabel.harness import labelstudio_server
+    from prelabel.harness.local_model import paths as local_model_paths
 
     tmp_path = tmp_path.resolve()
     monkeypatch.chdir(tmp_path)
@@ -230,24 +231,24 @@ def test_harness_folders_come_from_settings(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert labelstudio_server.default_venv() == tmp_path / ".venv-labelstudio"
-    assert local_model.default_venv_dir() == tmp_path / ".venv-localmodel"
-    assert local_model.cache_dir() == tmp_path / "home" / ".cache" / "prelabel"
+    assert local_model_paths.default_venv_dir() == tmp_path / ".venv-localmodel"
+    assert local_model_paths.cache_dir() == tmp_path / "home" / ".cache" / "prelabel"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert local_model.wheel_cache_dir() == tmp_path / "xdg" / "prelabel" / "wheels"
+    assert local_model_paths.wheel_cache_dir() == tmp_path / "xdg" / "prelabel" / "wheels"
 
     monkeypatch.setenv("PRELABEL_LS_VENV", "ls")
     monkeypatch.setenv("PRELABEL_LOCAL_VENV", str(tmp_path / "local"))
     monkeypatch.setenv("PRELABEL_CACHE_DIR", "~/cache")
     assert labelstudio_server.default_venv() == tmp_path / "ls"
-    assert local_model.default_venv_dir() == tmp_path / "local"
-    assert local_model.cache_dir() == tmp_path / "home" / "cache"
+    assert local_model_paths.default_venv_dir() == tmp_path / "local"
+    assert local_model_paths.cache_dir() == tmp_path / "home" / "cache"
 
     # an empty variable is the default, as before these were settings
     for name in ("PRELABEL_LS_VENV", "PRELABEL_LOCAL_VENV", "PRELABEL_CACHE_DIR"):
         monkeypatch.setenv(name, "")
     assert labelstudio_server.default_venv() == tmp_path / ".venv-labelstudio"
-    assert local_model.default_venv_dir() == tmp_path / ".venv-localmodel"
-    assert local_model.cache_dir() == tmp_path / "xdg" / "prelabel"
+    assert local_model_paths.default_venv_dir() == tmp_path / ".venv-localmodel"
+    assert local_model_paths.cache_dir() == tmp_path / "xdg" / "prelabel"
 
     # and a .env file in the working folder counts, like for every other setting
     monkeypatch.delenv("PRELABEL_LS_VENV")
