@@ -128,7 +128,7 @@ def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     try:
         _checked_version(db, SCHEMA_VERSION)  # a newer prelabel's file is refused before anything is written
-        db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(db)
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=30000")
         db.row_factory = sqlite3.Row
@@ -137,6 +137,27 @@ def connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def enable_wal(db: sqlite3.Connection, timeout_s: float = 30.0) -> None:
+    """Put the file in WAL mode (it stays so: later openers find it done).
+
+    Switching needs an exclusive lock that SQLite does not wait for through the busy timeout: several processes
+    opening a fresh file at once (gunicorn workers, parallel `prelabel label` runs) would get "database is
+    locked". A racing opener waits and tries again, up to `timeout_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def schema_version(db: sqlite3.Connection) -> int:

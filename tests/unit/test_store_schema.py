@@ -208,14 +208,14 @@ def test_migrations_must_be_numbered_in_order(tmp_path: Path) -> None:
 RACE = """
 import json, os, sqlite3, sys, time
 from pathlib import Path
-from prelabel.schema import connect, migrate, schema_version
+from prelabel.schema import connect, enable_wal, migrate, schema_version
 
 path, ready, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 (ready / str(os.getpid())).touch()
 while len(list(ready.iterdir())) < count:
     time.sleep(0.005)
 db = sqlite3.connect(path, timeout=30, isolation_level=None)  # as schema.connect opens it
-db.execute("PRAGMA journal_mode=WAL")
+enable_wal(db)
 applied = migrate(db)
 connect(Path(path)).close()  # and opens it as the store does
 print(json.dumps({"applied": applied, "version": schema_version(db)}))
