@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from collections.abc import Iterator
@@ -12,16 +11,31 @@ from typing import Any
 from pydantic import BaseModel
 
 from prelabel.records import SOURCE_ID_FIELD
-from prelabel.tasks_io import TaskFileError, iter_records, jsonl_lines
+from prelabel.tasks_io import TaskFileError, csv_rows, numbered_records, record_unit
 
 _ID_FIELDS = (SOURCE_ID_FIELD, "id", "fname", "uid", "uuid")
 
 
+class IdTypeError(TaskFileError):
+    """A record's id is neither a string nor an integer (a bool, a float, an object, a list)."""
+
+
 def source_id(record: dict[str, Any], input_field: str) -> str:
-    """The record's own id if it has one, else a hash of its input: stable across runs and files."""
+    """The record's own id if it has one, else a hash of its input: stable across runs and files.
+
+    An id must be a string or an integer: `true` or `1.0` would silently become the same id as "True" or
+    another record's "1", so they are refused (IdTypeError names the field).
+    """
     for field in _ID_FIELDS:
         value = record.get(field)
-        if isinstance(value, (str, int)) and str(value).strip():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            kind = {bool: "a boolean", float: "a number with a fraction", dict: "an object", list: "a list"}.get(
+                type(value), type(value).__name__
+            )
+            raise IdTypeError(f"field {field!r} is {kind} ({json.dumps(value)}): an id must be a string or an integer")
+        if str(value).strip():
             return str(value)
     payload = json.dumps(record.get(input_field), sort_keys=True, ensure_ascii=False)
     return "sha1:" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
@@ -38,19 +52,48 @@ class Item(BaseModel):
 def iter_items(path: Path, input_field: str) -> Iterator[Item]:
     """Items of a JSONL, JSON or CSV file, streamed (a JSON list is parsed whole: use JSONL for big pools).
 
-    A JSONL line that is not a JSON object becomes a failed item named after its line, not the end of the run.
+    A record that cannot be read, or whose id is not a string or an integer, becomes a failed item named
+    after its line ("line:7", "item:7" in a JSON list), with a reason naming the file and the line: not the
+    end of the run. An id seen before with the same content is the same item again (consumers label it
+    once); with different content it is a failed item too, so two records never silently share an id.
     """
     if not path.exists():
         raise TaskFileError(f"{path}: no such file")
-    if path.suffix.lower() in {".csv", ".json"}:
-        for record in iter_records(path):
-            yield _item(record, input_field)
-        return
-    for number, parsed in jsonl_lines(path):
+    unit = record_unit(path)
+    first: dict[str, tuple[bytes, int]] = {}  # source id -> (content digest, where it was first seen)
+    for number, parsed in numbered_records(path):
         if isinstance(parsed, str):
-            yield Item(source_id=f"line:{number}", error=f"line {number}: {parsed}")
-        else:
-            yield _item(parsed, input_field)
+            yield _failed(path, unit, number, parsed)
+            continue
+        try:
+            item = _item(parsed, input_field)
+        except IdTypeError as error:
+            yield _failed(path, unit, number, str(error))
+            continue
+        assert item.task is not None
+        digest = _digest(item.task["data"])
+        seen = first.setdefault(item.source_id, (digest, number))
+        if seen[0] != digest:
+            yield _failed(
+                path,
+                unit,
+                number,
+                f"source id {item.source_id!r} is already used by {unit} {seen[1]} with different content",
+            )
+            continue
+        yield item
+
+
+def _failed(path: Path, unit: str, number: int, reason: str) -> Item:
+    return Item(source_id=f"{unit}:{number}", error=f"{path} {unit} {number}: {reason}")
+
+
+def _digest(data: dict[str, Any]) -> bytes:
+    try:
+        payload = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    except TypeError:  # a CSV row with extra fields has a None key beside the column names
+        payload = json.dumps(list(data.items()), ensure_ascii=False, default=str)
+    return hashlib.blake2b(payload.encode("utf-8"), digest_size=8).digest()
 
 
 def _item(record: dict[str, Any], input_field: str) -> Item:
@@ -70,8 +113,7 @@ def count_records(path: Path) -> int | None:
     if suffix == ".json":
         return None
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            return sum(1 for _ in csv.reader(handle)) - 1
+        return sum(1 for _ in csv_rows(path)) - 1
     count = 0
     with path.open("rb") as handle:
         for line in handle:

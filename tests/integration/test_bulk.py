@@ -247,3 +247,34 @@ def test_cached_items_are_answered_at_once_and_each_hit_is_logged_once(make_sett
     assert sorted(read_output(tmp_path / "third.jsonl"), key=lambda r: r["source_id"]) == sorted(
         read_output(tmp_path / "second.jsonl"), key=lambda r: r["source_id"]
     )
+
+
+def test_unreadable_records_and_clashing_ids_fail_their_items_and_the_run_goes_on(
+    make_settings, provider, dialogsum, tmp_path
+):
+    make_settings()
+    app = typer.Typer()
+    app.command()(label)
+    app.command("other")(lambda: None)
+    pool = tmp_path / "pool.jsonl"
+    write_pool(pool, dialogsum, 4)
+    lines = pool.read_bytes().splitlines(keepends=True)
+    clash = json.dumps({"id": "item-0", "dialogue": "#Person1#: Something else."}).encode() + b"\n"
+    again = lines[1]  # the same record twice: one item, no error
+    flag = json.dumps({"id": True, "dialogue": "#Person1#: Hi."}).encode() + b"\n"
+    pool.write_bytes(b"\xef\xbb\xbf" + b"".join(lines) + b'{"id": "x", "dialogue": "caf\xe9"}\n' + clash + again + flag)
+    output = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app, ["label", "-i", str(pool), "-o", str(output), "-c", str(CONFIG_PATH), "--no-progress"]
+    )
+    assert result.exit_code == 1, result.output
+    rows = {row["source_id"]: row for row in read_output(output)}
+    assert sorted(rows) == ["item-0", "item-1", "item-2", "item-3", "line:5", "line:6", "line:8"]
+    assert all(rows[f"item-{n}"]["error"] is None for n in range(4))  # the BOM line kept its id
+    assert "line 5" in rows["line:5"]["error"] and "UTF-8" in rows["line:5"]["error"]
+    assert "already used by line 1" in rows["line:6"]["error"]
+    assert "'id'" in rows["line:8"]["error"] and str(pool) in rows["line:8"]["error"]
+    # A rerun tries the failed items again and lists them again; the labeled ones stay.
+    result = CliRunner().invoke(app, ["label", "-i", str(pool), "-o", str(output), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert sorted(row["source_id"] for row in read_output(output)) == sorted(rows)
