@@ -16,12 +16,12 @@ from pydantic import BaseModel
 from prelabel.dialogue import InputError, parse_dialogue, parse_text
 from prelabel.judge import MAX_LEVEL, Verdict
 from prelabel.label_interface import LabelConfig, parse_label_config
-from prelabel.labeling.items import iter_items, source_id
+from prelabel.labeling.items import IdTypeError, content_digest, iter_items, source_id
 from prelabel.labeling.output import BulkRecord
 from prelabel.pipeline import LabelOutcome
 from prelabel.predictions import prediction_for, split_prompt_control
 from prelabel.records import ROUND_FIELD, SOURCE_ID_FIELD
-from prelabel.tasks_io import iter_records
+from prelabel.tasks_io import TaskFileError, numbered_records, record_unit
 
 if TYPE_CHECKING:
     from prelabel.engine import Engine
@@ -42,13 +42,27 @@ class PushPlan(BaseModel):
 
 
 def read_pool(path: Path, input_field: str) -> list[PoolItem]:
-    items, seen = [], set()
-    for record in iter_records(path):
+    """The pool's items; a record that cannot be read, an id that is not a string or an integer, or an id
+    repeated with different content refuses the pool, naming the file and the line."""
+    items: list[PoolItem] = []
+    seen: dict[str, tuple[bytes, int]] = {}  # source id -> (content digest, where first seen)
+    unit = record_unit(path)
+    for number, record in numbered_records(path):
+        if isinstance(record, str):
+            raise TaskFileError(f"{path} {unit} {number}: {record}")
         data = record["data"] if isinstance(record.get("data"), dict) else record
-        sid = source_id(data, input_field)
-        if sid in seen:  # the same item twice in the pool is one item
+        try:
+            sid = source_id(data, input_field)
+        except IdTypeError as error:
+            raise TaskFileError(f"{path} {unit} {number}: {error}") from None
+        digest = b"" if sid.startswith("sha1:") else content_digest(data)  # a hashed id is the input itself
+        first = seen.setdefault(sid, (digest, number))
+        if first[0] != digest:
+            raise TaskFileError(
+                f"{path} {unit} {number}: source id {sid!r} is already used by {unit} {first[1]} with different content"
+            )
+        if first[1] != number:  # the same item twice in the pool is one item
             continue
-        seen.add(sid)
         items.append(PoolItem(source_id=sid, record=data))
     return items
 

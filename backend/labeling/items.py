@@ -54,7 +54,7 @@ def iter_items(path: Path, input_field: str) -> Iterator[Item]:
 
     A record that cannot be read, or whose id is not a string or an integer, becomes a failed item named
     after its line ("line:7", "item:7" in a JSON list), with a reason naming the file and the line: not the
-    end of the run. An id seen before with the same content is the same item again (consumers label it
+    end of the run. A record's own id seen before with the same content is the same item again (consumers label it
     once); with different content it is a failed item too, so two records never silently share an id.
     """
     if not path.exists():
@@ -71,7 +71,8 @@ def iter_items(path: Path, input_field: str) -> Iterator[Item]:
             yield _failed(path, unit, number, str(error))
             continue
         assert item.task is not None
-        digest = _digest(item.task["data"])
+        # Without an id of its own the item is its input (the hash): records with the same input are one item.
+        digest = b"" if item.source_id.startswith("sha1:") else content_digest(item.task["data"])
         seen = first.setdefault(item.source_id, (digest, number))
         if seen[0] != digest:
             yield _failed(
@@ -88,7 +89,8 @@ def _failed(path: Path, unit: str, number: int, reason: str) -> Item:
     return Item(source_id=f"{unit}:{number}", error=f"{path} {unit} {number}: {reason}")
 
 
-def _digest(data: dict[str, Any]) -> bytes:
+def content_digest(data: dict[str, Any]) -> bytes:
+    """A short digest of a record's content, to tell a repeated record from another one with its id."""
     try:
         payload = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     except TypeError:  # a CSV row with extra fields has a None key beside the column names

@@ -103,3 +103,27 @@ def test_csv_rows_with_extra_or_missing_fields_read_as_before(tmp_path):
     assert [(item.source_id, item.error) for item in got] == [("a", None), ("b", None), ("a", None)]
     assert got[0].task and got[0].task["data"] == {"id": "a", "dialogue": "x", None: ["extra"]}
     assert got[1].task and got[1].task["data"] == {"id": "b", "dialogue": None}
+
+
+def test_push_refuses_a_pool_with_odd_or_clashing_ids_naming_file_and_line(tmp_path):
+    import pytest
+
+    from prelabel.push import read_pool
+    from prelabel.tasks_io import TaskFileError
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(BOM + jsonl({"id": 1, "text": "x"}, {"id": 1, "text": "x"}, {"id": 2, "text": "y"}))
+    assert [item.source_id for item in read_pool(pool, "text")] == ["1", "2"]  # identical: one item
+    pool.write_bytes(jsonl({"id": 1, "text": "x"}, {"id": "1", "text": "x"}))
+    with pytest.raises(TaskFileError, match=r"line 2: source id '1' is already used by line 1"):
+        read_pool(pool, "text")
+    pool.write_bytes(jsonl({"id": 1, "text": "x"}, {"id": True, "text": "y"}))
+    with pytest.raises(TaskFileError, match=r"pool.jsonl line 2: field 'id' is a boolean"):
+        read_pool(pool, "text")
+
+
+def test_records_without_an_id_stay_one_item_per_input(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(jsonl({"dialogue": "x", "label": "a"}, {"dialogue": "x", "label": "b"}))
+    got = items(pool)
+    assert got[0] == got[1] and got[0][0].startswith("sha1:") and got[0][1] is None
