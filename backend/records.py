@@ -4,7 +4,7 @@ reviewer's latest annotation. Pull statistics and the fine-tuning export both st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -13,6 +13,8 @@ from prelabel.label_interface import LabelConfig
 
 SOURCE_ID_FIELD = "source_id"
 ROUND_FIELD = "prelabel_round"
+
+ReviewContribution = Literal["unreviewed", "edited", "unchanged", "rating_only", "empty"]
 
 
 class ReviewedTask(BaseModel):
@@ -44,7 +46,23 @@ class ReviewedTask(BaseModel):
 
     @property
     def accepted_unchanged(self) -> bool:
-        return self.reviewed and (self.human_label or "").strip() == (self.llm_label or "").strip()
+        return review_contribution(self) == "unchanged"
+
+
+def review_contribution(task: ReviewedTask) -> ReviewContribution:
+    """What the reviewer's annotation gives the task; pull's statistics and the export both read it here.
+
+    "edited": a label of the reviewer's own (differing from the LLM's, or there was no LLM label);
+    "unchanged": the LLM's label submitted as it was (whitespace aside), with or without a rating;
+    "rating_only": no label text, but a rating of the LLM's label; "empty": neither label text nor rating,
+    which leaves the task as if unreviewed; "unreviewed": no annotation.
+    """
+    if not task.reviewed:
+        return "unreviewed"
+    human = (task.human_label or "").strip()
+    if human:
+        return "unchanged" if human == (task.llm_label or "").strip() else "edited"
+    return "rating_only" if task.human_level is not None else "empty"
 
 
 def input_text(config: LabelConfig, data: dict[str, Any]) -> str:

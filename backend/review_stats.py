@@ -22,7 +22,7 @@ from prelabel import metrics
 from prelabel.atomic import atomic_writer
 from prelabel.judge import LEVELS, MAX_LEVEL
 from prelabel.label_interface import TaskKind
-from prelabel.records import ReviewedTask
+from prelabel.records import ReviewedTask, review_contribution
 
 NO_VERSION = "-"  # how a group without a model_version is shown
 
@@ -34,7 +34,7 @@ class VersionStats(BaseModel):
     n_reviewed: int
     accepted_unchanged: int
     accepted_share: float | None
-    edited: int
+    edited: int  # the reviewer submitted a label of their own
     n_label_pairs: int  # reviewed tasks holding both an LLM label and a reviewer label
     mean_edit_distance: float | None
     mean_rouge_l_f1: float | None
@@ -47,6 +47,8 @@ class VersionStats(BaseModel):
     mean_reviewer_level: float | None
     accuracy: float | None = None  # classification only
     macro_f1: float | None = None  # classification only
+    rating_only: int = 0  # no label text, only a rating of the LLM's label
+    empty: int = 0  # neither label text nor rating
 
 
 class WorstCase(BaseModel):
@@ -75,9 +77,14 @@ class PullReport(BaseModel):
 # -- per task --------------------------------------------------------------------------------------
 
 
+def has_label_pair(task: ReviewedTask) -> bool:
+    """The task holds an LLM label and a reviewer label to compare (a review without text holds none)."""
+    return task.llm_label is not None and review_contribution(task) in ("edited", "unchanged")
+
+
 def edit_distance(task: ReviewedTask) -> float | None:
     """Normalized edit distance between the LLM's and the reviewer's label, stripped as acceptance is."""
-    if task.llm_label is None or task.human_label is None:
+    if not has_label_pair(task) or task.llm_label is None or task.human_label is None:
         return None
     return metrics.normalized_edit_distance(task.llm_label.strip(), task.human_label.strip())
 
@@ -115,8 +122,9 @@ def version_stats(
 ) -> VersionStats:
     """Statistics over `tasks`; unreviewed tasks among them are ignored."""
     reviewed = [t for t in tasks if t.reviewed]
-    accepted = sum(t.accepted_unchanged for t in reviewed)
-    labelled = [t for t in reviewed if t.llm_label is not None and t.human_label is not None]
+    contributions = [review_contribution(t) for t in reviewed]
+    accepted = contributions.count("unchanged")
+    labelled = [t for t in reviewed if has_label_pair(t)]
     distances = [d for t in labelled if (d := edit_distance(t)) is not None]
     rouge = [metrics.rouge_l(t.llm_label or "", t.human_label or "").f1 for t in labelled]
     levels = [(_level(t.llm_level), _level(t.human_level)) for t in reviewed]
@@ -136,7 +144,7 @@ def version_stats(
         n_reviewed=len(reviewed),
         accepted_unchanged=accepted,
         accepted_share=accepted / len(reviewed) if reviewed else None,
-        edited=len(reviewed) - accepted,
+        edited=contributions.count("edited"),
         n_label_pairs=len(labelled),
         mean_edit_distance=metrics.mean(distances),
         mean_rouge_l_f1=metrics.mean(rouge),
@@ -149,6 +157,8 @@ def version_stats(
         mean_reviewer_level=metrics.mean(human),
         accuracy=accuracy,
         macro_f1=macro_f1,
+        rating_only=contributions.count("rating_only"),
+        empty=contributions.count("empty"),
     )
 
 
@@ -227,6 +237,7 @@ def correction_row(task: ReviewedTask) -> dict[str, Any]:
         "judge_rating": level_name(task.llm_level),
         "reviewer_level": task.human_level,
         "reviewer_rating": level_name(task.human_level),
+        "review": review_contribution(task),
         "accepted_unchanged": task.accepted_unchanged,
         "edit_distance": edit_distance(task),
     }

@@ -142,6 +142,7 @@ def review_versions_table(report: PullReport) -> Table:
     table.add_column("reviewed", justify="right")
     table.add_column("accepted", justify="right")
     table.add_column("edited", justify="right")
+    table.add_column("no label", justify="right")  # rating-only and empty reviews
     if classification:
         table.add_column("accuracy", justify="right")
         table.add_column("macro F1", justify="right")
@@ -160,6 +161,7 @@ def review_versions_table(report: PullReport) -> Table:
             str(stats.n_reviewed),
             f"{stats.accepted_unchanged} ({share(stats.accepted_share)})",
             str(stats.edited),
+            str(stats.rating_only + stats.empty),
         ]
         if classification:
             cells += [share(stats.accuracy), num(stats.macro_f1)]
@@ -222,6 +224,7 @@ def export_table(report: ExportReport) -> Table:
         ("reviewer's label", counts.human, "green"),
         ("LLM label, rated at or above threshold", counts.llm_accepted, "green"),
         ("dropped: rated below threshold", counts.dropped_low_rating, "yellow"),
+        ("dropped: unedited, reviewer rated below threshold", counts.dropped_unedited_low_rating, "yellow"),
         ("dropped: LLM label not rated", counts.dropped_unrated, "yellow"),
         ("dropped: no label", counts.dropped_no_label, "yellow"),
         ("dropped: empty input", counts.dropped_no_input, "yellow"),

@@ -93,6 +93,7 @@ class SelectionCounts(BaseModel):
     human: int = 0
     llm_accepted: int = 0
     dropped_low_rating: int = 0
+    dropped_unedited_low_rating: int = 0  # reviewer submitted the LLM's label unedited, rated below threshold
     dropped_unrated: int = 0
     dropped_no_label: int = 0
     dropped_no_input: int = 0
@@ -106,6 +107,7 @@ class SelectionCounts(BaseModel):
     def dropped(self) -> int:
         return (
             self.dropped_low_rating
+            + self.dropped_unedited_low_rating
             + self.dropped_unrated
             + self.dropped_no_label
             + self.dropped_no_input

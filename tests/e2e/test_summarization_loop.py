@@ -132,7 +132,7 @@ def test_webhook_recorded_every_review(reviewed):
 def test_export_every_format_and_validate(reviewed, ls_client, tmp_path):
     import json
 
-    from prelabel.export.options import ExportOptions
+    from prelabel.export.options import DEFAULT_THRESHOLD, ExportOptions
     from prelabel.export.validation import bedrock_problems, validate_export
     from prelabel.export.writer import export_dataset
 
@@ -141,13 +141,17 @@ def test_export_every_format_and_validate(reviewed, ls_client, tmp_path):
     out = tmp_path / "dataset"
     report = export_dataset(records, ExportOptions(out_dir=out, kind="summarization", seed=3))
     assert validate_export(out) == []
-    assert report.counts.human == 15 and report.counts.exported == 15
+    # Index 0 kept the LLM's summary unedited but was rated "very bad": not gold, dropped.
+    unedited_low = {i for i in ACCEPTED_UNCHANGED if REVIEWER_LEVELS[i] < DEFAULT_THRESHOLD}
+    assert len(unedited_low) == 1
+    assert report.counts.dropped_unedited_low_rating == 1
+    assert report.counts.human == 14 and report.counts.exported == 14
     rows = [
         json.loads(line)
         for split in ("train", "validation")
         for line in (out / "openai" / f"{split}.jsonl").read_text().splitlines()
     ]
-    assert len(rows) == 15
+    assert len(rows) == 14
     references = {row["summary"] for row in reviewed["references"].values()}
     for row in rows:
         roles = [message["role"] for message in row["messages"]]
@@ -158,7 +162,8 @@ def test_export_every_format_and_validate(reviewed, ls_client, tmp_path):
         assert bedrock_problems(json.loads(line)) == []
     provenance = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
     assert {row["origin"] for row in provenance} == {"human"}
-    assert {row["source_id"] for row in provenance} == set(reviewed["result"].source_ids)
+    source_ids = reviewed["result"].source_ids
+    assert {row["source_id"] for row in provenance} == {s for i, s in enumerate(source_ids) if i not in unedited_low}
 
 
 def test_second_round_never_repeats_a_dialogue(reviewed, ls_client):

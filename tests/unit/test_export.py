@@ -87,6 +87,7 @@ def test_each_task_lands_in_exactly_one_bucket():
         "human": 1,
         "llm_accepted": 3,
         "dropped_low_rating": 1,
+        "dropped_unedited_low_rating": 0,
         "dropped_unrated": 1,
         "dropped_no_label": 2,
         "dropped_no_input": 1,
@@ -122,6 +123,44 @@ def test_a_reviewer_rating_outranks_the_judge_for_an_llm_label():
     examples, counts = select_examples([rejected, approved])
     assert [e.task_id for e in examples] == [2]
     assert counts.dropped_low_rating == 1 and counts.llm_accepted == 1
+
+
+def test_an_unedited_review_rated_below_the_threshold_is_not_human_gold():
+    # Submitting the LLM's label untouched while rating it "poor" is a verdict on the LLM, not a gold label.
+    poor = reviewed(1, "LLM label.", llm_label="LLM label.", llm_level=4, human_level=1)
+    fine = reviewed(2, "Other LLM label. ", llm_label="Other LLM label.", llm_level=0, human_level=3)
+    unrated = reviewed(3, "Third LLM label.", llm_label="Third LLM label.", llm_level=0)
+    examples, counts = select_examples([poor, fine, unrated])
+    assert [(e.task_id, e.origin) for e in examples] == [(2, "human"), (3, "human")]
+    assert counts.dropped_unedited_low_rating == 1 and counts.dropped == 1 and counts.total == 3
+    assert counts.dropped_low_rating == 0 and counts.human == 2
+    # The same threshold as everywhere else decides.
+    examples, counts = select_examples([poor, fine, unrated], threshold=1)
+    assert [e.task_id for e in examples] == [1, 2, 3] and counts.dropped_unedited_low_rating == 0
+
+
+def test_export_reads_each_review_as_pull_does():
+    from prelabel.records import review_contribution
+    from prelabel.review_stats import version_stats
+
+    tasks = [
+        reviewed(1, "Reviewer wrote this.", llm_label="LLM wrote that.", llm_level=0),
+        reviewed(2, "Same label.", llm_label="Same label.", llm_level=0, human_level=4),
+        task(3, llm_label="Rated only.", llm_level=4, human_level=1, annotation_id=13),
+        reviewed(4, "", llm_label="Empty review, judge says good.", llm_level=3),
+        reviewed(5, "   ", llm_label="Blank review, judge says poor.", llm_level=1),
+        task(6, llm_label="Never reviewed.", llm_level=4),
+    ]
+    kinds = [review_contribution(t) for t in tasks]
+    assert kinds == ["edited", "unchanged", "rating_only", "empty", "empty", "unreviewed"]
+    stats = version_stats(None, tasks)
+    assert (stats.n_reviewed, stats.edited, stats.accepted_unchanged, stats.rating_only, stats.empty) == (5, 1, 1, 1, 2)
+    assert stats.n_label_pairs == 2  # only the reviews that hold a label compare texts
+    examples, counts = select_examples(tasks)
+    # Human gold exactly where pull saw a reviewer's label; the reviewer's rating decides a rating-only
+    # review; an empty review leaves the task to the judge, as if it had not been reviewed.
+    assert {e.task_id: e.origin for e in examples} == {1: "human", 2: "human", 4: "llm", 6: "llm"}
+    assert counts.dropped_low_rating == 2 and counts.total == 6
 
 
 def test_duplicates_keep_the_lowest_task_id_and_ignore_whitespace():
@@ -506,6 +545,7 @@ def test_render_report_shows_every_count(tmp_path):
     for label, value in [
         ("reviewer's label", report.counts.human),
         ("dropped: duplicate", report.counts.dropped_duplicate),
+        ("dropped: unedited, reviewer rated below threshold", report.counts.dropped_unedited_low_rating),
         ("dropped: LLM label not rated", report.counts.dropped_unrated),
         ("validation", report.splits["validation"]),
         ("total tasks", 40),

@@ -144,6 +144,28 @@ def test_overall_by_hand():
     assert (overall.mean_judge_level, overall.mean_reviewer_level) == approx((22 / 6, 2.0))
 
 
+def test_reviews_without_a_label_are_not_edits(tmp_path: Path):
+    tasks = [
+        task(1, "v1", "the llm label", None, 3, 1),  # rated the LLM label, wrote nothing
+        task(2, "v1", "the llm label", "", 3, None),  # submitted an empty text
+        task(3, "v1", "the llm label", "  \n ", 2, None),  # whitespace only
+        task(4, "v1", "the llm label", "the llm label", 3, 3),  # accepted
+        task(5, "v1", "the llm label", "a new label", 3, 2),  # edited
+    ]
+    v1 = version_stats("v1", tasks)
+    assert (v1.n_reviewed, v1.accepted_unchanged, v1.edited, v1.rating_only, v1.empty) == (5, 1, 1, 1, 2)
+    assert v1.n_label_pairs == 2  # tasks 4 and 5; an empty text is not a rewrite to distance 1
+    assert v1.mean_edit_distance == approx((0 + 6 / 13) / 2)  # task 5: 6 edits over 13 characters
+    assert v1.n_rating_pairs == 3  # tasks 1, 4 and 5
+    assert [c.task_id for c in worst_cases(tasks)] == [5, 4]
+    path = tmp_path / "corrections.jsonl"
+    write_corrections_jsonl(tasks, path)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [row["review"] for row in rows] == ["rating_only", "empty", "empty", "unchanged", "edited"]
+    assert [row["edit_distance"] for row in rows[:3]] == [None, None, None]
+    assert [row["accepted_unchanged"] for row in rows] == [False, False, False, True, False]
+
+
 def test_worst_cases_order_and_links():
     report = pull_report(records(), ls_url="http://ls.local:8080/", project_id=7, worst_limit=5)
     # distances: 7 -> 1, 2 -> 3/7, 9 and 3 -> 1/3 (9 first: gap 3 beats no gap), 5 -> 3/22; 1 and 6 (0) cut
@@ -227,6 +249,7 @@ def test_corrections_jsonl(tmp_path: Path):
         "judge_rating": "good",
         "reviewer_level": 1,
         "reviewer_rating": "bad",
+        "review": "edited",
         "accepted_unchanged": False,
         "edit_distance": approx(3 / 7),
     }
@@ -267,8 +290,8 @@ def test_versions_table():
     assert "Reviewed 8 of 10 tasks" in text
     lines = text.splitlines()
     v1 = next(line for line in lines if line.lstrip().startswith("v1"))
-    # reviewed, accepted (share), edited, edit distance, ROUGE-L, rated, exact, within one, kappa, rho
-    assert v1.split() == ["v1", "3", "1", "(33%)", "2", "0.25", "0.33", "2", "50%", "50%", "0.43", "1.00"]
+    # reviewed, accepted (share), edited, no label, edit distance, ROUGE-L, rated, exact, within one, kappa, rho
+    assert v1.split() == ["v1", "3", "1", "(33%)", "2", "0", "0.25", "0.33", "2", "50%", "50%", "0.43", "1.00"]
     assert any(line.lstrip().startswith("all") for line in lines)  # several versions: a total row
     assert "accuracy" not in text
 
