@@ -14,12 +14,47 @@ from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 
 from prelabel.engine import Engine, build_engine
-from prelabel.label_interface import LabelConfigError
+from prelabel.label_interface import LabelConfigError, parse_label_config
 from prelabel.model import ContextError, PrelabelModel
+from prelabel.predictions import split_prompt_control
 from prelabel.settings import Settings
 from prelabel.store import Store
 
 log = logging.getLogger("prelabel")
+
+# Label Studio's requests nest a few levels deep; far deeper JSON is refused before anything walks it.
+MAX_JSON_DEPTH = 64
+
+
+class BodyError(ValueError):
+    """A request body that cannot be read as JSON within the limits; the message says why."""
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (walked without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def json_body() -> Any:
+    """The request's JSON body, None when it is not JSON; BodyError when it nests deeper than MAX_JSON_DEPTH."""
+    too_deep = BodyError(f"{request.path}: JSON body nests lists or objects more than {MAX_JSON_DEPTH} deep")
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # the json parser gives up on very deep nesting before returning anything
+        raise too_deep from None
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise too_deep
+    return body
 
 
 class SetupRequest(BaseModel):
@@ -69,7 +104,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return jsonify({"status": "error", "error": message}), status
 
     def label_config_for(project: str | None, sent: str | None) -> str | None:
+        """The config sent (checked, then stored for the project) or the project's stored one."""
         if sent:
+            parse_label_config(split_prompt_control(sent)[0])  # LabelConfigError before anything is stored
             if project:
                 engine.store.save_project_config(project, sent)
             return sent
@@ -111,7 +148,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.post("/setup")
     def setup() -> Any:
-        body = request.get_json(silent=True)
+        body = json_body()
         if not isinstance(body, dict):
             return error(400, "/setup expects a JSON object")
         try:
@@ -119,9 +156,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         except ValidationError as problem:
             return error(400, f"/setup: {problem.errors()[0]['loc']}: {problem.errors()[0]['msg']}")
         project = project_id(payload.project)
-        xml = label_config_for(project, payload.label_config)
         try:
-            model = PrelabelModel(engine, xml, project)
+            model = PrelabelModel(engine, label_config_for(project, payload.label_config), project)
             version = model.model_version
         except LabelConfigError as problem:
             return error(400, f"project {project}: {problem}")
@@ -131,7 +167,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.post("/predict")
     def predict() -> Any:
         started = time.perf_counter()
-        body = request.get_json(silent=True)
+        body = json_body()
         if not isinstance(body, dict):
             return error(400, "/predict expects a JSON object with a tasks list")
         try:
@@ -148,9 +184,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 "(select fewer tasks, or raise PRELABEL_MAX_TASKS_PER_REQUEST)",
             )
         project = project_id(payload.project)
-        xml = label_config_for(project, payload.label_config)
-        model = PrelabelModel(engine, xml, project)
         try:
+            model = PrelabelModel(engine, label_config_for(project, payload.label_config), project)
             results = model.predict(payload.tasks, context=(payload.params or {}).get("context"))
         except (LabelConfigError, ContextError) as problem:
             return error(400, f"project {project}: {problem}")
@@ -163,7 +198,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.post("/webhook")
     def webhook() -> Any:
-        body = request.get_json(silent=True)
+        body = json_body()
         if not isinstance(body, dict) or "action" not in body:
             return error(400, "/webhook expects a Label Studio event with an action")
         action = str(body["action"])
@@ -191,6 +226,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         for table, count in engine.store.counts().items():
             lines.append(f'prelabel_store_rows{{table="{table}"}} {count}')
         return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+
+    @app.errorhandler(BodyError)
+    def unreadable_body(problem: BodyError) -> Any:
+        return error(400, str(problem))
 
     @app.errorhandler(413)
     def too_large(_: Any) -> Any:

@@ -7,10 +7,10 @@ optionally a five-level Choices or a Rating for the judge's level and a read-onl
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from xml.etree import ElementTree
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, StrictStr, TypeAdapter, ValidationError, field_validator
 
 from prelabel.judge import LEVELS
 
@@ -18,10 +18,102 @@ TaskKind = Literal["summarization", "classification"]
 
 _OBJECT_TAGS = {"paragraphs", "text", "hypertext"}
 _REASON_HINTS = ("reason", "rationale", "explanation", "justification")
+# A Label Studio config is a handful of levels deep; far deeper nesting is refused while it is read, before
+# anything walks the tree recursively (ElementTree's serializer does).
+MAX_XML_DEPTH = 64
 
 
 class LabelConfigError(ValueError):
     """The label config cannot be used by prelabel; the message says what is missing."""
+
+
+class _DepthCappedBuilder:
+    """A TreeBuilder target that refuses elements nested deeper than MAX_XML_DEPTH as they are read."""
+
+    def __init__(self) -> None:
+        self.builder = ElementTree.TreeBuilder()
+        self.depth = 0
+
+    def start(self, tag: str, attrs: dict[str, str]) -> ElementTree.Element:
+        self.depth += 1
+        if self.depth > MAX_XML_DEPTH:
+            raise LabelConfigError(f"label config nests elements more than {MAX_XML_DEPTH} deep (at <{tag}>)")
+        return self.builder.start(tag, attrs)
+
+    def end(self, tag: str) -> ElementTree.Element:
+        self.depth -= 1
+        return self.builder.end(tag)
+
+    def data(self, data: str) -> None:
+        self.builder.data(data)
+
+    def close(self) -> ElementTree.Element:
+        return self.builder.close()
+
+
+def parse_xml(xml: str) -> ElementTree.Element:
+    """The config's root element; LabelConfigError if it is not XML or nests deeper than MAX_XML_DEPTH."""
+    parser = ElementTree.XMLParser(target=_DepthCappedBuilder())
+    try:
+        parser.feed(xml)
+        root: ElementTree.Element = parser.close()
+    except ElementTree.ParseError as error:
+        raise LabelConfigError(f"label config is not valid XML: {error}") from error
+    return root
+
+
+def _max_rating(name: str, raw: str | None) -> int:
+    """A Rating's maxRating: a whole number of stars, at least 2 (levels map onto stars 1..max)."""
+    if raw is None or not raw.strip():
+        return 5
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise LabelConfigError(f"Rating {name!r}: maxRating {raw!r} is not a whole number") from None
+    if value < 2:
+        raise LabelConfigError(f"Rating {name!r}: maxRating {raw!r} must be at least 2")
+    return value
+
+
+class ResultError(ValueError):
+    """An annotation result of the wrong shape; the message names the field."""
+
+
+class ResultValue(BaseModel, extra="allow"):
+    """The parts of a result item's value prelabel reads: a TextArea's text, a Choices', a Rating's."""
+
+    text: list[StrictStr] | None = None
+    choices: list[StrictStr] | None = None
+    rating: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = None
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _no_null_rating(cls, value: Any) -> Any:
+        # Absent is fine (a result without stars); an explicit null is a rating that is not a number.
+        if value is None:
+            raise ValueError("Input should be a valid number, not null")
+        return value
+
+
+class ResultItem(BaseModel, extra="allow"):
+    from_name: StrictStr
+    value: ResultValue
+
+
+_RESULT = TypeAdapter(list[ResultItem])
+
+
+def annotation_result(raw: Any, where: str = "annotation.result") -> list[dict[str, Any]]:
+    """A Label Studio result list checked for the shape prelabel reads; ResultError names what is wrong."""
+    if raw is None:
+        return []
+    try:
+        _RESULT.validate_python(raw)
+    except ValidationError as problem:
+        first = problem.errors()[0]
+        field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+        raise ResultError(f"{where}{field}: {first['msg']}") from None
+    return list(raw)
 
 
 class Control(BaseModel):
@@ -132,10 +224,7 @@ def _truthy(value: str | None) -> bool:
 
 def parse_label_config(xml: str) -> LabelConfig:
     """Find the object and the controls of a Label Studio config by type; raise LabelConfigError."""
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError as error:
-        raise LabelConfigError(f"label config is not valid XML: {error}") from error
+    root = parse_xml(xml)
 
     objects = {}
     for element in root.iter():
@@ -163,9 +252,8 @@ def parse_label_config(xml: str) -> LabelConfig:
             values = [_attr(choice, "value") or "" for choice in element if choice.tag.lower() == "choice"]
             choice_sets.append(Control(name=name, tag=tag, to_name=to_name, choices=values))
         else:
-            ratings.append(
-                Control(name=name, tag=tag, to_name=to_name, max_rating=int(_attr(element, "maxRating") or 5))
-            )
+            max_rating = _max_rating(name, _attr(element, "maxRating"))
+            ratings.append(Control(name=name, tag=tag, to_name=to_name, max_rating=max_rating))
 
     rating = next((c for c in choice_sets if _is_level_choices(c.choices)), None) or (ratings[0] if ratings else None)
     class_sets = [c for c in choice_sets if not _is_level_choices(c.choices)]

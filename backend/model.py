@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from prelabel.label_interface import LabelConfig, LabelConfigError, parse_label_config
+from prelabel.label_interface import LabelConfig, LabelConfigError, annotation_result, parse_label_config
 from prelabel.predictions import PromptControl, prediction_for, split_prompt_control
 from prelabel.prompts import PromptError, PromptRegistry, PromptSet, with_input_section
 
@@ -162,8 +162,8 @@ class PrelabelModel:
         project: dict[str, Any] = (
             data["project"] if isinstance(data.get("project"), dict) else {"id": data.get("project")}
         )
+        result = annotation_result(annotation.get("result"))
         config = parse_label_config(split_prompt_control(project.get("label_config") or self.label_config or "")[0])
-        result = annotation.get("result") or []
         parent = annotation.get("parent_prediction")
         if parent is None and isinstance(annotation.get("prediction"), dict):
             parent = annotation["prediction"].get("id")

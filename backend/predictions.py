@@ -11,6 +11,8 @@ from xml.etree import ElementTree
 
 from pydantic import BaseModel
 
+from prelabel.label_interface import LabelConfigError, parse_xml
+
 if TYPE_CHECKING:
     from prelabel.label_interface import LabelConfig
     from prelabel.pipeline import LabelOutcome
@@ -29,8 +31,8 @@ def split_prompt_control(xml: str) -> tuple[str, PromptControl | None]:
     """The config without its prompt TextArea, and that control. Removing it (rather than relying on its
     position) keeps the label, rating and reason found the same way with or without a prompt box."""
     try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError:
+        root = parse_xml(xml)
+    except LabelConfigError:
         return xml, None  # parse_label_config reports the problem
     for parent in root.iter():
         for element in list(parent):

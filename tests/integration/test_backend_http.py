@@ -304,3 +304,158 @@ def test_no_malformed_body_gets_a_500_or_leaks_internals(backend, tmp_path):
             assert "Traceback" not in text and str(tmp_path) not in text and "/site-packages/" not in text, (path, body)
             if response.status_code >= 400:
                 assert response.json()["error"], (path, body)  # a reason, never an empty 4xx
+
+
+RATING_CONFIG = (
+    "<View><Paragraphs name='dialogue' value='$dialogue'/><TextArea name='summary' toName='dialogue'/>"
+    "<Rating name='stars' toName='dialogue' maxRating='{}'/></View>"
+)
+
+
+def stored_state(settings) -> dict[str, Any]:
+    store = Store(settings.store_path)
+    return {"counts": store.counts(), "corrections": store.corrections(include_deleted=True)}
+
+
+@pytest.mark.parametrize("max_rating", ["abc", "2.5", "0", "-3", "1"])
+def test_a_rating_without_a_usable_max_rating_is_a_400_and_stores_nothing(backend, dialogsum, provider, max_rating):
+    server, settings = backend()
+    config = RATING_CONFIG.format(max_rating)
+    before = stored_state(settings)
+    response = predict(server.url, [ls_task(1, dialogsum[0])], config=config, project="11.1")
+    assert response.status_code == 400 and "maxRating" in response.json()["error"], response.text
+    setup = requests.post(f"{server.url}/setup", json={"project": "12.1", "schema": config}, timeout=5)
+    assert setup.status_code == 400 and "'stars'" in setup.json()["error"] and "maxRating" in setup.json()["error"]
+    assert stored_state(settings) == before and provider.count == 0
+    store = Store(settings.store_path)
+    assert store.project_config("11") is None and store.project_config("12") is None
+
+
+def test_setup_refuses_a_bad_config_before_storing_it(backend):
+    server, settings = backend()
+    good = requests.post(f"{server.url}/setup", json={"project": "9.1", "schema": SUMMARY_CONFIG}, timeout=5)
+    assert good.status_code == 200
+    for bad in ("<View><Paragraphs name='d' value='$dialogue'/></View>", "<View", RATING_CONFIG.format("0")):
+        setup = requests.post(f"{server.url}/setup", json={"project": "9.2", "schema": bad}, timeout=5)
+        assert setup.status_code == 400 and setup.json()["error"].startswith("project 9: ")
+        assert Store(settings.store_path).project_config("9") == SUMMARY_CONFIG  # the good one is kept
+        fresh = requests.post(f"{server.url}/setup", json={"project": "10.1", "schema": bad}, timeout=5)
+        assert fresh.status_code == 400 and Store(settings.store_path).project_config("10") is None
+
+
+SHAPELESS_RESULTS: list[tuple[Any, str]] = [
+    ("x", "annotation.result: "),
+    ({"from_name": "summary"}, "annotation.result: "),
+    ([1], "annotation.result[0]: "),
+    (["summary"], "annotation.result[0]: "),
+    ([{"from_name": "summary", "value": "text"}], "annotation.result[0].value: "),
+    ([{"from_name": "summary", "value": ["text"]}], "annotation.result[0].value: "),
+    ([{"from_name": "summary", "value": {"text": "a summary"}}], "annotation.result[0].value.text: "),
+    ([{"from_name": "summary", "value": {"text": [1, 2]}}], "annotation.result[0].value.text[0]: "),
+    ([{"from_name": "summary", "value": {"text": [None]}}], "annotation.result[0].value.text[0]: "),
+    ([{"from_name": "rating", "value": {"choices": "bad"}}], "annotation.result[0].value.choices: "),
+    ([{"from_name": "rating", "value": {"choices": [3]}}], "annotation.result[0].value.choices[0]: "),
+    ([{"from_name": "stars", "value": {"rating": "3"}}], "annotation.result[0].value.rating: "),
+    ([{"from_name": "stars", "value": {"rating": None}}], "annotation.result[0].value.rating: "),
+    ([{"from_name": "stars", "value": {"rating": [3]}}], "annotation.result[0].value.rating: "),
+    ([{"from_name": "stars", "value": {"rating": True}}], "annotation.result[0].value.rating: "),
+    ([{"value": {"text": ["a summary"]}}], "annotation.result[0].from_name: "),
+    ([{"from_name": 5, "value": {"text": ["a summary"]}}], "annotation.result[0].from_name: "),
+    ([{"from_name": "summary"}], "annotation.result[0].value: "),
+    ([{"from_name": "summary", "value": {"text": ["ok"]}}, {"from_name": "stars"}], "annotation.result[1].value: "),
+]
+
+
+@pytest.mark.parametrize(("result", "named"), SHAPELESS_RESULTS)
+def test_a_webhook_result_of_the_wrong_shape_is_a_400_naming_the_field(backend, result, named):
+    server, settings = backend()
+    before = stored_state(settings)
+    for config in (SUMMARY_CONFIG, RATING_CONFIG.format(5)):
+        event = {
+            "action": "ANNOTATION_CREATED",
+            "project": {"id": 7, "label_config": config},
+            "task": {"id": 42},
+            "annotation": {"id": 900, "task": 42, "result": result},
+        }
+        response = requests.post(f"{server.url}/webhook", json=event, timeout=5)
+        assert response.status_code == 400, response.text
+        assert named in response.json()["error"], response.json()
+        assert stored_state(settings) == before
+
+
+def test_a_well_shaped_rating_is_still_recorded(backend):
+    server, settings = backend()
+    event = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 7, "label_config": RATING_CONFIG.format(5)},
+        "task": {"id": 42},
+        "annotation": {
+            "id": 901,
+            "task": 42,
+            "result": [
+                {"from_name": "summary", "to_name": "dialogue", "type": "textarea", "value": {"text": ["fixed"]}},
+                {"from_name": "stars", "to_name": "dialogue", "type": "rating", "value": {"rating": 5}},
+            ],
+        },
+    }
+    assert requests.post(f"{server.url}/webhook", json=event, timeout=5).status_code == 201
+    row = Store(settings.store_path).corrections()[0]
+    assert row["corrected_label"] == "fixed" and row["reviewer_level"] == 4
+
+
+def nested_json(depth: int, inner: str = "1") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+DEEP_JSON_BODIES = [
+    nested_json(100_000),
+    '{"tasks": ' + nested_json(100_000) + "}",
+    '{"tasks": [{"id": 1, "data": {"dialogue": ' + nested_json(100_000, '"A: hi"') + "}}]}",
+    '{"action": "ANNOTATION_CREATED", "annotation": {"id": 1, "result": ' + nested_json(100_000) + "}}",
+    '{"a": ' * 100_000 + "1" + "}" * 100_000,
+    '{"tasks": [], "params": ' + nested_json(500) + "}",  # parses, but far deeper than any real request
+    '{"action": "ANNOTATION_CREATED", "annotation": {"id": 1, "result": ' + nested_json(200) + "}}",
+]
+
+
+def test_very_deep_json_is_a_400_on_every_endpoint(backend, provider):
+    server, settings = backend()
+    before = stored_state(settings)
+    for path in ("/predict", "/setup", "/webhook"):
+        for body in DEEP_JSON_BODIES:
+            response = requests.post(
+                f"{server.url}{path}", data=body, headers={"Content-Type": "application/json"}, timeout=30
+            )
+            assert response.status_code == 400, (path, body[:60], response.text)
+            assert "deep" in response.json()["error"] and path in response.json()["error"]
+    assert stored_state(settings) == before and provider.count == 0
+
+
+def deep_config(depth: int, prompt_box: bool) -> str:
+    controls = "<Paragraphs name='dialogue' value='$dialogue'/><TextArea name='summary' toName='dialogue'/>"
+    if prompt_box:
+        controls += "<TextArea name='prompt' toName='dialogue'/>"
+    return "<View>" * depth + controls + "</View>" * depth
+
+
+@pytest.mark.parametrize("prompt_box", [True, False])
+def test_very_deep_xml_in_a_label_config_is_a_400(backend, dialogsum, provider, prompt_box):
+    server, settings = backend()
+    before = stored_state(settings)
+    for depth in (100_000, 1_000):
+        config = deep_config(depth, prompt_box)
+        response = predict(server.url, [ls_task(1, dialogsum[0])], config=config, project="13.1")
+        assert response.status_code == 400 and "deep" in response.json()["error"], response.text[:300]
+        setup = requests.post(f"{server.url}/setup", json={"project": "13.1", "schema": config}, timeout=30)
+        assert setup.status_code == 400 and "deep" in setup.json()["error"], setup.text[:300]
+        event = {
+            "action": "ANNOTATION_CREATED",
+            "project": {"id": 13, "label_config": config},
+            "annotation": {"id": 902, "result": []},
+        }
+        hook = requests.post(f"{server.url}/webhook", json=event, timeout=30)
+        assert hook.status_code == 400 and "deep" in hook.json()["error"], hook.text[:300]
+    assert stored_state(settings) == before and provider.count == 0
+    assert Store(settings.store_path).project_config("13") is None
+    ordinary = predict(server.url, [ls_task(1, dialogsum[0])], config=deep_config(20, prompt_box), project="14.1")
+    assert ordinary.status_code == 200 and "result" in ordinary.json()["results"][0]

@@ -9,7 +9,7 @@ import pytest
 from prelabel.dialogue import InputError, parse_dialogue, render_dialogue, truncate
 from prelabel.families import ModelRef, SameFamilyError, check_families, family_of
 from prelabel.judge import JudgeParseError, expected_level, parse_verdict
-from prelabel.label_interface import LabelConfigError, parse_label_config
+from prelabel.label_interface import MAX_XML_DEPTH, LabelConfigError, ResultError, annotation_result, parse_label_config
 from prelabel.prompts import PromptSet, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -283,3 +283,40 @@ def test_label_studio_progress_goes_through_logging(caplog, capsys, monkeypatch)
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # nobody configured logging
     labelstudio_server._say("Starting Label Studio [2/2]")
     assert capsys.readouterr().err == "label-studio: Starting Label Studio [2/2]\n"
+
+
+def _rating_config(max_rating: str) -> str:
+    return (
+        "<View><Text name='t' value='$text'/><TextArea name='s' toName='t'/>"
+        f"<Rating name='r' toName='t' maxRating='{max_rating}'/></View>"
+    )
+
+
+@pytest.mark.parametrize("max_rating", ["abc", "4.5", "0", "-1", "1"])
+def test_a_rating_max_that_is_not_a_whole_number_of_at_least_two_is_refused(max_rating):
+    with pytest.raises(LabelConfigError, match=r"Rating 'r': maxRating"):
+        parse_label_config(_rating_config(max_rating))
+
+
+def test_a_usable_rating_max_is_read():
+    assert parse_label_config(_rating_config("10")).rating.max_rating == 10
+    assert parse_label_config(_rating_config("")).rating.max_rating == 5
+
+
+def test_label_config_nesting_is_capped_while_it_is_read():
+    inner = "<Text name='t' value='$text'/><TextArea name='s' toName='t'/>"
+    inside = MAX_XML_DEPTH - 1  # the controls sit one level below the innermost View
+    assert parse_label_config("<View>" * inside + inner + "</View>" * inside).label.name == "s"
+    with pytest.raises(LabelConfigError, match="deep"):
+        parse_label_config("<View>" * (inside + 1) + inner + "</View>" * (inside + 1))
+    with pytest.raises(LabelConfigError, match="deep"):
+        parse_label_config("<View>" * 100_000 + inner + "</View>" * 100_000)
+
+
+def test_annotation_results_are_checked_for_the_shape_that_is_read():
+    good = [{"from_name": "s", "to_name": "t", "type": "textarea", "value": {"text": ["x"], "rating": 3}}]
+    assert annotation_result(good) == good and annotation_result(None) == []
+    with pytest.raises(ResultError, match=r"^annotation\.result\[0\]\.value\.rating: "):
+        annotation_result([{"from_name": "s", "value": {"rating": float("nan")}}])
+    with pytest.raises(ResultError, match=r"^annotation\.result\[0\]\.value\.text\[1\]: "):
+        annotation_result([{"from_name": "s", "value": {"text": ["a", {}]}}])
