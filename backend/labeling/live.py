@@ -10,6 +10,7 @@ removed, so every source id ends up in the output exactly once.
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import threading
 import time
@@ -102,6 +103,7 @@ class BulkRun:
         submitted: set[str] = set()  # an id repeated in the input is labeled once
         writer = OutputWriter(self.output)
         started = time.perf_counter()
+        restore_signals: Callable[[], None] = _nothing
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="prelabel-bulk")
         try:
             for item in items:
@@ -130,10 +132,12 @@ class BulkRun:
                 future.add_done_callback(functools.partial(self._done, writer, item.source_id))
         except KeyboardInterrupt:
             summary.interrupted = True
+            restore_signals = absorb_further_interrupts()
             pool.shutdown(wait=True, cancel_futures=True)  # in-flight items finish and are written
         finally:
             pool.shutdown(wait=True)
             writer.close()
+            restore_signals()
             summary.elapsed_s = time.perf_counter() - started
             if self.meter is not None:
                 summary.usage = self.meter.roles()
@@ -213,6 +217,30 @@ def label_file(
             engine.store.flush()
         if own_engine:
             close_engine(engine)
+
+
+def _nothing() -> None:
+    pass
+
+
+def absorb_further_interrupts() -> Callable[[], None]:
+    """Once a run is stopping, a second or third Ctrl-C (or SIGTERM) is acknowledged, not raised: the items in
+    flight still finish and are written, and the caller still gets the summary that says to rerun. Returns the
+    function that puts the previous handlers back. Only the main thread can set handlers; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        return _nothing
+    previous = {number: signal.signal(number, _acknowledge) for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    return restore
+
+
+def _acknowledge(signum: int, frame: object) -> None:
+    # os.write, not logging or print: a signal handler may run while the main thread holds their locks.
+    os.write(2, b"stopping: the items in flight finish and are written first\n")
 
 
 class interrupt_on_sigterm:

@@ -278,3 +278,32 @@ def test_unreadable_records_and_clashing_ids_fail_their_items_and_the_run_goes_o
     result = CliRunner().invoke(app, ["label", "-i", str(pool), "-o", str(output), "--no-progress"])
     assert result.exit_code == 1, result.output
     assert sorted(row["source_id"] for row in read_output(output)) == sorted(rows)
+
+
+def test_ctrl_c_pressed_three_times_still_ends_with_the_summary_and_a_resumable_output(
+    make_settings, provider, dialogsum, tmp_path
+):
+    provider.latency = 0.5  # items stay in flight long enough for the second and third Ctrl-C to land
+    make_settings()
+    pool = tmp_path / "pool.jsonl"
+    ids = write_pool(pool, dialogsum, 120)
+    output, log = tmp_path / "out.jsonl", tmp_path / "cli.log"
+    process = cli(log, "-i", str(pool), "-o", str(output), "--concurrency", "8")
+    deadline = time.monotonic() + 120
+    while count_lines(output) < 8 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, log.read_text()
+    for _ in range(3):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    assert process.wait(timeout=60) == 130, log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "interrupted: rerun the same command to continue" in text
+    stopped_at = count_lines(output)
+    assert 8 <= stopped_at < len(ids)
+
+    resumed = cli(log, "-i", str(pool), "-o", str(output), "--concurrency", "8")
+    assert resumed.wait(timeout=300) == 0, log.read_text()
+    source_ids = [row["source_id"] for row in read_output(output)]
+    assert len(source_ids) == len(set(source_ids)) == len(ids)  # nothing lost, nothing twice
