@@ -57,6 +57,8 @@ def cli(log: Path, *args: str) -> subprocess.Popen[bytes]:
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=sink,
             stderr=subprocess.STDOUT,
+            # Ctrl-C as at a terminal: a shell's background job (CI) would hand the child SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
