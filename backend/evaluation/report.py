@@ -6,8 +6,9 @@ Every text that comes from data, prompts or models is escaped: dialogues and lab
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -16,6 +17,7 @@ from prelabel.evaluation.charts import distribution_chart, heatmap, slice_chart
 from prelabel.evaluation.compare import Comparison
 from prelabel.evaluation.formatting import ci_text, esc, money, num, one_line, share, signed
 from prelabel.evaluation.runs import RunSummary
+from prelabel.evaluation.summary import VersionSummary
 from prelabel.judge import LEVELS
 from prelabel.subsets import SliceReport
 
@@ -128,18 +130,7 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
         parts.append("<h3>Rating distribution</h3>")
         parts.append(distribution_chart(versions))
 
-    text_rows = [
-        [
-            v.name,
-            v.text_metrics.n,
-            num(v.text_metrics.rouge1),
-            num(v.text_metrics.rouge2),
-            num(v.text_metrics.rougeL),
-            num(v.text_metrics.bleu),
-        ]
-        for v in versions
-        if v.text_metrics
-    ]
+    text_rows = _text_metric_rows(versions)
     if text_rows:
         parts.append(f"<h3>String-matching baselines against “{esc(run.reference_field)}”</h3>")
         parts.append(
@@ -324,18 +315,7 @@ def render_markdown(data: ReportData, title: str = "prelabel evaluation") -> str
     lines += _md_table(VERSION_HEADERS, _version_rows(run))
     lines += ["Distribution (very bad / bad / moderate / good / excellent):", ""]
     lines += [f"- {v.name}: " + " / ".join(map(str, v.distribution)) for v in run.versions.values()] + [""]
-    text_rows = [
-        [
-            v.name,
-            v.text_metrics.n,
-            num(v.text_metrics.rouge1),
-            num(v.text_metrics.rouge2),
-            num(v.text_metrics.rougeL),
-            num(v.text_metrics.bleu),
-        ]
-        for v in run.versions.values()
-        if v.text_metrics
-    ]
+    text_rows = _text_metric_rows(run.versions.values())
     if text_rows:
         lines += [f"String-matching baselines against `{run.reference_field}` (not the verdict):", ""]
         lines += _md_table(["version", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"], text_rows)
@@ -400,3 +380,19 @@ def write_reports(out_dir: Path, data: ReportData, title: str = "prelabel evalua
     html_path.write_text(render_html(data, title), encoding="utf-8")
     md_path.write_text(render_markdown(data, title), encoding="utf-8")
     return html_path, md_path
+
+
+def _text_metric_rows(versions: Iterable[VersionSummary]) -> list[list[Any]]:
+    """One row per version with reference metrics: name, n, ROUGE-1/2/L, BLEU (both reports show the same)."""
+    return [
+        [
+            v.name,
+            v.text_metrics.n,
+            num(v.text_metrics.rouge1),
+            num(v.text_metrics.rouge2),
+            num(v.text_metrics.rougeL),
+            num(v.text_metrics.bleu),
+        ]
+        for v in versions
+        if v.text_metrics
+    ]
