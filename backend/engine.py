@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from prelabel.costs import MeteredClient, UsageMeter
 from prelabel.families import ModelRef, check_families
+from prelabel.faults import RunStopped
 from prelabel.label_interface import LabelConfig
 from prelabel.pipeline import Labeler, LabelOutcome
 from prelabel.prompts import PromptSet
@@ -71,6 +72,21 @@ class Engine:
         self._in_flight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._cache_only = threading.local()  # .hits: the deferred cache-hit log rows, set in cache-only mode
+        self._stop_reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """Make no further paid calls in this process: every later call raises RunStopped. The first reason
+        is kept (one clear message naming the path, not a cascade)."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+                log.error("stopping: %s", reason)
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why this engine makes no more paid calls (None while it may): a stop() or a store that can no
+        longer write."""
+        return self._stop_reason or self.store.fault
 
     def prompts_for(self, kind: str) -> PromptSet:
         return PromptSet.load(
@@ -188,6 +204,9 @@ class Engine:
         parse: Callable[[Completion], Parsed],
     ) -> tuple[Completion, Parsed]:
         ref = client.ref
+        reason = self.stop_reason
+        if reason is not None:
+            raise RunStopped(reason)
         try:
             completion = client.complete(prompt, params)
         except ProviderError as error:

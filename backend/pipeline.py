@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from prelabel.dialogue import InputError, parse_dialogue, parse_text, render_dialogue, truncate
+from prelabel.faults import RunStopped
 from prelabel.judge import JUDGE_SCHEMA_NAME, JudgeParseError, Verdict, expected_level, judge_schema, parse_verdict
 from prelabel.label_interface import LabelConfig
 from prelabel.prompts import PromptSet, render
@@ -103,6 +104,8 @@ class Labeler:
             return self.failed(task, f"bad input: {error}")
         except ProviderError as error:
             return self.failed(task, f"annotator call failed: {error}")
+        except RunStopped as stopped:
+            return self.failed(task, f"not attempted: the run stopped: {stopped}")
         except Exception as error:  # a bug must not sink the batch; it is logged with its traceback
             log.exception("unexpected error labeling task %s", task.get("id") if isinstance(task, dict) else None)
             return self.failed(task, f"internal error: {type(error).__name__}: {error}")
@@ -194,6 +197,9 @@ class Labeler:
                 )
             except ProviderError as error:
                 outcome.unrated_reason = f"judge call failed: {error}"
+                return
+            except RunStopped as stopped:
+                outcome.unrated_reason = f"judge not asked: the run stopped: {stopped}"
                 return
             except JudgeParseError as error:
                 errors.append(str(error))

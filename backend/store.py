@@ -59,6 +59,8 @@ class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._local = threading.local()
+        # Set when the store can no longer write (disk full, read-only): the engine then stops paid calls.
+        self.fault: str | None = None
         self._connection()  # creates the file or brings its schema up to date now, not at the first call
 
     def _connection(self) -> sqlite3.Connection:
