@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from prelabel.dialogue import InputError, parse_dialogue, render_dialogue
-from prelabel.label_interface import LabelConfig
+from prelabel.label_interface import LabelConfig, ResultError, annotation_result
 
 SOURCE_ID_FIELD = "source_id"
 ROUND_FIELD = "prelabel_round"
@@ -39,6 +39,9 @@ class ReviewedTask(BaseModel):
     human_level: int | None = None
     annotation_id: int | None = None
     annotated_at: str | None = None
+    # Results of the wrong shape that were left out (the task then reads as if they were absent), each
+    # naming the task and the field, for pull and export to report.
+    problems: list[str] = []
 
     @property
     def reviewed(self) -> bool:
@@ -87,12 +90,17 @@ def _reason(config: LabelConfig, result: list[dict[str, Any]]) -> str | None:
 
 def reviewed_task(config: LabelConfig, task: dict[str, Any]) -> ReviewedTask:
     data = task.get("data") or {}
-    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
-    annotations.sort(key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0))
+    if not isinstance(data, dict):
+        data = {}
+    problems: list[str] = []
+    where = f"task {task.get('id')}"
+    annotations = _readable(task.get("annotations"), f"{where} annotation", problems)
+    annotations = [a for a in annotations if not a.get("was_cancelled")]
+    annotations.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), _int(a.get("id"))))
     latest = annotations[-1] if annotations else None
 
-    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict) and p.get("result")]
-    predictions.sort(key=lambda p: (p.get("created_at") or "", p.get("id") or 0))
+    predictions = [p for p in _readable(task.get("predictions"), f"{where} prediction", problems) if p["result"]]
+    predictions.sort(key=lambda p: (str(p.get("created_at") or ""), _int(p.get("id"))))
     prediction = predictions[-1] if predictions else None
     if latest is not None and latest.get("parent_prediction"):
         prediction = next((p for p in predictions if p.get("id") == latest["parent_prediction"]), prediction)
@@ -103,9 +111,10 @@ def reviewed_task(config: LabelConfig, task: dict[str, Any]) -> ReviewedTask:
         round=_optional_str(data.get(ROUND_FIELD)),
         input_text=input_text(config, data),
         data=data,
+        problems=problems,
     )
     if prediction is not None:
-        result = prediction.get("result") or []
+        result = prediction["result"]
         record.llm_label = config.label_from_result(result)
         record.llm_level = config.level_from_result(result)
         record.llm_score = prediction.get("score")
@@ -113,12 +122,33 @@ def reviewed_task(config: LabelConfig, task: dict[str, Any]) -> ReviewedTask:
         record.model_version = prediction.get("model_version")
         record.prediction_id = prediction.get("id")
     if latest is not None:
-        result = latest.get("result") or []
+        result = latest["result"]
         record.human_label = config.label_from_result(result)
         record.human_level = config.level_from_result(result)
         record.annotation_id = latest.get("id")
         record.annotated_at = latest.get("updated_at") or latest.get("created_at")
     return record
+
+
+def _readable(entries: Any, what: str, problems: list[str]) -> list[dict[str, Any]]:
+    """The annotations or predictions whose result has the shape prelabel reads, each with its result checked
+    (the same check as the webhook's); the others are left out and named in `problems`."""
+    readable = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            problems.append(f"{what}: not an object")
+            continue
+        try:
+            result = annotation_result(entry.get("result"), f"{what} {entry.get('id')}.result")
+        except ResultError as problem:
+            problems.append(str(problem))
+            continue
+        readable.append({**entry, "result": result})
+    return readable
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _optional_str(value: Any) -> str | None:
@@ -127,3 +157,8 @@ def _optional_str(value: Any) -> str | None:
 
 def reviewed_tasks(config: LabelConfig, export: list[dict[str, Any]]) -> list[ReviewedTask]:
     return [reviewed_task(config, task) for task in export]
+
+
+def result_problems(records: list[ReviewedTask]) -> list[str]:
+    """Every result left out of `records` because of its shape, each naming the task and the field."""
+    return [problem for record in records for problem in record.problems]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from prelabel import label_config
 
@@ -25,7 +26,8 @@ def label_config_path(name: str) -> Path:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{message}[/red]")
+    # Messages quote files, fields and data ("result[0].value"): escaped, so nothing in them reads as markup.
+    console.print(f"[red]{escape(message)}[/red]")
     return typer.Exit(code)
 
 
@@ -81,3 +83,14 @@ def ls_client(settings: Settings, url: str | None, api_key: str | None) -> Label
         return LabelStudioClient(url or settings.label_studio_url or "", key or "")
     except LabelStudioError as error:
         raise fail(str(error)) from None
+
+
+def warn_result_problems(problems: list[str], shown: int = 5) -> None:
+    """Say which exported results were left out for their shape (the rest of the project is still used)."""
+    if not problems:
+        return
+    console.print(f"[yellow]{len(problems)} annotation or prediction results left out (wrong shape):[/yellow]")
+    for problem in problems[:shown]:
+        console.print(f"  {problem}", markup=False, highlight=False)
+    if len(problems) > shown:
+        console.print(f"  ... and {len(problems) - shown} more")

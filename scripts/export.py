@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from prelabel.scripts.common import console, fail, ls_client, settings_or_exit
+from prelabel.scripts.common import console, fail, ls_client, settings_or_exit, warn_result_problems
 
 
 def export(
@@ -35,7 +35,7 @@ def export(
     from prelabel.export.writer import export_dataset
     from prelabel.label_interface import LabelConfigError, parse_label_config
     from prelabel.labelstudio import LabelStudioError
-    from prelabel.records import reviewed_tasks
+    from prelabel.records import result_problems, reviewed_tasks
     from prelabel.scripts.tables import export_table
 
     settings = settings_or_exit()
@@ -60,5 +60,6 @@ def export(
         raise fail(f"option {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     except (LabelStudioError, LabelConfigError, ExportError, OSError) as error:
         raise fail(str(error)) from None
+    warn_result_problems(result_problems(records))
     console.print(export_table(report))
     console.print(f"dataset written to {report.out_dir} (manifest.json lists every file with its sha256)")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from prelabel.scripts.common import console, fail, ls_client, settings_or_exit
+from prelabel.scripts.common import console, fail, ls_client, settings_or_exit, warn_result_problems
 
 
 def pull(
@@ -24,7 +24,7 @@ def pull(
     """Compare reviewers with the LLM and the judge; list the worst cases; write corrections for the next prompt."""
     from prelabel.label_interface import LabelConfigError, parse_label_config
     from prelabel.labelstudio import LabelStudioError
-    from prelabel.records import reviewed_tasks
+    from prelabel.records import result_problems, reviewed_tasks
     from prelabel.review_stats import pull_report, write_corrections_jsonl
     from prelabel.scripts.tables import review_versions_table, worst_cases_table
 
@@ -47,6 +47,7 @@ def pull(
             report_json.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     except (LabelStudioError, LabelConfigError, OSError) as error:
         raise fail(str(error)) from None
+    warn_result_problems(result_problems(records))
     console.print(review_versions_table(report))
     if report.worst_cases:
         console.print(worst_cases_table(report.worst_cases))

@@ -8,16 +8,27 @@ from pathlib import Path
 from typing import Any
 
 from prelabel.evaluation.runs import load_items, load_run
-from prelabel.records import ReviewedTask
+from prelabel.records import ReviewContribution, ReviewedTask, review_contribution
 from prelabel.review_stats import edit_distance
 from prelabel.subsets import SliceReport, analyse
 
+# The slice value of each review contribution (records.review_contribution, which pull and export share).
+# An empty review leaves the item as if unreviewed, so it gets no value.
+REVIEW_SLICE_VALUES: dict[ReviewContribution, str] = {
+    "unchanged": "accepted",
+    "edited": "edited",
+    "rating_only": "rated only",
+}
+
 
 def review_values(review: ReviewedTask | None) -> dict[str, Any]:
-    """What reviewers did to an item, as slice values (only for reviewed items)."""
-    if review is None or not review.reviewed:
+    """What reviewers did to an item, as slice values (only for items a review contributed to)."""
+    if review is None:
         return {}
-    values: dict[str, Any] = {"reviewer edit": "accepted" if review.accepted_unchanged else "edited"}
+    contribution = REVIEW_SLICE_VALUES.get(review_contribution(review))
+    if contribution is None:
+        return {}
+    values: dict[str, Any] = {"reviewer edit": contribution}
     distance = edit_distance(review)
     if distance is not None:
         values["edit distance"] = round(distance, 4)

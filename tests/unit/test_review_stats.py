@@ -309,3 +309,29 @@ def test_worst_cases_table():
     assert "http://ls/projects/3/data?task=7" in text
     assert "4 excellent" in text and "0 very bad" in text
     assert "link" not in _render(worst_cases_table(worst_cases(records(), limit=2)))
+
+
+def test_exported_results_of_the_wrong_shape_are_left_out_and_named():
+    from prelabel import label_config
+    from prelabel.label_interface import parse_label_config
+    from prelabel.records import result_problems, reviewed_tasks
+
+    config = parse_label_config(label_config.read("summarization"))
+    good = [{"from_name": "summary", "to_name": "dialogue", "type": "textarea", "value": {"text": ["Fine."]}}]
+    export = [
+        {
+            "id": 11,
+            "data": {"dialogue": [{"author": "A", "text": "hi"}]},
+            "predictions": [{"id": 3, "result": good, "model_version": "v1"}],
+            # A hand-edited export: the reviewer's result holds a string where the value object belongs.
+            "annotations": [{"id": 5, "result": [{"from_name": "summary", "value": "Mine."}]}],
+        },
+        {"id": 12, "data": "not an object", "predictions": ["not an object"], "annotations": None},
+    ]
+    records = reviewed_tasks(config, export)
+    assert records[0].llm_label == "Fine." and records[0].model_version == "v1"
+    assert not records[0].reviewed  # the unreadable annotation is not taken as a review
+    problems = result_problems(records)
+    assert problems[0].startswith("task 11 annotation 5.result[0].value")
+    assert problems[1] == "task 12 prediction: not an object"
+    assert len(problems) == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from prelabel.evaluation.slices import review_values
+from prelabel.records import ReviewedTask
 from prelabel.subsets import SliceRow, analyse, bucket_edges, bucket_index, slice_category, slice_numeric
 
 
@@ -77,3 +79,27 @@ def test_string_field_is_a_category_and_numbers_are_bucketed():
     assert {s.kind for s in report.features["score"]} == {"numeric"}
     assert {s.kind for s in report.features["kind"]} == {"category"}
     assert len(report.features["kind"]) == 10
+
+
+def _review(human_label: str | None, human_level: int | None, annotation_id: int | None = 7) -> ReviewedTask:
+    return ReviewedTask(
+        task_id=1,
+        source_id="a",
+        input_text="A: hi",
+        llm_label="They greet.",
+        llm_level=3,
+        human_label=human_label,
+        human_level=human_level,
+        annotation_id=annotation_id,
+    )
+
+
+def test_reviewer_edit_slice_follows_what_the_review_contributed():
+    # The same contribution rule as pull and export: a rating-only review is not an edit, an empty one is
+    # as if unreviewed, and only a label of the reviewer's own is "edited".
+    assert review_values(_review("They greet.", 3))["reviewer edit"] == "accepted"
+    assert review_values(_review("They say hello.", 3))["reviewer edit"] == "edited"
+    assert review_values(_review(None, 1)) == {"reviewer edit": "rated only"}
+    assert review_values(_review(None, None)) == {}
+    assert review_values(_review(None, None, annotation_id=None)) == {}
+    assert review_values(None) == {}
