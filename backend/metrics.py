@@ -1,37 +1,42 @@
-"""Label-quality metrics, pure and stdlib-only: text similarity (edit distance, ROUGE, BLEU), rating
-agreement (exact, within one, quadratic-weighted kappa, Spearman), classification scores, and a paired
-bootstrap for comparing two prompt versions on the same tasks.
+"""Label-quality metrics from the libraries people compare with: text similarity (edit distance through
+rapidfuzz, ROUGE through rouge-score, BLEU through sacrebleu), rating agreement and classification scores
+(scikit-learn, scipy), and a paired bootstrap (scipy) for comparing two prompt versions on the same tasks.
 
-Conventions: every score is in [0, 1] (BLEU too, not 0..100); a statistic that is undefined on its input
-(no items, a constant rater) is None rather than NaN, so it survives JSON and shows as "-" in tables.
-Sequences compared pairwise must have equal lengths (ValueError otherwise).
+Conventions: every score is in [0, 1] (BLEU too, not sacrebleu's 0..100); a statistic that is undefined on its
+input (no items, a constant rater) is None rather than NaN, so it survives JSON and shows as "-" in tables.
+Sequences compared pairwise must have equal lengths (ValueError otherwise). The libraries are imported when a
+metric is first computed, so commands that do not score start fast.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import random
 import re
-from collections import Counter
+import warnings
 from collections.abc import Hashable, Sequence
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
 
 T = TypeVar("T", bound=Hashable)
 
 __all__ = [
+    "ROUGE_RULE",
     "BleuScore",
     "BootstrapCI",
     "ClassScores",
     "ClassificationReport",
     "Score",
     "accuracy",
-    "average_ranks",
+    "bleu_rule",
+    "bleu_signature",
     "confusion_matrix",
     "corpus_bleu",
     "exact_agreement",
     "levenshtein",
     "level_distribution",
-    "lcs_length",
     "mean",
     "normalized_edit_distance",
     "paired_bootstrap_ci",
@@ -40,10 +45,17 @@ __all__ = [
     "quantile",
     "rouge_l",
     "rouge_n",
+    "rouge_scores",
     "spearman",
     "tokenize",
     "within_one_agreement",
 ]
+
+# ROUGE as the rouge-score package computes it (Google's reimplementation of ROUGE-1.5.5): its default
+# tokenizer (lower-cased ASCII letters and digits, so it scores English and other Latin-script text; a script
+# without such letters gives no tokens and 0) with Porter stemming, sentence-level ROUGE-L.
+ROUGE_STEMMING = True
+ROUGE_RULE = "ROUGE: rouge-score, Porter stemming on, sentence-level ROUGE-L, F1"
 
 
 class Score(NamedTuple):
@@ -53,7 +65,7 @@ class Score(NamedTuple):
 
 
 class BleuScore(NamedTuple):
-    """Corpus BLEU and its parts; `precisions[n-1]` is the (smoothed) modified n-gram precision."""
+    """Corpus BLEU and its parts, on the 0..1 scale; `precisions[n-1]` is the modified n-gram precision."""
 
     score: float
     precisions: tuple[float, ...]
@@ -93,6 +105,11 @@ def _check_lengths(a: Sequence[object], b: Sequence[object]) -> None:
         raise ValueError(f"paired sequences differ in length: {len(a)} != {len(b)}")
 
 
+def _finite_or_none(value: Any) -> float | None:
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
 # -- basic helpers ---------------------------------------------------------------------------------
 
 
@@ -112,31 +129,13 @@ def level_distribution(levels: Sequence[int], n_levels: int = 5) -> list[int]:
 
 def quantile(values: Sequence[float], q: float) -> float:
     """The q-quantile with linear interpolation between order statistics (numpy's default method)."""
+    import numpy as np
+
     if not values:
         raise ValueError("quantile of no values")
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be in [0, 1], got {q}")
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    below = math.floor(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
-
-
-def average_ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks; tied values share the mean of the ranks they span (what Spearman needs)."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        rank = (start + end) / 2 + 1
-        for k in range(start, end + 1):
-            ranks[order[k]] = rank
-        start = end + 1
-    return ranks
+    return float(np.quantile(np.asarray(values, dtype=float), q))
 
 
 # -- text similarity -------------------------------------------------------------------------------
@@ -145,152 +144,87 @@ _TOKEN = re.compile(r"[^\W_]+")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased runs of letters and digits (any script); punctuation and underscores separate them."""
+    """Lower-cased runs of letters and digits (any script): word counts and few-shot similarity, not scores."""
     return _TOKEN.findall(text.lower())
 
 
 def levenshtein(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
-    """Unit-cost insert/delete/substitute distance.
+    """Unit-cost insert/delete/substitute distance (rapidfuzz)."""
+    from rapidfuzz.distance import Levenshtein
 
-    Bit-parallel (Myers 1999, Hyyrö's Levenshtein form) with Python's unbounded ints: one pass over `b`
-    with a handful of integer operations per item, so pulling hundreds of paragraph-long summaries stays
-    fast without a compiled dependency.
-    """
-    # The common prefix and suffix do not change the distance and shrink the bit vectors.
-    start = 0
-    while start < len(a) and start < len(b) and a[start] == b[start]:
-        start += 1
-    end_a, end_b = len(a), len(b)
-    while end_a > start and end_b > start and a[end_a - 1] == b[end_b - 1]:
-        end_a -= 1
-        end_b -= 1
-    a, b = a[start:end_a], b[start:end_b]
-    if not a:
-        return len(b)
-    if not b:
-        return len(a)
-
-    m = len(a)
-    full = (1 << m) - 1
-    high = 1 << (m - 1)
-    peq: dict[Hashable, int] = {}
-    for i, item in enumerate(a):
-        peq[item] = peq.get(item, 0) | (1 << i)
-    pv, mv, score = full, 0, m
-    for item in b:
-        eq = peq.get(item, 0)
-        xv = eq | mv
-        xh = ((((eq & pv) + pv) & full) ^ pv) | eq
-        ph = (mv | ~(xh | pv)) & full
-        mh = pv & xh
-        if ph & high:
-            score += 1
-        elif mh & high:
-            score -= 1
-        ph = ((ph << 1) | 1) & full  # the top row grows by one per column: D[0][j] = j
-        mh = (mh << 1) & full
-        pv = (mh | ~(xv | ph)) & full
-        mv = ph & xv
-    return score
+    return int(Levenshtein.distance(a, b))
 
 
 def normalized_edit_distance(a: str, b: str) -> float:
-    """Character Levenshtein distance divided by the longer length: 0 identical, 1 nothing shared.
+    """Character Levenshtein distance divided by the longer length (rapidfuzz's normalized distance with unit
+    weights): 0 identical, 1 nothing shared. Two empty strings are identical (0.0)."""
+    from rapidfuzz.distance import Levenshtein
 
-    Two empty strings are identical (0.0).
-    """
-    longest = max(len(a), len(b))
-    return levenshtein(a, b) / longest if longest else 0.0
-
-
-def lcs_length(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
-    """Length of the longest common subsequence (bit-parallel, Allison-Dix / Hyyrö)."""
-    if not a or not b:
-        return 0
-    peq: dict[Hashable, int] = {}
-    for i, item in enumerate(a):
-        peq[item] = peq.get(item, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    row = full  # a 0 bit marks a position of `a` that ends a longer common subsequence
-    for item in b:
-        matches = row & peq.get(item, 0)
-        row = ((row + matches) | (row - matches)) & full
-    return len(a) - bin(row).count("1")
+    return float(Levenshtein.normalized_distance(a, b))
 
 
-def _prf(overlap: int, candidate_total: int, reference_total: int) -> Score:
-    precision = overlap / candidate_total if candidate_total else 0.0
-    recall = overlap / reference_total if reference_total else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return Score(precision, recall, f1)
+@functools.cache
+def _rouge_scorer() -> RougeScorer:
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=ROUGE_STEMMING)
 
 
-def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+def rouge_scores(candidate: str, reference: str) -> dict[str, Score]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L of one candidate against one reference, keyed "rouge1", "rouge2",
+    "rougeL" (one tokenisation for the three). A side without n-grams scores 0, even when both are empty."""
+    scores = _rouge_scorer().score(reference, candidate)  # rouge-score takes (target, prediction)
+    return {name: Score(s.precision, s.recall, s.fmeasure) for name, s in scores.items()}
 
 
 def rouge_n(candidate: str, reference: str, n: int = 1) -> Score:
-    """ROUGE-N: clipped n-gram overlap over the candidate's (precision) and reference's (recall) n-grams.
-
-    A side without n-grams scores 0 (as the rouge-score package does), even when both are empty.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    cand, ref = _ngrams(tokenize(candidate), n), _ngrams(tokenize(reference), n)
-    overlap = sum((cand & ref).values())
-    return _prf(overlap, sum(cand.values()), sum(ref.values()))
+    """ROUGE-1 or ROUGE-2: clipped n-gram overlap over the candidate's (precision) and reference's (recall)."""
+    if n not in (1, 2):
+        raise ValueError(f"ROUGE-N is computed for n = 1 or 2, got {n}")
+    return rouge_scores(candidate, reference)[f"rouge{n}"]
 
 
 def rouge_l(candidate: str, reference: str) -> Score:
     """ROUGE-L (sentence level): longest common token subsequence over each side's length; F1 with beta=1."""
-    cand, ref = tokenize(candidate), tokenize(reference)
-    return _prf(lcs_length(cand, ref), len(cand), len(ref))
+    return rouge_scores(candidate, reference)["rougeL"]
 
 
-BLEU_SMOOTHING_EPSILON = 0.1
+@functools.cache
+def _bleu() -> Any:
+    from sacrebleu.metrics import BLEU
+
+    # sacrebleu's defaults: 13a tokenisation, case-sensitive, exponential smoothing, BLEU-4.
+    bleu = BLEU()
+    bleu.corpus_score(["."], [["."]])  # its signature states the number of references only once it has scored
+    return bleu
 
 
-def corpus_bleu(candidates: Sequence[str], references: Sequence[str], max_n: int = 4) -> BleuScore:
-    """Corpus BLEU-4 against one reference per candidate, on `tokenize` tokens.
+def bleu_signature() -> str:
+    """sacrebleu's signature of the BLEU computed here (tokenizer, smoothing, case, version)."""
+    return str(_bleu().get_signature())
 
-    Modified n-gram precisions are summed over the corpus before dividing (Papineni et al. 2002), then
-    combined by an unweighted geometric mean and multiplied by the brevity penalty
-    exp(1 - r/c) when the candidates are shorter (c <= r). Smoothing is "method1" (Chen & Cherry 2014):
-    an order with no matching n-gram gets precision 0.1 / (its n-gram count, at least 1) instead of
-    zeroing the whole score, so small corpora still rank. With no unigram match at all the score is 0.
 
-    This equals sacrebleu's smooth_method="floor", smooth_value=0.1 on the same tokens. NLTK's
-    method1 can differ a little: it adds at least 1 to the denominator for every sentence too short
-    to hold an n-gram of that order.
-    """
+def bleu_rule() -> str:
+    """One line for reports: which BLEU this is."""
+    return f"BLEU: sacrebleu corpus BLEU-4 on 0..1, {bleu_signature()}"
+
+
+def corpus_bleu(candidates: Sequence[str], references: Sequence[str]) -> BleuScore:
+    """Corpus BLEU-4 against one reference per candidate, as sacrebleu computes it with its defaults
+    (`bleu_signature()`), scaled to 0..1."""
     _check_lengths(candidates, references)
-    matches = [0] * max_n
-    totals = [0] * max_n
-    candidate_length = reference_length = 0
-    for candidate, reference in zip(candidates, references):
-        cand, ref = tokenize(candidate), tokenize(reference)
-        candidate_length += len(cand)
-        reference_length += len(ref)
-        for n in range(1, max_n + 1):
-            cand_ngrams, ref_ngrams = _ngrams(cand, n), _ngrams(ref, n)
-            matches[n - 1] += sum((cand_ngrams & ref_ngrams).values())
-            totals[n - 1] += sum(cand_ngrams.values())
-
-    if candidate_length == 0:
-        brevity_penalty = 0.0
-    elif candidate_length > reference_length:
-        brevity_penalty = 1.0
-    else:
-        brevity_penalty = math.exp(1 - reference_length / candidate_length)
-    precisions = tuple(
-        matches[i] / max(totals[i], 1) if matches[i] else BLEU_SMOOTHING_EPSILON / max(totals[i], 1)
-        for i in range(max_n)
+    if not candidates:
+        return BleuScore(0.0, (0.0, 0.0, 0.0, 0.0), 0.0, 0, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sacrebleu warns about empty candidates; they score 0
+        result = _bleu().corpus_score(list(candidates), [list(references)])
+    return BleuScore(
+        score=min(1.0, result.score / 100),  # 100.00000000000004 / 100 is still a perfect score
+        precisions=tuple(p / 100 for p in result.precisions),
+        brevity_penalty=float(result.bp),
+        candidate_length=int(result.sys_len),
+        reference_length=int(result.ref_len),
     )
-    if matches[0] == 0:
-        return BleuScore(0.0, precisions, brevity_penalty, candidate_length, reference_length)
-    log_mean = math.fsum(math.log(p) for p in precisions) / max_n
-    score = brevity_penalty * math.exp(log_mean)
-    return BleuScore(score, precisions, brevity_penalty, candidate_length, reference_length)
 
 
 # -- rating agreement ------------------------------------------------------------------------------
@@ -314,40 +248,30 @@ def within_one_agreement(a: Sequence[int], b: Sequence[int]) -> float | None:
 
 
 def quadratic_weighted_kappa(a: Sequence[int], b: Sequence[int], n_levels: int = 5) -> float | None:
-    """Cohen's kappa with quadratic weights on the fixed scale 0..n_levels-1.
+    """Cohen's kappa with quadratic weights on the fixed scale 0..n_levels-1 (scikit-learn).
 
-    1 - sum(w * observed) / sum(w * expected), w_ij = (i - j)^2, expected from the two marginals. The
-    scale is fixed rather than taken from the levels that occur, so a two-level gap always weighs 4.
-    None when there are no pairs or the expected disagreement is 0 (both raters constant on one level).
+    The scale is passed as the labels rather than taken from the levels that occur, so a two-level gap
+    always weighs 4. None when there are no pairs or the expected disagreement is 0 (both raters constant
+    on one level).
     """
     _check_lengths(a, b)
-    if not a:
+    for level in (*a, *b):
+        _check_level(level, n_levels)
+    if not a or (len(set(a)) == 1 and set(a) == set(b)):
         return None
-    hist_a, hist_b = level_distribution(a, n_levels), level_distribution(b, n_levels)
-    n = len(a)
-    observed = math.fsum((x - y) ** 2 for x, y in zip(a, b)) / n
-    expected = math.fsum(hist_a[i] * hist_b[j] * (i - j) ** 2 for i in range(n_levels) for j in range(n_levels)) / (
-        n * n
-    )
-    return 1.0 - observed / expected if expected else None
+    from sklearn.metrics import cohen_kappa_score
 
-
-def _pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    mx, my = math.fsum(x) / len(x), math.fsum(y) / len(y)
-    sxy = math.fsum((u - mx) * (v - my) for u, v in zip(x, y))
-    sxx = math.fsum((u - mx) ** 2 for u in x)
-    syy = math.fsum((v - my) ** 2 for v in y)
-    if sxx == 0 or syy == 0:
-        return None
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    return _finite_or_none(cohen_kappa_score(a, b, labels=list(range(n_levels)), weights="quadratic"))
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Spearman's rho: Pearson correlation of average ranks. None with fewer than two pairs or a constant side."""
+    """Spearman's rho (scipy; ties share average ranks). None with fewer than two pairs or a constant side."""
     _check_lengths(a, b)
-    if len(a) < 2:
+    if len(a) < 2 or len(set(a)) == 1 or len(set(b)) == 1:
         return None
-    return _pearson(average_ranks(a), average_ranks(b))
+    from scipy.stats import spearmanr
+
+    return _finite_or_none(spearmanr(a, b).statistic)
 
 
 # -- classification --------------------------------------------------------------------------------
@@ -365,44 +289,38 @@ def _labels_or_seen(labels: Sequence[T] | None, y_true: Sequence[T], y_pred: Seq
 
 
 def confusion_matrix(labels: Sequence[T] | None, y_true: Sequence[T], y_pred: Sequence[T]) -> list[list[int]]:
-    """Rows are true labels, columns predicted, both in `labels` order (sorted seen labels when None).
-
-    Pairs where either side is not in `labels` are left out, as scikit-learn does.
-    """
+    """Rows are true labels, columns predicted, both in `labels` order (sorted seen labels when None), as
+    scikit-learn counts them: pairs where either side is not in `labels` are left out."""
     _check_lengths(y_true, y_pred)
     order = _labels_or_seen(labels, y_true, y_pred)
-    index = {label: i for i, label in enumerate(order)}
-    matrix = [[0] * len(order) for _ in order]
-    for t, p in zip(y_true, y_pred):
-        if t in index and p in index:
-            matrix[index[t]][index[p]] += 1
-    return matrix
+    if not y_true:
+        return [[0] * len(order) for _ in order]
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    return [[int(count) for count in row] for row in sk_confusion_matrix(y_true, y_pred, labels=order)]
 
 
 def precision_recall_f1(
     labels: Sequence[str] | None, y_true: Sequence[str], y_pred: Sequence[str]
 ) -> ClassificationReport:
-    """Per-class precision, recall, F1 and support, and their macro means.
+    """Per-class precision, recall, F1 and support, and their macro means (scikit-learn, zero_division=0).
 
-    A ratio with a zero denominator is 0 (scikit-learn's zero_division=0). A prediction outside `labels`
-    (say the annotator answered "neutral" on a positive/negative task) is a miss for the true class and
-    a false positive for none. Macro F1 is the mean of per-class F1, as scikit-learn computes it.
+    A prediction outside `labels` (say the annotator answered "neutral" on a positive/negative task) is a
+    miss for the true class and a false positive for none.
     """
     _check_lengths(y_true, y_pred)
     order = _labels_or_seen(labels, y_true, y_pred)
-    per_class: dict[str, ClassScores] = {}
-    for label in order:
-        tp = sum(t == label and p == label for t, p in zip(y_true, y_pred))
-        predicted = sum(p == label for p in y_pred)
-        support = sum(t == label for t in y_true)
-        precision, recall, f1 = _prf(tp, predicted, support)
-        per_class[label] = ClassScores(precision, recall, f1, support)
-    scores = list(per_class.values())
-    macro = Score(
-        mean([s.precision for s in scores]) or 0.0,
-        mean([s.recall for s in scores]) or 0.0,
-        mean([s.f1 for s in scores]) or 0.0,
-    )
+    if not y_true:
+        empty = ClassScores(0.0, 0.0, 0.0, 0)
+        return ClassificationReport(order, {label: empty for label in order}, Score(0.0, 0.0, 0.0), None)
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=order, zero_division=0)
+    per_class = {
+        label: ClassScores(float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
+        for i, label in enumerate(order)
+    }
+    macro = Score(*(float(sum(column) / len(order)) for column in (precision, recall, f1)))
     return ClassificationReport(order, per_class, macro, accuracy(y_true, y_pred))
 
 
@@ -416,7 +334,8 @@ def paired_bootstrap_ci(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> BootstrapCI | None:
-    """Percentile bootstrap interval for mean(b - a) over paired items (the same tasks under two prompts).
+    """Percentile bootstrap interval for mean(b - a) over paired items (the same tasks under two prompts),
+    through scipy.stats.bootstrap.
 
     Resampling the differences keeps each task's pairing, so task difficulty cancels out. Seeded, so the
     same inputs always give the same interval. None when there are no pairs.
@@ -428,15 +347,20 @@ def paired_bootstrap_ci(
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     if not a:
         return None
-    differences = [y - x for x, y in zip(a, b)]
+    differences = [float(y) - float(x) for x, y in zip(a, b)]
     n = len(differences)
-    rng = random.Random(seed)
-    means = [math.fsum(rng.choices(differences, k=n)) / n for _ in range(n_resamples)]
-    tail = (1.0 - confidence) / 2
-    return BootstrapCI(
-        mean_difference=math.fsum(differences) / n,
-        low=quantile(means, tail),
-        high=quantile(means, 1.0 - tail),
-        n=n,
-        confidence=confidence,
-    )
+    observed = math.fsum(differences) / n
+    if len(set(differences)) == 1:  # every resample has the same mean: the interval is that point
+        return BootstrapCI(observed, observed, observed, n, confidence)
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    interval = bootstrap(
+        (np.asarray(differences),),
+        np.mean,
+        n_resamples=n_resamples,
+        method="percentile",
+        confidence_level=confidence,
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return BootstrapCI(observed, float(interval.low), float(interval.high), n, confidence)

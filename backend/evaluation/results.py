@@ -95,7 +95,6 @@ def item_result(
         input_preview=_preview(text),
     )
     if config.kind == "summarization" and reference is not None and outcome.label is not None:
-        result.rouge1 = metrics.rouge_n(outcome.label, reference, 1).f1
-        result.rouge2 = metrics.rouge_n(outcome.label, reference, 2).f1
-        result.rougeL = metrics.rouge_l(outcome.label, reference).f1
+        rouge = metrics.rouge_scores(outcome.label, reference)
+        result.rouge1, result.rouge2, result.rougeL = (rouge[name].f1 for name in ("rouge1", "rouge2", "rougeL"))
     return result
