@@ -112,6 +112,24 @@ class LabelStudioClient:
                 return project
         return None
 
+    @_label_studio_call("list projects", idempotent=True)
+    def project_id_for(self, reference: str) -> int:
+        """The id of the project named by `reference`: its id, or its title as `push --project` took it.
+        A number that is a project's id is that project; otherwise the one project with that title
+        (LabelStudioError naming the candidates when none or several match)."""
+        projects = [(int(p.id), str(p.title or "")) for p in self.sdk.projects.list() if p.id is not None]
+        wanted = reference.strip()
+        if wanted.isdigit() and any(pid == int(wanted) for pid, _ in projects):
+            return int(wanted)
+        matches = [pid for pid, title in projects if title == wanted]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            ids = ", ".join(map(str, sorted(matches)))
+            raise LabelStudioError(f"several projects are titled {wanted!r} (ids {ids}): name one by its id")
+        known = "; ".join(f"{pid}: {title}" for pid, title in sorted(projects)[:10]) or "none"
+        raise LabelStudioError(f"no project with the id or title {wanted!r} at {self.url} (projects: {known})")
+
     @_label_studio_call("create the project")
     def ensure_project(self, title: str, label_config: str, description: str = "") -> Any:
         """The project with this title, created with the config if absent (the config is kept if present)."""

@@ -11,7 +11,7 @@ from prelabel.scripts.common import console, fail, ls_client, settings_or_exit, 
 
 
 def export(
-    project_id: Annotated[int, typer.Argument(help="Label Studio project id")],
+    project: Annotated[str, typer.Argument(help="Label Studio project: its id or its title (as push --project)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (replaced only when complete)")] = Path(
         "dataset"
     ),
@@ -41,6 +41,7 @@ def export(
     settings = settings_or_exit()
     client = ls_client(settings, url, api_key)
     try:
+        project_id = client.project_id_for(project)
         config = parse_label_config(client.project(project_id).label_config)
         options = ExportOptions(
             out_dir=out,

@@ -12,7 +12,7 @@ from prelabel.scripts.common import console, fail, ls_client, settings_or_exit, 
 
 
 def pull(
-    project_id: Annotated[int, typer.Argument(help="Label Studio project id")],
+    project: Annotated[str, typer.Argument(help="Label Studio project: its id or its title (as push --project)")],
     corrections: Annotated[
         Path, typer.Option(help="write the corrections JSONL here (input, LLM label, corrected label, ratings)")
     ] = Path("corrections.jsonl"),
@@ -31,6 +31,7 @@ def pull(
     settings = settings_or_exit()
     client = ls_client(settings, url, api_key)
     try:
+        project_id = client.project_id_for(project)
         config = parse_label_config(client.project(project_id).label_config)
         with console.status(f"exporting project {project_id} from Label Studio..."):
             records = reviewed_tasks(config, client.export(project_id))

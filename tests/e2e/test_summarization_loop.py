@@ -207,3 +207,36 @@ def test_pull_statistics_and_corrections_file(reviewed, label_studio, tmp_path, 
     rows = [json.loads(line) for line in corrections.read_text().splitlines()]
     assert len(rows) == 15 and sum(row["accepted_unchanged"] for row in rows) == 3
     assert all(row["input"].startswith("Person1: ") or row["input"].startswith("Person2: ") for row in rows)
+
+
+def test_pull_and_export_take_the_project_title_as_push_did(reviewed, label_studio, ls_client, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from prelabel.scripts.cli import app
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
+    runner = CliRunner()
+    by_title = runner.invoke(app, ["pull", "e2e summarization", "--corrections", str(tmp_path / "c.jsonl")])
+    assert by_title.exit_code == 0, by_title.output
+    assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 15
+    exported = runner.invoke(app, ["export", "e2e summarization", "--out", str(tmp_path / "ds"), "-f", "openai"])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "ds" / "manifest.json").exists()
+
+    unknown = runner.invoke(app, ["pull", "no such project", "--corrections", str(tmp_path / "x.jsonl")])
+    assert unknown.exit_code != 0
+    said = " ".join(unknown.output.split())  # the console folds long lines
+    assert "no project with the id or title 'no such project'" in said
+    assert "e2e summarization" in said  # the known projects are named
+    twin = ls_client.sdk.projects.create(title="twin title")
+    other = ls_client.sdk.projects.create(title="twin title")
+    try:
+        ambiguous = runner.invoke(app, ["export", "twin title", "--out", str(tmp_path / "y")])
+        assert ambiguous.exit_code != 0
+        said = " ".join(ambiguous.output.split())
+        assert f"several projects are titled 'twin title' (ids {twin.id}, {other.id})" in said
+        assert not (tmp_path / "y").exists()
+    finally:
+        ls_client.sdk.projects.delete(id=twin.id)
+        ls_client.sdk.projects.delete(id=other.id)
