@@ -117,7 +117,11 @@ class LabelStudioClient:
         """The id of the project named by `reference`: its id, or its title as `push --project` took it.
         A number that is a project's id is that project; otherwise the one project with that title
         (LabelStudioError naming the candidates when none or several match)."""
-        projects = [(int(p.id), str(p.title or "")) for p in self.sdk.projects.list() if p.id is not None]
+        projects: list[tuple[int, str]] = []
+        listed: AllRolesProjectList
+        for listed in self.sdk.projects.list():
+            if listed.id is not None:
+                projects.append((int(listed.id), str(listed.title or "")))
         wanted = reference.strip()
         if wanted.isdigit() and any(pid == int(wanted) for pid, _ in projects):
             return int(wanted)

@@ -106,9 +106,8 @@ def prompts(
     """Prompt versions stored by the backend (revised in Label Studio); use one with evaluate --prompt NAME."""
     from datetime import datetime
 
-    from rich.table import Table
-
     from prelabel.prompts import PromptError, PromptRegistry
+    from prelabel.scripts.table_layout import Table
 
     settings = settings_or_exit()
     registry = PromptRegistry(settings.model_dir, settings.store_path)

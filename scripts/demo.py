@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from prelabel.scripts.common import console, settings_or_exit
+from prelabel.scripts.table_layout import Table
 
 
 def demo(

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, ls_client, settings_or_exit
+from prelabel.scripts.table_layout import Table
 
 
 def push(

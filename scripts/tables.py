@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from prelabel.evaluation.calibration import Calibration
@@ -18,6 +17,7 @@ from prelabel.evaluation.runs import RunSummary
 from prelabel.export.options import ExportReport
 from prelabel.judge import LEVELS
 from prelabel.review_stats import NO_VERSION, PullReport, VersionStats, WorstCase, level_name
+from prelabel.scripts.table_layout import Table
 from prelabel.subsets import SliceReport
 
 # -- evaluate, compare, report ---------------------------------------------------------------------
