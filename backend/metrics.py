@@ -26,6 +26,7 @@ __all__ = [
     "ROUGE_RULE",
     "BleuScore",
     "BootstrapCI",
+    "MeanCI",
     "ClassScores",
     "ClassificationReport",
     "Score",
@@ -38,6 +39,7 @@ __all__ = [
     "levenshtein",
     "level_distribution",
     "mean",
+    "mean_interval",
     "normalized_edit_distance",
     "paired_bootstrap_ci",
     "precision_recall_f1",
@@ -90,6 +92,16 @@ class ClassificationReport(NamedTuple):
     accuracy: float | None
 
 
+class MeanCI(NamedTuple):
+    """A mean with its Student-t confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    confidence: float
+
+
 class BootstrapCI(NamedTuple):
     """Mean of the paired differences b - a and its percentile bootstrap interval."""
 
@@ -116,6 +128,22 @@ def _finite_or_none(value: Any) -> float | None:
 def mean(values: Sequence[float]) -> float | None:
     """Arithmetic mean (fsum, so long lists of small shares do not drift); None for no values."""
     return math.fsum(values) / len(values) if values else None
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> MeanCI | None:
+    """The mean and its Student-t interval (scipy), mean +- t(n-1) * s / sqrt(n). None with fewer than two
+    values; a constant sample has a zero-width interval."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy.stats import t
+
+    centre = math.fsum(values) / n
+    spread = math.sqrt(math.fsum((v - centre) ** 2 for v in values) / (n - 1))
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * spread / math.sqrt(n)
+    return MeanCI(centre, centre - half, centre + half, n, confidence)
 
 
 def level_distribution(levels: Sequence[int], n_levels: int = 5) -> list[int]:

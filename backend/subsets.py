@@ -12,6 +12,7 @@ few very long dialogues cannot hide in a wide bucket.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -55,6 +56,15 @@ class Slice(BaseModel):
     n_rated: int
     mean_level: float | None
     share_good: float | None
+    # The 95% Student-t interval of the mean level and the levels' standard deviation (None with fewer than
+    # two rated items).
+    mean_low: float | None = None
+    mean_high: float | None = None
+    sd_level: float | None = None
+    # Set by analyse(): Welch's test of "differs from the other items", its p-value adjusted for the number of
+    # slices tested (Benjamini-Hochberg), and whether the slice may be no worse than the rest.
+    p_value: float | None = None
+    may_be_noise: bool = False
     examples: list[SliceExample] = []
 
     @property
@@ -138,6 +148,7 @@ def _slice(
     n_examples: int,
 ) -> Slice:
     levels = [r.level for r in rows if r.level is not None]
+    interval = metrics.mean_interval(levels)
     return Slice(
         feature=feature,
         value=value,
@@ -146,6 +157,9 @@ def _slice(
         n=len(rows),
         n_rated=len(levels),
         mean_level=metrics.mean(levels),
+        mean_low=interval.low if interval else None,
+        mean_high=interval.high if interval else None,
+        sd_level=statistics.stdev(levels) if len(levels) >= 2 else None,
         share_good=(sum(level >= GOOD for level in levels) / len(levels)) if levels else None,
         examples=_examples(rows, n_examples),
     )
@@ -196,9 +210,12 @@ def analyse(
 ) -> SliceReport:
     """Slices per feature and the worst slices overall.
 
-    A slice counts as worst only with at least `min_n` rated items (smaller ones are noise), when it is not
-    the whole set, and when its mean is below the overall mean. Fields named in `slice_fields` are sliced as
-    numbers when all their values are numbers, else as categories.
+    A slice counts as worst only with at least `min_n` rated items, when it is not the whole set, and when its
+    mean is below the overall mean. The worst are ranked by the upper end of their mean's 95% interval, so a
+    small slice that is bad by chance does not outrank a large one that is surely bad. Each is tested against
+    the other items (Welch's t-test, two-sided, p-values adjusted by Benjamini-Hochberg over the slices tested)
+    and flagged `may_be_noise` unless that adjusted p is below 0.05. Fields named in `slice_fields` are sliced
+    as numbers when all their values are numbers, else as categories.
     """
     levels = [r.level for r in rows if r.level is not None]
     features: dict[str, list[Slice]] = {}
@@ -222,7 +239,17 @@ def analyse(
         and overall is not None
         and s.mean_level < overall
     ]
-    candidates.sort(key=lambda s: (s.mean_level, -s.n_rated, s.feature, s.order))
+    eligible = [s for slices in features.values() for s in slices if s.n_rated >= min_n and s.n_rated < len(levels)]
+    _test_against_the_rest(eligible, levels)
+    candidates.sort(
+        key=lambda s: (
+            s.mean_high if s.mean_high is not None else math.inf,
+            s.mean_level,
+            -s.n_rated,
+            s.feature,
+            s.order,
+        )
+    )
     return SliceReport(
         version=version,
         n_items=len(rows),
@@ -233,3 +260,46 @@ def analyse(
         features=features,
         worst=candidates[:n_worst],
     )
+
+
+NOISE_ALPHA = 0.05
+
+
+def _test_against_the_rest(slices: Sequence[Slice], levels: Sequence[int]) -> None:
+    """Welch's test of each slice's mean against the other items' (from the totals, so no item is walked
+    twice), with Benjamini-Hochberg adjusted p-values; sets `p_value` and `may_be_noise`.
+
+    Two-sided and over every slice big enough to list, not only the worse-looking ones: which slices look worse
+    is chosen after seeing the data, and a one-sided test of the chosen ones would raise twice as many alarms.
+    """
+    from scipy.stats import false_discovery_control, ttest_ind_from_stats
+
+    total, total_squares, n_all = math.fsum(levels), math.fsum(v * v for v in levels), len(levels)
+    tested: list[tuple[Slice, float]] = []
+    for s in slices:
+        s.may_be_noise = True
+        if s.mean_level is None or s.sd_level is None:
+            continue
+        n_rest = n_all - s.n_rated
+        slice_squares = (s.n_rated - 1) * s.sd_level**2 + s.n_rated * s.mean_level**2
+        rest_mean = (total - s.mean_level * s.n_rated) / n_rest if n_rest else 0.0
+        rest_var = (total_squares - slice_squares - n_rest * rest_mean**2) / (n_rest - 1) if n_rest >= 2 else 0.0
+        if n_rest < 2 or (rest_var <= 0 and s.sd_level == 0):
+            continue
+        result = ttest_ind_from_stats(
+            s.mean_level,
+            s.sd_level,
+            s.n_rated,
+            rest_mean,
+            math.sqrt(max(rest_var, 0.0)),
+            n_rest,
+            equal_var=False,
+        )
+        if math.isfinite(result.pvalue):
+            tested.append((s, float(result.pvalue)))
+    if not tested:
+        return
+    adjusted = false_discovery_control([p for _, p in tested], method="bh")
+    for (s, _), p in zip(tested, adjusted):
+        s.p_value = float(p)
+        s.may_be_noise = bool(p >= NOISE_ALPHA)

@@ -101,17 +101,24 @@ def worst_slices_table(report: SliceReport) -> Table:
     table = Table(
         title=f"worst slices: {report.version} (overall mean {num(report.overall_mean)})", box=box.SIMPLE_HEAD
     )
-    for header in ("slice", "n", "mean", "≥ good", "weakest example"):
-        table.add_column(header, overflow="fold")
+    for header in ("slice", "n", "mean", "95% CI", "≥ good", "weakest example"):
+        table.add_column(header, justify="right" if header in ("n", "mean", "95% CI", "≥ good") else "left")
     for s in report.worst:
         example = s.examples[0] if s.examples else None
+        interval = f"{num(s.mean_low)}–{num(s.mean_high)}" if s.mean_low is not None else "-"
         table.add_row(
-            s.title,
+            s.title + (" (may be noise)" if s.may_be_noise else ""),
             str(s.n_rated),
             num(s.mean_level),
+            interval,
             share(s.share_good),
             f"{example.source_id}: {one_line(example.input_preview, 60)}" if example else "-",
         )
+    table.caption = (
+        f"slices of at least {report.min_n} rated items, below the overall mean, ranked by the top of their 95% "
+        'interval; "may be noise": not below the other items once the number of slices is accounted for '
+        "(Welch's t-test, Benjamini-Hochberg, 5%)"
+    )
     return table
 
 
