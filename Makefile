@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PRELABEL_LS_VENV ?= $(CURDIR)/.venv-labelstudio
 export PRELABEL_LOCAL_VENV ?= $(CURDIR)/.venv-localmodel
 
-.PHONY: demo test test-fast bench load install labelstudio localmodel check wheel-smoke clean
+.PHONY: demo test test-fast bench load install labelstudio localmodel chromium check wheel-smoke clean
 # What ruff checks and formats (.ci/wheel-smoke is Python without the .py).
 LINT_PATHS := backend scripts tests benchmarks label_config .ci/wheel-smoke
 
@@ -28,10 +28,25 @@ labelstudio: $(STAMP)
 localmodel: $(STAMP)
 	$(BIN)/python -c "from prelabel.harness.local_model import ensure_local_runtime; ensure_local_runtime()"
 
+# Headless Chromium for the browser tests (what a reviewer sees, the reports). As root with apt-get it is
+# installed here; otherwise the step stops at once with the one command to run, before any test starts.
+chromium:
+	@if [ -n "$$PRELABEL_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Chromium for the browser tests (apt-get, about 1 minute)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "The browser tests need Chromium. Install it once: sudo apt-get install -y chromium" >&2; \
+		echo "(or set PRELABEL_CHROMIUM to a Chromium binary), then run make test again." >&2; \
+		exit 1; \
+	fi
+
 demo: labelstudio
 	$(BIN)/prelabel demo $(DEMO_ARGS)
 
-test: labelstudio localmodel
+test: chromium labelstudio localmodel
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

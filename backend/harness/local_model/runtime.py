@@ -4,13 +4,16 @@ cache, as PyPI ships it for Linux only as source) and the packages of the bundle
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -92,13 +95,22 @@ def _pip(
     env: Mapping[str, str] | None = None,
     log_path: Path | None = None,
     what: str = "pip",
+    group_file: Path | None = None,
 ) -> None:
-    """Run pip in the venv; stream ninja's [n/N] build progress; raise with the log tail on failure."""
+    """Run pip in the venv; stream ninja's [n/N] build progress; raise with the log tail on failure.
+
+    pip and the compilers it starts run in a process group of their own, whose id goes to `group_file`: if
+    this process is interrupted the group is stopped here, and if it is killed outright, pip dies with it
+    (the parent-death signal) and the next build stops what is left of the group (`clear_stale_builds`).
+    """
     cmd = [str(python), "-m", "pip", "--disable-pip-version-check", *args]
     tail: deque[str] = deque(maxlen=40)
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w") if log_path else None
     step = re.compile(r"\[(\d+)/(\d+)\]")
     last_pct, last_time, started = -1, 0.0, time.monotonic()
+    proc: subprocess.Popen[str] | None = None
     try:
         proc = subprocess.Popen(
             cmd,
@@ -107,7 +119,11 @@ def _pip(
             text=True,
             errors="replace",
             env=dict(env) if env is not None else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+        if group_file is not None:
+            group_file.write_text(str(proc.pid))
         assert proc.stdout is not None
         for line in proc.stdout:
             if log:
@@ -122,12 +138,72 @@ def _pip(
                     last_pct, last_time = pct, now
                     progress(f"  compiling llama.cpp: {done}/{total} files ({pct}%), {now - started:.0f}s so far")
         code = proc.wait()
+    except BaseException:
+        if proc is not None:
+            _stop_group(proc.pid)
+            proc.wait()
+        raise
     finally:
         if log:
             log.close()
     if code != 0:
         where = f" (full log: {log_path})" if log_path else ""
         raise LocalModelError(f"{what} failed with exit code {code}{where}:\n" + "\n".join(tail))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the process that started it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+
+
+def _stop_group(group: int) -> None:
+    """Stop a process group: SIGTERM, then SIGKILL for whatever is still there a few seconds later."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)
+
+
+BUILD_PREFIX = ".build-"
+BUILD_GROUP_FILE = "process-group"
+
+
+def clear_stale_builds(wheel_dir: Path) -> list[Path]:
+    """Remove what builds that did not finish left in the wheel cache, after stopping their process groups.
+    Called under the install lock, so no build is running: every build folder found is stale."""
+    cleared = []
+    for folder in sorted(wheel_dir.glob(f"{BUILD_PREFIX}*")):
+        with contextlib.suppress(OSError, ValueError):
+            _stop_group(int((folder / BUILD_GROUP_FILE).read_text().strip()))
+        shutil.rmtree(folder, ignore_errors=True)
+        cleared.append(folder)
+    return cleared
+
+
+class _TerminateAsInterrupt:
+    """SIGTERM during a build unwinds like Ctrl-C (main thread only), so the build's processes and folder go."""
+
+    def __enter__(self) -> None:
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._raise)
+
+    @staticmethod
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def build_llama_wheel(python: Path, wheel_dir: Path | None = None, progress: Progress = print) -> Path:
@@ -152,7 +228,11 @@ def build_llama_wheel(python: Path, wheel_dir: Path | None = None, progress: Pro
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
     log_path = build_log_path()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=wheel_dir, prefix=".build-") as tmp:
+    for stale in clear_stale_builds(wheel_dir):
+        progress(f"removed {stale}, left by a build that did not finish")
+    with _TerminateAsInterrupt(), tempfile.TemporaryDirectory(dir=wheel_dir, prefix=BUILD_PREFIX) as tmp:
+        env["TMPDIR"] = str(Path(tmp) / "tmp")  # pip's own build folders too: one folder holds all of it
+        os.mkdir(env["TMPDIR"])
         _pip(
             python,
             ["wheel", "-v", "--no-deps", "--wheel-dir", tmp, f"llama-cpp-python=={LLAMA_CPP_VERSION}"],
@@ -160,6 +240,7 @@ def build_llama_wheel(python: Path, wheel_dir: Path | None = None, progress: Pro
             env=env,
             log_path=log_path,
             what="building llama-cpp-python",
+            group_file=Path(tmp) / BUILD_GROUP_FILE,
         )
         built = sorted(Path(tmp).glob("llama_cpp_python-*.whl"))
         if not built:
