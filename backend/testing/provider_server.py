@@ -580,9 +580,7 @@ class FakeProvider:
         kind = status if isinstance(status, str) else "status"
         code = status if isinstance(status, int) else 200
         with self._lock:
-            self._faults.extend(
-                _Fault(kind, code, retry_after, retry_after_ms, provider, echo_key) for _ in range(n)
-            )
+            self._faults.extend(_Fault(kind, code, retry_after, retry_after_ms, provider, echo_key) for _ in range(n))
 
     def queue_replies(self, *replies: FakeReply | str | dict) -> None:
         """Answer the next calls with these replies, in order, before the responder is consulted."""
