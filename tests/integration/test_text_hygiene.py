@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sqlite3
 import subprocess
@@ -105,7 +106,7 @@ def test_a_provider_echoing_the_key_leaves_it_nowhere_from_the_label_command(
     run = subprocess.run(
         [sys.executable, "-m", "prelabel.scripts.label", "-i", str(pool), "-o", str(output), "--no-progress"],
         cwd=tmp_path,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "DEBUG"},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "DEBUG"},
         capture_output=True,
         text=True,
         timeout=300,
