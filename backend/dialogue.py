@@ -35,7 +35,7 @@ def parse_dialogue(value: Any, field: str = "dialogue") -> list[Turn]:
     if value is None:
         raise InputError(field, "is missing")
     if isinstance(value, str):
-        turns = _parse_lines(value)
+        turns = _parse_lines(sendable(value, field))
     elif isinstance(value, list):
         turns = [_parse_turn(item, field, index) for index, item in enumerate(value)]
     else:
@@ -49,7 +49,7 @@ def parse_dialogue(value: Any, field: str = "dialogue") -> list[Turn]:
 def _parse_turn(item: Any, field: str, index: int) -> Turn:
     where = f"{field}[{index}]"
     if isinstance(item, str):
-        parsed = _parse_lines(item)
+        parsed = _parse_lines(sendable(item, where))
         if len(parsed) == 1:
             return parsed[0]
         return Turn(author="", text=item)
@@ -61,6 +61,8 @@ def _parse_turn(item: Any, field: str, index: int) -> Turn:
         raise InputError(f"{where}.text", f"must be a string, not {type(text).__name__}")
     if not isinstance(author, str):
         raise InputError(f"{where}.author", f"must be a string, not {type(author).__name__}")
+    sendable(text, f"{where}.text")
+    sendable(author, f"{where}.author")
     return Turn(author=author.strip().strip("#"), text=text.strip())
 
 
@@ -80,6 +82,22 @@ def _parse_lines(text: str) -> list[Turn]:
     return turns
 
 
+def sendable(text: str, field: str) -> str:
+    """The text, or InputError naming `field` when it holds a character UTF-8 cannot encode (a lone surrogate,
+    as a JSON "\\ud800" escape gives): no provider can be sent it, so the task fails here, once, instead of
+    failing inside every call and its retries."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(text[error.start])
+        raise InputError(
+            field,
+            f"holds U+{code:04X} at character {error.start}, which cannot be encoded as UTF-8 (a lone surrogate): "
+            "it cannot be sent to a model",
+        ) from None
+    return text
+
+
 def render_dialogue(turns: list[Turn]) -> str:
     """The dialogue as the annotator and judge read it: one "Author: text" line per turn."""
     return "\n".join(f"{turn.author}: {turn.text}" if turn.author else turn.text for turn in turns)
@@ -93,7 +111,7 @@ def parse_text(value: Any, field: str = "text") -> str:
         raise InputError(field, f"must be a string, not {type(value).__name__}")
     if not value.strip():
         raise InputError(field, "is empty")
-    return value.strip()
+    return sendable(value, field).strip()
 
 
 def truncate(text: str, max_chars: int) -> tuple[str, bool]:

@@ -2,7 +2,9 @@
 
 Templates are text files with {input}, {label} and {labels} placeholders; the article's originals use a
 bare {} (input first, then label), which is accepted too. Rendering is plain substitution, so braces in the
-templates or in the data are never interpreted.
+data, and any other braces in the template ({x}, {"a": 1}, {{), are never interpreted. A placeholder written
+with doubled braces ({{input}}, {{}}) is the literal text with one brace less ({input}, {}): that is how a
+reviewer's instruction keeps its own "{input}" or "{}" as words.
 
 A prompt revised outside a file (a reviewer's instruction typed in Label Studio) becomes a named version:
 its text under MODEL_DIR/prompts/<name>.txt and a row in the store, so `evaluate --prompt NAME` can use it.
@@ -35,21 +37,59 @@ class PromptError(ValueError):
     """A prompt template cannot be read or lacks its placeholders."""
 
 
-_PLACEHOLDER = re.compile(r"\{(input|label|labels)\}")
+# A placeholder-shaped run of braces: {input}, {label}, {labels}, {} (the positional form) with one brace on
+# each side, or an escape of one with more ({{input}} is the text "{input}"). Whole runs are matched, so "{{}"
+# or "{input}}" (uneven braces) is text as it stands.
+_BRACED = re.compile(r"(?<!\{)(\{+)(input|labels|label|)(\}+)(?!\})")
+
+
+def _placeholder(match: re.Match[str]) -> str | None:
+    """The placeholder's name ("" for the positional {}) when the run is one, None when it is text."""
+    opening, name, closing = match.groups()
+    return name if len(opening) == len(closing) == 1 else None
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    """The text a braced run stands for: an escape loses one brace on each side, anything else is as it is."""
+    opening, name, closing = match.groups()
+    if len(opening) == len(closing):
+        return opening[1:] + name + closing[1:]
+    return match.group(0)
+
+
+def placeholders(template: str) -> set[str]:
+    """The names of the template's placeholders ("" for the positional {}); escaped ones are text."""
+    return {name for match in _BRACED.finditer(template) if (name := _placeholder(match)) is not None}
+
+
+def escape_text(text: str) -> str:
+    """`text` as template text that renders as itself: every placeholder-shaped run gets one more brace on each
+    side. For text from people (a reviewer's instruction), which must never be taken for placeholders."""
+
+    def more_braces(match: re.Match[str]) -> str:
+        opening, name, closing = match.groups()
+        return "{" + match.group(0) + "}" if len(opening) == len(closing) else match.group(0)
+
+    return _BRACED.sub(more_braces, text)
 
 
 def render(template: str, *, input: str, label: str = "", labels: list[str] | None = None) -> str:
     """The prompt for one item. The input and the label are data: each is fenced (backend/fencing.py), so
     nothing inside them reads as the template's headings or instructions."""
-    input, label = fence(input), fence(label)
-    if "{input}" not in template and "{}" in template:
-        # The article's positional form: the first {} is the input, the second the label.
-        first, _, rest = template.partition("{}")
-        before, found, after = rest.partition("{}")
-        return first + input + (before + label + after if found else rest)
-    values = {"input": input, "label": label, "labels": ", ".join(labels or [])}
+    values = {"input": fence(input), "label": fence(label), "labels": ", ".join(labels or [])}
+    # The article's positional form: the first {} is the input, the second the label, any more are text.
+    positional = iter([values["input"], values["label"]] if "input" not in placeholders(template) else [])
+
+    def substitute(match: re.Match[str]) -> str:
+        name = _placeholder(match)
+        if name is None:
+            return _unescaped(match)
+        if name == "":
+            return next(positional, "{}")
+        return values[name]
+
     # One pass over the template, so a placeholder that appears inside the data stays as it is.
-    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+    return _BRACED.sub(substitute, template)
 
 
 def read_template(path: Path, role: str, needs_label: bool) -> str:
@@ -57,9 +97,11 @@ def read_template(path: Path, role: str, needs_label: bool) -> str:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise PromptError(f"{role} prompt {path}: {error.strerror or error}") from error
-    if "{input}" not in text and "{}" not in text:
+    names = placeholders(text)
+    if "input" not in names and "" not in names:
         raise PromptError(f"{role} prompt {path} has no {{input}} (or {{}}) placeholder")
-    if needs_label and "{label}" not in text and text.count("{}") < 2:
+    positional = sum(1 for match in _BRACED.finditer(text) if _placeholder(match) == "")
+    if needs_label and "label" not in names and ("input" in names or positional < 2):
         raise PromptError(f"{role} prompt {path} has no {{label}} placeholder for the label to rate")
     return text
 
@@ -104,8 +146,7 @@ class PromptSet(BaseModel, frozen=True):
 
 # -- named prompt versions ---------------------------------------------------------------------------
 
-# What a reviewer's instruction lacks to become a template: where the input goes. Appended only when the
-# text has no {input} (or {}) placeholder of its own.
+# What a reviewer's instruction lacks to become a template: where the input goes.
 INPUT_SECTIONS = {
     "summarization": "\nConversation:\n{input}",
     "classification": "\nLabels: {labels}\nText:\n{input}\nLabel:",
@@ -114,11 +155,18 @@ INPUT_SECTIONS = {
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
+# The prompt box shows the template in use, whose input stands on a line of its own ("Conversation:\n{input}").
+_INPUT_LINE = re.compile(r"^[ \t]*\{input\}[ \t]*$", re.MULTILINE)
+
+
 def with_input_section(text: str, kind: str) -> str:
-    """A reviewer's instruction as a template: kept as is when it places the input itself."""
-    if "{input}" in text or "{}" in text:
+    """A reviewer's instruction as a template. Text that keeps the box's `{input}` line is the template revised
+    and is kept as it is (its {input}, {label} and {labels} are placeholders; {} and any other braces are
+    text). Any other text is words only: its braces, "{input}" and "{}" included, are escaped so it reaches
+    the model verbatim, and the input section is appended."""
+    if _INPUT_LINE.search(text):
         return text
-    return text.rstrip() + INPUT_SECTIONS[kind]
+    return escape_text(text.rstrip()) + INPUT_SECTIONS[kind]
 
 
 def text_hash(text: str) -> str:

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prelabel.families import ModelRef
+from prelabel.redact import remember_secrets
 
 
 class Settings(BaseSettings):
@@ -74,6 +75,12 @@ class Settings(BaseSettings):
     basic_auth_pass: SecretStr | None = Field(None, alias="BASIC_AUTH_PASS")
     model_dir: Path = Field(Path(".prelabel"), alias="MODEL_DIR")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    def model_post_init(self, context: object) -> None:
+        # The keys' exact values are scrubbed from provider text, read from the environment or from .env.
+        keys = (self.openai_api_key, self.anthropic_api_key, self.label_studio_api_key, self.basic_auth_pass)
+        remember_secrets(key.get_secret_value() for key in keys if key)
+        super().model_post_init(context)
 
     @field_validator("prelabel_annotator", "prelabel_judge")
     @classmethod

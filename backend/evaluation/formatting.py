@@ -4,6 +4,7 @@ text, one-line previews."""
 from __future__ import annotations
 
 import html
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -12,6 +13,19 @@ if TYPE_CHECKING:
 
 def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
+
+
+# Markdown's inline markup characters (emphasis, code, links, images, strikethrough, headings, table cells,
+# escapes): each is backslash-escaped, so text from data or models shows as typed and cannot start markup.
+_MD_MARKUP = re.compile(r"([\\`*_\[\]()#|!~])")
+_LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
+
+
+def md(value: object) -> str:
+    """Text from data or models as one line of inert Markdown: markup characters backslash-escaped, HTML's
+    < > & as entities (no tag survives), line breaks as spaces (a table row stays one row)."""
+    text = "-" if value is None else str(value)
+    return html.escape(_MD_MARKUP.sub(r"\\\1", _LINE_BREAKS.sub(" ", text)), quote=False)
 
 
 def share(value: float | None) -> str:

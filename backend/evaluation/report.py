@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from prelabel.evaluation.calibration import Calibration
 from prelabel.evaluation.charts import distribution_chart, heatmap, slice_chart
 from prelabel.evaluation.compare import Comparison
-from prelabel.evaluation.formatting import ci_text, esc, money, num, one_line, share, signed
+from prelabel.evaluation.formatting import ci_text, esc, md, money, num, one_line, share, signed
 from prelabel.evaluation.runs import RunSummary
 from prelabel.evaluation.summary import VersionSummary
 from prelabel.judge import LEVELS
@@ -287,42 +287,39 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
 # -- Markdown --------------------------------------------------------------------------------------
 
 
-def _md_cell(value: object) -> str:
-    return str(value if value is not None else "-").replace("|", "\\|").replace("\n", " ")
-
-
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    """A Markdown table; every cell goes through `md`, so a label, reason or slice value stays one inert cell."""
+    lines = ["| " + " | ".join(md(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
     return lines + [""]
 
 
 def render_markdown(data: ReportData, title: str = "prelabel evaluation") -> str:
     run = data.run
     lines = [
-        f"# {title}",
+        f"# {md(title)}",
         "",
-        f"{run.kind}; evaluation set `{run.eval_set}` ({run.n_items} items, sha256 {run.eval_set_sha256[:12]}), "
+        f"{md(run.kind)}; evaluation set {md(run.eval_set)} ({run.n_items} items, sha256 {run.eval_set_sha256[:12]}), "
         "the same items for every version.",
         "",
     ]
     if run.family_warning:
-        lines += [f"> **Warning, same-family judge:** {run.family_warning}", ""]
+        lines += [f"> **Warning, same-family judge:** {md(run.family_warning)}", ""]
     ranking = run.ranking()
     if ranking and ranking[0].mean_level is not None:
-        lines += [f"**Best version: {ranking[0].name}** (mean level {ranking[0].mean_level:.2f}).", ""]
+        lines += [f"**Best version: {md(ranking[0].name)}** (mean level {ranking[0].mean_level:.2f}).", ""]
     lines += ["## Prompt versions", ""]
     lines += _md_table(VERSION_HEADERS, _version_rows(run))
     lines += ["Distribution (very bad / bad / moderate / good / excellent):", ""]
-    lines += [f"- {v.name}: " + " / ".join(map(str, v.distribution)) for v in run.versions.values()] + [""]
+    lines += [f"- {md(v.name)}: " + " / ".join(map(str, v.distribution)) for v in run.versions.values()] + [""]
     text_rows = _text_metric_rows(run.versions.values())
     if text_rows:
-        lines += [f"String-matching baselines against `{run.reference_field}` (not the verdict):", ""]
+        lines += [f"String-matching baselines against {md(run.reference_field)} (not the verdict):", ""]
         lines += _md_table(["version", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"], text_rows)
     for v in run.versions.values():
         if v.classification:
             c = v.classification
-            lines += [f"Ground truth for {v.name}: accuracy {share(c.accuracy)}, macro F1 {num(c.macro_f1)}", ""]
+            lines += [f"Ground truth for {md(v.name)}: accuracy {share(c.accuracy)}, macro F1 {num(c.macro_f1)}", ""]
             lines += _md_table(
                 ["class", "precision", "recall", "F1", "support"],
                 [[k, num(s.precision), num(s.recall), num(s.f1), s.support] for k, s in c.per_class.items()],
@@ -347,7 +344,7 @@ def render_markdown(data: ReportData, title: str = "prelabel evaluation") -> str
     if data.slices:
         lines += ["## Worst slices", ""]
         for name, report in data.slices.items():
-            lines += [f"### {name}", ""]
+            lines += [f"### {md(name)}", ""]
             lines += _md_table(
                 ["slice", "n", "mean level", "≥ good", "example"],
                 [
@@ -365,7 +362,7 @@ def render_markdown(data: ReportData, title: str = "prelabel evaluation") -> str
         cal = data.calibration
         lines += ["## Judge calibration", ""]
         if cal.warning:
-            lines += [f"> **Warning:** {cal.warning}", ""]
+            lines += [f"> **Warning:** {md(cal.warning)}", ""]
         lines += [
             f"{cal.n_pairs} pairs; weighted kappa {num(cal.kappa)}, exact {share(cal.exact)}, "
             f"within one {share(cal.within_one)}.",

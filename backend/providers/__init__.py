@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, field_validator
 
 from prelabel.families import ModelRef
+from prelabel.redact import redact
 
 TopLogprobs = list[tuple[str, float]]
 
@@ -24,7 +25,11 @@ NO_KEY_PLACEHOLDER = "not-needed"  # local OpenAI-compatible servers ignore the 
 
 
 class ProviderError(RuntimeError):
-    """A call failed after the SDK's retries; the message is safe to show (no keys, no prompt)."""
+    """A call failed after the SDK's retries; the message is safe to show (no prompt, and scrubbed of keys
+    here, whoever builds it: a provider's error body may echo the key it was sent)."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 class Usage(BaseModel):
@@ -39,6 +44,23 @@ class Completion(BaseModel):
     top_logprobs: list[TopLogprobs] | None = None
     latency_s: float = 0.0
     cached: bool = False
+
+    # A model's answer is provider text too: whatever it repeats of a key is scrubbed before it is parsed,
+    # cached, logged or written anywhere.
+    @field_validator("text")
+    @classmethod
+    def _scrub_text(cls, text: str) -> str:
+        return redact(text)
+
+    @field_validator("tokens")
+    @classmethod
+    def _scrub_tokens(cls, tokens: list[str] | None) -> list[str] | None:
+        return [redact(token) for token in tokens] if tokens else tokens
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _scrub_alternatives(cls, top: list[TopLogprobs] | None) -> list[TopLogprobs] | None:
+        return [[(redact(token), p) for token, p in position] for position in top] if top else top
 
 
 class CallParams(BaseModel, frozen=True):
@@ -70,7 +92,7 @@ def describe_error(ref: ModelRef, error: Exception) -> str:
     status = getattr(error, "status_code", None)
     kind = type(error).__name__
     message = getattr(error, "message", None) or str(error)
-    message = " ".join(str(message).split())[:300]
+    message = " ".join(redact(str(message)).split())[:300]  # scrubbed before the cut, so no key is half-kept
     where = f" (HTTP {status})" if status else ""
     return f"{ref.spec}: {kind}{where}: {message}"
 

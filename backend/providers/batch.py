@@ -12,17 +12,21 @@ import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from prelabel.families import ModelRef
 from prelabel.providers import CallParams, Completion, describe_error
+from prelabel.redact import redact
 
 if TYPE_CHECKING:
     from prelabel.settings import Settings
 
 
 class BatchError(RuntimeError):
-    """A batch API call failed (the message names the model and the HTTP status, never a key)."""
+    """A batch API call failed (the message names the model and the HTTP status, and is scrubbed of keys)."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 class BatchLimits(BaseModel, frozen=True):
@@ -49,6 +53,11 @@ class RequestResult(BaseModel):
     completion: Completion | None = None
     error: str | None = None
     ran: bool = True
+
+    @field_validator("error")
+    @classmethod
+    def _scrub_error(cls, error: str | None) -> str | None:
+        return redact(error) if error else error  # a result line's error is the provider's text
 
 
 class JobStatus(BaseModel):

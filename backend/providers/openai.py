@@ -23,6 +23,7 @@ from prelabel.providers import (
     secret_value,
 )
 from prelabel.providers.batch import BatchAPI, BatchJob, BatchLimits, JobStatus, RequestResult, custom_id
+from prelabel.redact import redact
 
 CHAT_ENDPOINT: Final = "/v1/chat/completions"
 
@@ -195,4 +196,4 @@ class OpenAIBatches(BatchAPI):
                 custom_id=cid, completion=openai_completion(self.ref, ChatCompletion.model_validate(body))
             )
         except (ValidationError, ProviderError) as bad:
-            return RequestResult(custom_id=cid, error=f"batch {job.id}: malformed result: {str(bad)[:300]}")
+            return RequestResult(custom_id=cid, error=f"batch {job.id}: malformed result: {redact(str(bad))[:300]}")

@@ -189,6 +189,7 @@ class _Fault:
     retry_after: str | None = None
     retry_after_ms: str | None = None
     only: str | None = None
+    echo_key: bool = False
 
 
 Responder = Callable[[FakeRequest], FakeReply | str | dict | None]
@@ -347,6 +348,16 @@ def error_body(provider: str, status: int, error_type: str | None = None, messag
         status, ("server_error" if status >= 500 else "invalid_request_error", None, f"Error {status}.")
     )
     return {"error": {"message": message or omsg, "type": error_type or otype, "param": None, "code": code}}
+
+
+def echoed_credentials(headers: Mapping[str, str]) -> str:
+    """An error message quoting a request's credentials the ways providers and gateways have been seen to."""
+    key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return (
+        f"Incorrect API key provided: {key}. Received headers: "
+        f"authorization={headers.get('authorization', '')!r}, x-api-key={headers.get('x-api-key', '')!r}; "
+        + json.dumps({"api_key": key})
+    )
 
 
 class _Server(ThreadingHTTPServer):
@@ -561,12 +572,15 @@ class FakeProvider:
         *,
         retry_after_ms: str | None = None,
         provider: str | None = None,
+        echo_key: bool = False,
     ) -> None:
-        """Fail the next n calls (optionally only for one provider) with a status code, "timeout" or "malformed"."""
+        """Fail the next n calls (optionally only for one provider) with a status code, "timeout" or "malformed".
+        With `echo_key`, the error body quotes the credentials the call was sent with, as a careless gateway
+        or a verbose 401 does."""
         kind = status if isinstance(status, str) else "status"
         code = status if isinstance(status, int) else 200
         with self._lock:
-            self._faults.extend(_Fault(kind, code, retry_after, retry_after_ms, provider) for _ in range(n))
+            self._faults.extend(_Fault(kind, code, retry_after, retry_after_ms, provider, echo_key) for _ in range(n))
 
     def queue_replies(self, *replies: FakeReply | str | dict) -> None:
         """Answer the next calls with these replies, in order, before the responder is consulted."""
@@ -707,7 +721,8 @@ class FakeProvider:
                     extra["retry-after"] = fault.retry_after
                 if fault.retry_after_ms is not None:
                     extra["retry-after-ms"] = fault.retry_after_ms
-                return fault.status, json.dumps(error_body(provider, fault.status)).encode(), extra
+                message = echoed_credentials(headers) if fault.echo_key else None
+                return fault.status, json.dumps(error_body(provider, fault.status, message=message)).encode(), extra
             self._sleep(self.timeout_delay)
 
         if path.endswith("/count_tokens"):

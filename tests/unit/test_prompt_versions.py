@@ -30,7 +30,11 @@ def test_the_same_text_is_one_version_and_a_taken_name_is_refused(tmp_path):
 
 def test_an_instruction_without_a_placeholder_gets_the_input_section():
     assert with_input_section("Be brief.", "summarization") == "Be brief.\nConversation:\n{input}"
-    assert with_input_section("Be brief: {input}", "summarization") == "Be brief: {input}"
+    # The template the prompt box shows, revised, keeps its own {input} line; an inline "{input}" is words.
+    assert (
+        with_input_section("Be brief.\nConversation:\n{input}", "summarization") == "Be brief.\nConversation:\n{input}"
+    )
+    assert with_input_section("Be brief: {input}", "summarization") == "Be brief: {{input}}\nConversation:\n{input}"
 
 
 def test_the_prompt_box_is_never_the_label_wherever_it_stands():
