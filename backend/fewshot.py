@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from prelabel.fencing import fence
 from prelabel.metrics import tokenize
 from prelabel.pipeline import Labeler
-from prelabel.prompts import PromptSet
+from prelabel.prompts import PromptSet, placeholder_position
 
 if TYPE_CHECKING:
     from prelabel.engine import Engine
@@ -132,8 +132,11 @@ def with_examples_slot(template: str, tag: str) -> str:
     marker = f"[few-shot {tag}]\n"
     if EXAMPLES_SLOT in template:
         return template.replace(EXAMPLES_SLOT, marker + EXAMPLES_SLOT, 1)
-    placeholder = "{input}" if "{input}" in template else "{}"
-    at = template.find(placeholder)
+    at = placeholder_position(template, "input")
+    if at is None:
+        at = placeholder_position(template, "")
+    if at is None:  # a template without its input is refused when read; nothing to put the slot before
+        at = len(template)
     line_start = template.rfind("\n", 0, at) + 1
     if not template[line_start:at].strip():  # the placeholder starts its line: put the slot above its heading
         heading_start = template.rfind("\n", 0, max(line_start - 1, 0)) + 1

@@ -62,6 +62,14 @@ def placeholders(template: str) -> set[str]:
     return {name for match in _BRACED.finditer(template) if (name := _placeholder(match)) is not None}
 
 
+def placeholder_position(template: str, name: str) -> int | None:
+    """Where the template's first placeholder `name` ("" for {}) starts; escaped ones are text, not found."""
+    for match in _BRACED.finditer(template):
+        if _placeholder(match) == name:
+            return match.start(2) - 1
+    return None
+
+
 def escape_text(text: str) -> str:
     """`text` as template text that renders as itself: every placeholder-shaped run gets one more brace on each
     side. For text from people (a reviewer's instruction), which must never be taken for placeholders."""

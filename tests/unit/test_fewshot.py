@@ -101,3 +101,10 @@ def test_slot_with_positional_and_explicit_templates():
         format_examples(examples()[:1], "classification"),
     )
     assert filled.index("FewShotExample 1 text:\n```\n") < filled.index("Text:\n```\ngreat\n```")
+
+
+def test_slot_goes_before_the_real_input_not_an_escaped_one():
+    # "{{input}}" is the text "{input}": the examples go above the input placeholder that follows it.
+    template = "Write {{input}} as a summary.\nConversation:\n{input}"
+    filled = fill_examples(render(with_examples_slot(template, "k=1"), input="DATA"), "EX\n")
+    assert filled == "Write {input} as a summary.\nEX\nConversation:\n```\nDATA\n```"
