@@ -83,21 +83,37 @@ def _report_data(
     slice_fields: list[str] | None,
     reviews: Path | None,
     config: LabelConfig | None,
-    kappa_threshold: float,
-    min_slice: int,
+    kappa_threshold: float | None,
+    min_slice: int | None,
 ) -> ReportData:
+    """The report's data. Options not given are the run's (what the last command gave); given ones replace
+    them and are kept, reviews included, so a later `compare` or `report` rebuilds the same complete report."""
     from prelabel.evaluation.calibration import judge_calibration
     from prelabel.evaluation.report import ReportData
     from prelabel.evaluation.reviews import load_reviews
-    from prelabel.evaluation.runs import load_run
+    from prelabel.evaluation.runs import load_run, save_reviews, save_run, saved_reviews
     from prelabel.evaluation.slices import slice_run
 
-    records = load_reviews(reviews, config) if reviews else []
+    run = load_run(run_dir)
+    options = run.report
+    if slice_fields is not None:
+        options.slice_fields = list(dict.fromkeys(slice_fields))
+    if min_slice is not None:
+        options.min_slice = min_slice
+    if kappa_threshold is not None:
+        options.kappa_threshold = kappa_threshold
+    if reviews is not None:
+        records = load_reviews(reviews, config)
+        save_reviews(run_dir, records)
+        options.reviews_from = str(reviews)
+    else:
+        records = saved_reviews(run_dir)
+    save_run(run_dir, run)
     return ReportData(
-        run=load_run(run_dir),
+        run=run,
         comparisons=comparisons,
-        slices=slice_run(run_dir, slice_fields or [], records, min_n=min_slice),
-        calibration=judge_calibration(records, kappa_threshold) if reviews else None,
+        slices=slice_run(run_dir, options.slice_fields, records, min_n=options.min_slice),
+        calibration=judge_calibration(records, options.kappa_threshold) if records else None,
     )
 
 
@@ -105,6 +121,7 @@ def _print_report(data: ReportData, html_path: Path, md_path: Path) -> None:
     from prelabel.scripts.tables import (
         baselines_table,
         calibration_table,
+        classification_tables,
         comparisons_table,
         movers_table,
         versions_table,
@@ -117,6 +134,8 @@ def _print_report(data: ReportData, html_path: Path, md_path: Path) -> None:
     baselines = baselines_table(data.run)
     if baselines is not None:
         console.print(baselines)
+    for table in classification_tables(data.run):
+        console.print(table)
     if data.comparisons:
         console.print(comparisons_table(data.comparisons))
         for comparison in data.comparisons:
@@ -172,9 +191,11 @@ def evaluate(
         ),
     ] = None,
     kappa_threshold: Annotated[
-        float, typer.Option(help="warn when judge-vs-reviewer weighted kappa is below this")
-    ] = 0.4,
-    min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
+        float | None, typer.Option(help="warn when judge-vs-reviewer weighted kappa is below this [default: 0.4]")
+    ] = None,
+    min_slice: Annotated[
+        int | None, typer.Option(help="rated items a slice needs to count as a worst slice [default: 5]")
+    ] = None,
     fewshot_corrections: Annotated[
         Path | None,
         typer.Option(help="corrections JSONL: add the most similar corrected examples to the annotator prompt"),
@@ -302,11 +323,20 @@ def compare(
     candidate: Annotated[str | None, typer.Option(help="candidate version (default every other version)")] = None,
     movers: Annotated[int, typer.Option(help="how many most-moved items to list")] = 10,
     slice_field: Annotated[
-        list[str] | None, typer.Option(help="task data field to slice results by (repeatable)")
+        list[str] | None,
+        typer.Option(help="task data field to slice results by (repeatable) [default: the run's fields]"),
     ] = None,
-    reviews: Annotated[Path | None, typer.Option(help="corrections JSONL from pull for judge calibration")] = None,
-    kappa_threshold: Annotated[float, typer.Option(help="warn when weighted kappa is below this")] = 0.4,
-    min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
+    reviews: Annotated[
+        Path | None,
+        typer.Option(help="corrections JSONL from pull for judge calibration [default: the reviews the run keeps]"),
+    ] = None,
+    kappa_threshold: Annotated[
+        float | None, typer.Option(help="warn when weighted kappa is below this [default: the run's, else 0.4]")
+    ] = None,
+    min_slice: Annotated[
+        int | None,
+        typer.Option(help="rated items a slice needs to count as a worst slice [default: the run's, else 5]"),
+    ] = None,
 ) -> None:
     """Prompt versions side by side on the same items: paired difference with a bootstrap CI, biggest movers."""
     from prelabel.evaluation import EvaluationError
@@ -330,17 +360,26 @@ def compare(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="run directory written by evaluate")],
     slice_field: Annotated[
-        list[str] | None, typer.Option(help="task data field to slice results by (repeatable)")
+        list[str] | None,
+        typer.Option(help="task data field to slice results by (repeatable) [default: the run's fields]"),
     ] = None,
     reviews: Annotated[
         Path | None,
-        typer.Option(help="corrections JSONL from pull, or a Label Studio JSON export (with --label-config)"),
+        typer.Option(
+            help="corrections JSONL from pull, or a Label Studio JSON export (with --label-config) "
+            "[default: the reviews the run keeps]"
+        ),
     ] = None,
     label_config: Annotated[
         Path | None, typer.Option("--label-config", "-c", help="config XML, to read a Label Studio export")
     ] = None,
-    kappa_threshold: Annotated[float, typer.Option(help="warn when weighted kappa is below this")] = 0.4,
-    min_slice: Annotated[int, typer.Option(help="rated items a slice needs to count as a worst slice")] = 5,
+    kappa_threshold: Annotated[
+        float | None, typer.Option(help="warn when weighted kappa is below this [default: the run's, else 0.4]")
+    ] = None,
+    min_slice: Annotated[
+        int | None,
+        typer.Option(help="rated items a slice needs to count as a worst slice [default: the run's, else 5]"),
+    ] = None,
 ) -> None:
     """Write the HTML and Markdown reports of a run again: subsets, comparisons, judge calibration."""
     from prelabel.evaluation import EvaluationError

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from rich import box
 from rich.text import Text
 
+from prelabel.evaluation import rules
 from prelabel.evaluation.calibration import Calibration
 from prelabel.evaluation.compare import Comparison
 from prelabel.evaluation.formatting import ci_text, money, num, one_line, share, signed
@@ -25,6 +26,7 @@ from prelabel.subsets import SliceReport
 
 def versions_table(run: RunSummary) -> Table:
     table = Table(title=f"{run.n_items} items, best first", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.caption = rules.RANKING
     for header in ("version", "rated", "mean", "≥ good", *LEVELS, "unrated", "tokens", "cost"):
         table.add_column(header, justify="left" if header == "version" else "right", overflow="fold")
     for v in run.ranking():
@@ -45,9 +47,11 @@ def baselines_table(run: RunSummary) -> Table | None:
     rows = [v for v in run.versions.values() if v.text_metrics or v.classification]
     if not rows:
         return None
-    table = Table(title=f"against {run.reference_field} (string matching is a baseline)", box=box.SIMPLE_HEAD)
     if run.kind == "classification":
-        for header in ("version", "n", "accuracy", "macro P", "macro R", "macro F1"):
+        table = Table(title=f"against the ground truth in {run.reference_field}", box=box.SIMPLE_HEAD)
+        table.caption = rules.CLASSIFICATION
+        table.add_column("version", overflow="fold")
+        for header in ("n", "accuracy", "macro P", "macro R", "macro F1"):
             table.add_column(header, justify="right")
         for v in rows:
             c = v.classification
@@ -56,7 +60,10 @@ def baselines_table(run: RunSummary) -> Table | None:
                     v.name, str(c.n), share(c.accuracy), num(c.macro_precision), num(c.macro_recall), num(c.macro_f1)
                 )
     else:
-        for header in ("version", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"):
+        table = Table(title=f"against {run.reference_field} (string matching is a baseline)", box=box.SIMPLE_HEAD)
+        table.caption = " ".join(rules.text_metrics())
+        table.add_column("version", overflow="fold")
+        for header in ("n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"):
             table.add_column(header, justify="right")
         for v in rows:
             t = v.text_metrics
@@ -65,8 +72,32 @@ def baselines_table(run: RunSummary) -> Table | None:
     return table
 
 
+def classification_tables(run: RunSummary) -> list[Table]:
+    """Per version: per-class precision, recall, F1 and support, and the confusion matrix (rows true)."""
+    tables = []
+    for v in run.versions.values():
+        c = v.classification
+        if c is None:
+            continue
+        scores = Table(title=f"{v.name}: per class", box=box.SIMPLE_HEAD)
+        scores.add_column("class", overflow="fold")
+        for header in ("precision", "recall", "F1", "support"):
+            scores.add_column(header, justify="right")
+        for label, m in c.per_class.items():
+            scores.add_row(label, num(m.precision), num(m.recall), num(m.f1), str(m.support))
+        confusion = Table(title=f"{v.name}: confusion matrix (rows true, columns predicted)", box=box.SIMPLE_HEAD)
+        confusion.add_column("true \\ predicted", overflow="fold")
+        for label in c.labels:
+            confusion.add_column(label, justify="right")
+        for label, row in zip(c.labels, c.confusion):
+            confusion.add_row(label, *map(str, row))
+        tables += [scores, confusion]
+    return tables
+
+
 def comparisons_table(comparisons: Sequence[Comparison]) -> Table:
     table = Table(title="paired on the same items (candidate − base)", box=box.SIMPLE_HEAD)
+    table.caption = rules.COMPARISON
     for header in ("candidate vs base", "paired", "difference", "95% CI", "≥ good", "up/down/same", "verdict"):
         table.add_column(header, justify="left" if header in ("candidate vs base", "verdict") else "right")
     for c in comparisons:
@@ -114,11 +145,7 @@ def worst_slices_table(report: SliceReport) -> Table:
             share(s.share_good),
             f"{example.source_id}: {one_line(example.input_preview, 60)}" if example else "-",
         )
-    table.caption = (
-        f"slices of at least {report.min_n} rated items, below the overall mean, ranked by the top of their 95% "
-        'interval; "may be noise": not below the other items once the number of slices is accounted for '
-        "(Welch's t-test, Benjamini-Hochberg, 5%)"
-    )
+    table.caption = rules.slices(report.min_n)
     return table
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from prelabel.evaluation import rules
 from prelabel.evaluation.calibration import Calibration
 from prelabel.evaluation.charts import distribution_chart, heatmap, slice_chart
 from prelabel.evaluation.compare import Comparison
@@ -19,7 +20,7 @@ from prelabel.evaluation.formatting import ci_text, esc, md, money, num, one_lin
 from prelabel.evaluation.runs import RunSummary
 from prelabel.evaluation.summary import VersionSummary
 from prelabel.judge import LEVELS
-from prelabel.subsets import SliceReport
+from prelabel.subsets import Slice, SliceReport
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -39,8 +40,13 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px 
 padding:0 16px}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;
-vertical-align:top}th{background:#f5f5f5;white-space:nowrap}td.text,th.text{text-align:left;max-width:420px;white-space:pre-wrap;
-word-break:break-word}
+vertical-align:top}
+/* Headers wrap between words only; numbers never wrap; text breaks a word only when it alone is too wide. */
+th{background:#f5f5f5;white-space:normal;word-break:normal;overflow-wrap:normal;min-width:3.5em}
+td{white-space:nowrap}
+td.text,th.text{text-align:left;max-width:420px;white-space:pre-wrap;word-break:normal;overflow-wrap:break-word}
+.scroll{overflow-x:auto;max-width:100%}
+p.rule{color:#555;font-size:.85em;margin:2px 0 12px}
 .warning{background:#fff3cd;border:1px solid #e0a800;padding:8px 12px;margin:8px 0;border-radius:4px}
 .ok{background:#e8f5e9;border:1px solid #7cb342;padding:8px 12px;margin:8px 0;border-radius:4px}
 .muted{color:#666;font-size:.9em}svg.chart{display:block;margin:8px 0}
@@ -58,7 +64,13 @@ def _table(
         + "</tr>"
         for row in rows
     )
-    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    # In a scrolling box: a table wider than the page scrolls on its own instead of running off the page.
+    table = f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll">{table}</div>'
+
+
+def _rule(text: str) -> str:
+    return f'<p class="rule">{esc(text)}</p>'
 
 
 def _version_rows(run: RunSummary) -> list[list[object]]:
@@ -121,9 +133,9 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
 
     parts.append("<h2>Prompt versions</h2>")
     parts.append(_table(VERSION_HEADERS, _version_rows(run), text_cols=(0, 7), css_class="versions"))
+    parts.append(_rule(rules.RANKING))
     parts.append(
-        '<p class="muted">Mean level: the judge\'s rating, very bad = 0 … excellent = 4, over rated items. '
-        'Tokens include answers served from the cache; cost uses list prices ("-": price unknown).</p>'
+        '<p class="muted">Tokens include answers served from the cache; cost uses list prices ("-": price unknown).</p>'
     )
     versions = list(run.versions.values())
     if versions:
@@ -133,11 +145,8 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
     text_rows = _text_metric_rows(versions)
     if text_rows:
         parts.append(f"<h3>String-matching baselines against “{esc(run.reference_field)}”</h3>")
-        parts.append(
-            '<p class="muted">ROUGE F1 and corpus BLEU-4 are baselines, not the verdict: a correct summary '
-            "in other words scores low.</p>"
-        )
         parts.append(_table(["version", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"], text_rows))
+        parts.extend(_rule(line) for line in rules.text_metrics())
 
     for v in versions:
         if v.classification is None:
@@ -154,43 +163,21 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
         parts.append(
             heatmap(truth.confusion, truth.labels, truth.labels, "true", "predicted", f"confusion matrix {v.name}")
         )
+        parts.append(_table(["true \\ predicted", *truth.labels], _confusion_rows(truth.labels, truth.confusion)))
+    if any(v.classification for v in versions):
+        parts.append(_rule(rules.CLASSIFICATION))
 
     if data.comparisons:
         parts.append("<h2>Comparisons on the same items</h2>")
-        rows = [
-            [
-                c.candidate + " vs " + c.base,
-                c.n_paired,
-                num(c.mean_base),
-                num(c.mean_candidate),
-                signed(c.mean_difference),
-                ci_text(c),
-                share(c.share_good_base),
-                share(c.share_good_candidate),
-                f"{c.improved}/{c.worsened}/{c.unchanged}",
-                c.verdict,
-            ]
-            for c in data.comparisons
-        ]
         parts.append(
             _table(
-                [
-                    "comparison",
-                    "paired",
-                    "mean base",
-                    "mean candidate",
-                    "difference",
-                    "95% CI (bootstrap)",
-                    "≥ good base",
-                    "≥ good candidate",
-                    "up/down/same",
-                    "verdict",
-                ],
-                rows,
-                text_cols=(0, 9),
+                COMPARISON_HEADERS,
+                [_comparison_row(c) for c in data.comparisons],
+                text_cols=(0, len(COMPARISON_HEADERS) - 1),
                 css_class="comparisons",
             )
         )
+        parts.append(_rule(rules.COMPARISON))
         for c in data.comparisons:
             if not c.movers:
                 continue
@@ -223,12 +210,13 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
             if report.worst:
                 parts.append(
                     _table(
-                        ["slice", "n", "mean level", "≥ good", "weakest examples"],
+                        ["slice", "n", "mean level", "95% interval", "≥ good", "weakest examples"],
                         [
                             [
-                                s.title,
+                                _slice_title(s),
                                 s.n_rated,
                                 num(s.mean_level),
+                                _interval(s),
                                 share(s.share_good),
                                 "\n".join(
                                     f"[{e.rating or 'unrated'}] {e.source_id}: {one_line(e.input_preview, 140)}"
@@ -237,12 +225,13 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
                             ]
                             for s in report.worst
                         ],
-                        text_cols=(0, 4),
+                        text_cols=(0, 5),
                         css_class="worst-slices",
                     )
                 )
             else:
                 parts.append(f'<p class="muted">No slice with at least {report.min_n} rated items stands out.</p>')
+        parts.append(_rule(rules.slices(next(iter(data.slices.values())).min_n)))
 
     cal = data.calibration
     if cal is not None:
@@ -280,6 +269,7 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
                 [[a.name, a.n_reviewer, a.n_judge, num(a.precision), num(a.recall), num(a.f1)] for a in cal.per_level],
             )
         )
+        parts.append(_rule(rules.CALIBRATION))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -310,12 +300,14 @@ def render_markdown(data: ReportData, title: str = "prelabel evaluation") -> str
         lines += [f"**Best version: {md(ranking[0].name)}** (mean level {ranking[0].mean_level:.2f}).", ""]
     lines += ["## Prompt versions", ""]
     lines += _md_table(VERSION_HEADERS, _version_rows(run))
+    lines += [md(rules.RANKING), ""]
     lines += ["Distribution (very bad / bad / moderate / good / excellent):", ""]
     lines += [f"- {md(v.name)}: " + " / ".join(map(str, v.distribution)) for v in run.versions.values()] + [""]
     text_rows = _text_metric_rows(run.versions.values())
     if text_rows:
         lines += [f"String-matching baselines against {md(run.reference_field)} (not the verdict):", ""]
         lines += _md_table(["version", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"], text_rows)
+        lines += [line for rule in rules.text_metrics() for line in (md(rule), "")]
     for v in run.versions.values():
         if v.classification:
             c = v.classification
@@ -324,40 +316,33 @@ def render_markdown(data: ReportData, title: str = "prelabel evaluation") -> str
                 ["class", "precision", "recall", "F1", "support"],
                 [[k, num(s.precision), num(s.recall), num(s.f1), s.support] for k, s in c.per_class.items()],
             )
+            lines += [f"Confusion matrix for {md(v.name)} (rows true, columns predicted):", ""]
+            lines += _md_table(["true \\ predicted", *c.labels], _confusion_rows(c.labels, c.confusion))
+    if any(v.classification for v in run.versions.values()):
+        lines += [md(rules.CLASSIFICATION), ""]
     if data.comparisons:
         lines += ["## Comparisons", ""]
-        lines += _md_table(
-            ["comparison", "paired", "difference", "95% CI", "≥ good base", "≥ good candidate", "verdict"],
-            [
-                [
-                    f"{c.candidate} vs {c.base}",
-                    c.n_paired,
-                    signed(c.mean_difference),
-                    ci_text(c),
-                    share(c.share_good_base),
-                    share(c.share_good_candidate),
-                    c.verdict,
-                ]
-                for c in data.comparisons
-            ],
-        )
+        lines += _md_table(COMPARISON_HEADERS, [_comparison_row(c) for c in data.comparisons])
+        lines += [md(rules.COMPARISON), ""]
     if data.slices:
         lines += ["## Worst slices", ""]
         for name, report in data.slices.items():
             lines += [f"### {md(name)}", ""]
             lines += _md_table(
-                ["slice", "n", "mean level", "≥ good", "example"],
+                ["slice", "n", "mean level", "95% interval", "≥ good", "example"],
                 [
                     [
-                        s.title,
+                        _slice_title(s),
                         s.n_rated,
                         num(s.mean_level),
+                        _interval(s),
                         share(s.share_good),
                         s.examples[0].source_id if s.examples else "-",
                     ]
                     for s in report.worst
                 ],
             )
+        lines += [md(rules.slices(next(iter(data.slices.values())).min_n)), ""]
     if data.calibration is not None:
         cal = data.calibration
         lines += ["## Judge calibration", ""]
@@ -368,6 +353,8 @@ def render_markdown(data: ReportData, title: str = "prelabel evaluation") -> str
             f"within one {share(cal.within_one)}.",
             "",
         ]
+        lines += _md_table(["reviewer \\ judge", *LEVELS], _confusion_rows(list(LEVELS), cal.confusion))
+        lines += [md(rules.CALIBRATION), ""]
     return "\n".join(lines)
 
 
@@ -393,3 +380,39 @@ def _text_metric_rows(versions: Iterable[VersionSummary]) -> list[list[Any]]:
         for v in versions
         if v.text_metrics
     ]
+
+
+COMPARISON_HEADERS = [
+    "comparison",
+    "paired items",
+    "mean level base → candidate",
+    "difference [95% interval]",
+    "≥ good base → candidate",
+    "up / down / same",
+    "verdict",
+]
+
+
+def _comparison_row(c: Comparison) -> list[object]:
+    """One comparison as both reports show it: short cells, the interval beside the difference it bounds."""
+    return [
+        f"{c.candidate} vs {c.base}",
+        c.n_paired,
+        f"{num(c.mean_base)} → {num(c.mean_candidate)}",
+        f"{signed(c.mean_difference)} {ci_text(c)}",
+        f"{share(c.share_good_base)} → {share(c.share_good_candidate)}",
+        f"{c.improved} / {c.worsened} / {c.unchanged}",
+        c.verdict,
+    ]
+
+
+def _confusion_rows(labels: Sequence[str], confusion: Sequence[Sequence[int]]) -> list[list[object]]:
+    return [[label, *row] for label, row in zip(labels, confusion)]
+
+
+def _slice_title(s: Slice) -> str:
+    return s.title + (" (may be noise)" if s.may_be_noise else "")
+
+
+def _interval(s: Slice) -> str:
+    return "-" if s.mean_low is None or s.mean_high is None else f"{num(s.mean_low)} – {num(s.mean_high)}"

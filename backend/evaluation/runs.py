@@ -1,5 +1,6 @@
-"""The run directory: summary.json (the evaluation set it measured and every version evaluated on it) and
-items/<version>.jsonl, one per version."""
+"""The run directory: summary.json (the evaluation set it measured, every version evaluated on it, and how its
+report is built), items/<version>.jsonl, one per version, and reviews.jsonl, the reviewers' records the report
+was last given, so `compare` and `report` rebuild the complete report without repeating their options."""
 
 from __future__ import annotations
 
@@ -14,9 +15,20 @@ from prelabel.evaluation.evalset import EvalSet
 from prelabel.evaluation.results import ItemResult
 from prelabel.evaluation.summary import VersionSummary
 from prelabel.label_interface import LabelConfig, TaskKind
+from prelabel.records import ReviewedTask
 
 SUMMARY_FILE = "summary.json"
 ITEMS_DIR = "items"
+REVIEWS_FILE = "reviews.jsonl"
+
+
+class ReportOptions(BaseModel):
+    """How the run's report is built; the last command that set an option keeps it for the next."""
+
+    slice_fields: list[str] = []
+    min_slice: int = 5
+    kappa_threshold: float = 0.4
+    reviews_from: str | None = None  # the file the reviews were read from (copied into REVIEWS_FILE)
 
 
 class RunSummary(BaseModel):
@@ -32,6 +44,7 @@ class RunSummary(BaseModel):
     reference_field: str | None = None
     family_warning: str | None = None
     versions: dict[str, VersionSummary] = {}  # in the order first evaluated; compare uses the first as base
+    report: ReportOptions = ReportOptions()
 
     def ranking(self) -> list[VersionSummary]:
         """Best first: by mean level, then share at good or better; versions without ratings last."""
@@ -102,3 +115,17 @@ def load_items(run_dir: Path, name: str) -> list[ItemResult]:
         raise EvaluationError(f"{run_dir} has no results for version {name!r}")
     with path.open(encoding="utf-8") as handle:
         return [ItemResult.model_validate_json(line) for line in handle if line.strip()]
+
+
+def save_reviews(run_dir: Path, records: Sequence[ReviewedTask]) -> None:
+    """Keep the reviewers' records with the run (they replace any kept before)."""
+    write_atomic(run_dir / REVIEWS_FILE, "".join(record.model_dump_json() + "\n" for record in records))
+
+
+def saved_reviews(run_dir: Path) -> list[ReviewedTask]:
+    """The reviewers' records kept with the run (none when no report was given reviews)."""
+    path = run_dir / REVIEWS_FILE
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as handle:
+        return [ReviewedTask.model_validate_json(line) for line in handle if line.strip()]

@@ -103,3 +103,43 @@ def test_report_charts_render_without_errors(tab: Tab, report_path: Path) -> Non
     finally:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+LAYOUT_JS = """() => {
+  const lineHeight = (el) => parseFloat(getComputedStyle(el).lineHeight) || 20;
+  const table = document.querySelector('table.comparisons');
+  const box = table.closest('.scroll').getBoundingClientRect();
+  const cells = Array.from(table.querySelectorAll('th, td')).map((cell) => {
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    const lines = new Set(Array.from(range.getClientRects()).map((r) => Math.round(r.top))).size;
+    const words = cell.innerText.split(/\\s+/).filter(Boolean);
+    return {text: cell.innerText, tag: cell.tagName, lines, height: cell.getBoundingClientRect().height,
+            numeric: !cell.classList.contains('text'), words: words.length, lineHeight: lineHeight(cell)};
+  });
+  return {tableWidth: table.getBoundingClientRect().width, boxWidth: box.width,
+          pageWidth: document.documentElement.scrollWidth, viewport: window.innerWidth, cells};
+}"""
+
+
+def test_comparisons_table_reads_at_1280_pixels(chromium: Any, report_path: Path) -> None:
+    # The width of a laptop screen: the table fits, headers wrap between words (never a letter per line),
+    # and no number or interval is broken across lines.
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(report_path.as_uri())
+        page.wait_for_load_state("load")
+        layout = page.evaluate(LAYOUT_JS)
+        assert layout["pageWidth"] <= layout["viewport"], "the page scrolls sideways"
+        assert layout["tableWidth"] <= layout["boxWidth"] + 1, "the comparisons table runs off its box"
+        for cell in layout["cells"]:
+            # At most one line per word: a header of three words takes three lines at the very most.
+            assert cell["lines"] <= max(cell["words"], 1), cell
+            if cell["tag"] == "TD" and cell["numeric"]:
+                assert cell["lines"] == 1, cell  # numbers and intervals whole, on one line
+        page.locator("table.comparisons").screenshot(path=str(ARTIFACTS / "comparisons_1280.png"))
+    finally:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "evaluation_report_1280.png"), full_page=True)
+        context.close()

@@ -452,3 +452,77 @@ def test_price_file_prices_the_evaluation_and_the_dry_run(make_settings, provide
     assert dry.exit_code == 0, dry.output
     prices_row = next(line for line in dry.output.splitlines() if "USD / 1M in, out" in line)
     assert "1000, 2000" in prices_row and "3000, 5000" in prices_row
+
+
+def test_compare_and_report_rebuild_the_complete_report_from_the_run(make_settings, provider, templates, tmp_path):
+    # The slice fields, the reviews and the thresholds given once are kept with the run: compare and report
+    # without their flags write the same complete report, rules included.
+    make_settings()
+    v1, v2 = templates
+    out = tmp_path / "run"
+    invoke("evaluate", DIALOGSUM, "--prompt", f"v1={v1}", "--size", "30", "--out", out, "--reference-field", "summary")
+    items = load_items(out, "v1")
+    corrections = tmp_path / "corrections.jsonl"
+    rows = [
+        {
+            "task_id": n,
+            "source_id": item.source_id,
+            "input": item.input_preview,
+            "llm_label": item.label,
+            "corrected_label": item.label if n % 2 else item.label + " fixed",
+            "judge_level": item.level,
+            "reviewer_level": (item.level + 2) % 5,
+            "model_version": item.model_version,
+        }
+        for n, item in enumerate(items)
+    ]
+    corrections.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    invoke(
+        "evaluate",
+        DIALOGSUM,
+        "--prompt",
+        f"v2={v2}",
+        "--out",
+        out,
+        "--slice-field",
+        "topic",
+        "--reviews",
+        corrections,
+        "--min-slice",
+        "3",
+        "--kappa-threshold",
+        "0.5",
+    )
+    corrections.unlink()  # the run keeps its own copy
+
+    def complete(html: str, markdown: str) -> None:
+        assert "judge vs reviewer levels" in html and "reviewer edit" in html
+        assert "Comparisons on the same items" in html
+        for rule in (
+            "Better means a higher mean judge level",
+            "95% paired bootstrap interval",
+            "Welch&#x27;s t-test",
+            "rouge-score, Porter stemming on",
+            "tok:13a",
+            "quadratic weights",
+        ):
+            assert rule in html, rule
+        assert "## Judge calibration" in markdown and "## Comparisons" in markdown and "## Worst slices" in markdown
+
+    first_html, first_md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    complete(first_html, first_md)
+    for command in (["compare", out], ["report", out]):
+        invoke(*command)
+        html, markdown = (out / "report.html").read_text(), (out / "report.md").read_text()
+        complete(html, markdown)
+        assert (html, markdown) == (first_html, first_md)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["report"] == {
+        "slice_fields": ["topic"],
+        "min_slice": 3,
+        "kappa_threshold": 0.5,
+        "reviews_from": str(corrections),
+    }
+    # A flag given again replaces what the run kept, and is kept in turn.
+    invoke("report", out, "--slice-field", "chars")
+    assert json.loads((out / "summary.json").read_text())["report"]["slice_fields"] == ["chars"]

@@ -191,7 +191,7 @@ def test_report_md_shows_data_and_model_text_as_inert_cells(make_settings, provi
     table = report.split("### v\\_1", 1)[1].strip().splitlines()
     header, rule, *body = table[: table.index("")] if "" in table else table
     width = len(md_cells(header))
-    assert width == 5 and rule == "|" + "---|" * width
+    assert width == 6 and rule == "|" + "---|" * width  # slice, n, mean, interval, ≥ good, example
     assert len(body) == 2 and all(len(md_cells(row)) == width for row in body), body
     hostile_row = next(row for row in body if "alert" in row)
     assert r"topic = a \| b \# head \`code\` &lt;script&gt;alert\(1\)&lt;/script&gt;" in hostile_row
