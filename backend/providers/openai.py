@@ -4,6 +4,7 @@ live client, and the Batch API adapter (the same bodies and answers, as JSONL li
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any, Final
@@ -26,6 +27,8 @@ from prelabel.providers.batch import BatchAPI, BatchJob, BatchLimits, JobStatus,
 from prelabel.redact import redact
 
 CHAT_ENDPOINT: Final = "/v1/chat/completions"
+
+log = logging.getLogger("prelabel")
 
 
 def openai_sdk(
@@ -90,18 +93,50 @@ def openai_completion(ref: ModelRef, response: Any, latency: float = 0.0) -> Com
     )
 
 
+# What a server that does not take a request parameter answers: 400 or 422 (llama.cpp, vLLM), 501.
+REFUSED_PARAMETER_STATUSES = frozenset({400, 422, 501})
+
+
 class OpenAIClient:
     def __init__(
         self, ref: ModelRef, api_key: SecretStr | None, base_url: str | None, timeout: float, max_retries: int
     ):
         self.ref = ref
         self._client = openai_sdk(ref, api_key, base_url, timeout, max_retries)
+        # Set once this endpoint refused log-probabilities: the judge then asks for the plain level only.
+        self.logprobs_refused: str | None = None
 
     def complete(self, prompt: str, params: CallParams) -> Completion:
+        if params.logprobs and self.logprobs_refused is not None:
+            params = params.model_copy(update={"logprobs": False})
+        try:
+            return self._complete(prompt, params)
+        except openai.APIStatusError as error:
+            if not params.logprobs or error.status_code not in REFUSED_PARAMETER_STATUSES:
+                raise ProviderError(describe_error(self.ref, error)) from None
+            refusal = describe_error(self.ref, error)
+        # Asked once more without log-probabilities; only if that works are they refused for good.
+        completion = self._complete(prompt, params.model_copy(update={"logprobs": False}), fail=refusal)
+        if self.logprobs_refused is None:
+            self.logprobs_refused = refusal
+            log.warning(
+                "%s refused log-probabilities (%s); asking without them from now on: ratings are the plain level, "
+                "not the G-Eval expectation (set PRELABEL_JUDGE_LOGPROBS=0 to skip the first try)",
+                self.ref.spec,
+                refusal,
+            )
+        return completion
+
+    def _complete(self, prompt: str, params: CallParams, fail: str | None = None) -> Completion:
         request = openai_chat_body(self.ref, prompt, params)
         started = time.perf_counter()
         try:
             response = self._client.chat.completions.create(**request)
+        except openai.APIStatusError as error:
+            if fail is not None:  # the retry without log-probabilities failed too: the first refusal was not theirs
+                second = describe_error(self.ref, error)
+                raise ProviderError(f"{second} (first, with log-probabilities: {fail})") from None
+            raise
         except openai.APIError as error:
             raise ProviderError(describe_error(self.ref, error)) from None
         except ValueError as error:  # a 200 whose body is not the API's JSON

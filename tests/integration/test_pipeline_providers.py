@@ -184,3 +184,54 @@ def test_identical_calls_in_flight_at_once_are_made_once(make_settings, provider
     outcomes = engine.run_batch(engine.labeler(SUMMARY), tasks)
     assert all(o.ok and o.verdict for o in outcomes)
     assert provider.count == 2  # one annotator and one judge call; the others waited for them
+
+
+def test_an_endpoint_that_refuses_logprobs_is_asked_without_them_and_remembered(
+    make_settings, provider, llm, dialogsum, caplog
+):
+    # A llama.cpp-like server: 400 whenever log-probabilities are asked for. The first judge call is asked
+    # again without them, the endpoint is remembered, and every task is rated with the plain level.
+    scripted = provider.responder
+
+    def refuse_logprobs(request):
+        if request.wants_logprobs:
+            return FakeReply(status=400, error_message="'logprobs' is not supported by this server")
+        return scripted(request)
+
+    provider.responder = refuse_logprobs
+    settings = make_settings(PRELABEL_JUDGE="openai:gpt-4o-mini", PRELABEL_ANNOTATOR="anthropic:claude-haiku-4-5")
+    engine = Engine(settings)
+    try:
+        labeler = engine.labeler(SUMMARY)
+        with caplog.at_level("WARNING", logger="prelabel"):
+            outcomes = [labeler.label_task(ls_task(i, record)) for i, record in enumerate(dialogsum[:3])]
+    finally:
+        engine.close()
+    assert all(o.ok and o.verdict is not None and o.unrated_reason is None for o in outcomes), outcomes
+    assert all(o.verdict.expected_level is None for o in outcomes)  # the plain level: no G-Eval without them
+    judge = [r for r in provider.requests if r.path == "/v1/chat/completions"]
+    assert [bool(r.body.get("logprobs")) for r in judge] == [True, False, False, False]
+    notes = [r.message for r in caplog.records if "refused log-probabilities" in r.message]
+    assert len(notes) == 1 and "not supported" in notes[0]
+
+
+def test_a_400_that_is_not_about_logprobs_fails_with_both_reasons(make_settings, provider, llm, dialogsum):
+    scripted = provider.responder
+
+    def judge_refuses(request):
+        if request.path == "/v1/chat/completions":  # the judge (openai) refuses the request whatever it holds
+            return FakeReply(status=400, error_message="prompt too long")
+        return scripted(request)
+
+    provider.responder = judge_refuses
+    settings = make_settings(PRELABEL_JUDGE="openai:gpt-4o-mini", PRELABEL_ANNOTATOR="anthropic:claude-haiku-4-5")
+    engine = Engine(settings)
+    try:
+        outcome = engine.labeler(SUMMARY).label_task(ls_task(1, dialogsum[0]))
+        assert outcome.ok and outcome.verdict is None
+        assert "prompt too long" in outcome.unrated_reason and "first, with log-probabilities" in outcome.unrated_reason
+        assert engine.judge.logprobs_refused is None  # nothing about log-probabilities is remembered
+    finally:
+        engine.close()
+    judge = [r for r in provider.requests if r.path == "/v1/chat/completions"]
+    assert [bool(r.body.get("logprobs")) for r in judge] == [True, False]  # one retry, not a loop
