@@ -25,13 +25,15 @@ def judge_schema(reason_max_chars: int | None = None) -> dict[str, Any]:
     reason: dict[str, Any] = {"type": "string", "description": "one sentence saying why"}
     if reason_max_chars:
         reason["maxLength"] = reason_max_chars
+    # The reason comes first: structured output writes properties in schema order, so the rating is chosen
+    # after the reason is written and follows from it, instead of a reason made up after the fact.
     return {
         "type": "object",
         "properties": {
-            "rating": {"type": "string", "enum": list(LEVELS), "description": "the quality of the label"},
             "reason": reason,
+            "rating": {"type": "string", "enum": list(LEVELS), "description": "the quality of the label"},
         },
-        "required": ["rating", "reason"],
+        "required": ["reason", "rating"],
         "additionalProperties": False,
     }
 
@@ -89,7 +91,37 @@ def parse_verdict(text: str) -> Verdict:
     reason = data.get("reason", "")
     if not isinstance(reason, str):
         raise JudgeParseError(f"judge reason must be a string, got {type(reason).__name__}")
-    return Verdict(level=level, reason=" ".join(reason.split()))
+    reason = " ".join(reason.split())
+    named = contradicting_level(level, reason)
+    if named is not None:  # asked again like an answer that does not parse; never shown as if it agreed
+        raise JudgeParseError(f"the reason reads as {LEVELS[named]!r} but the rating is {LEVELS[level]!r}")
+    return Verdict(level=level, reason=reason)
+
+
+# A level name in the reason, as whole words ("very bad" before "bad"), and the words that negate it just before.
+_LEVEL_WORDS = re.compile(r"\b(very bad|excellent|moderate|good|bad)\b")
+_NEGATION = re.compile(
+    r"(?:\b(?:not|no|never|nothing|hardly|nor|without|far from|rather than|instead of|than)|\w+n't)\b"
+    r"\W+(?:\w+\W+){0,2}$"  # up to two words between the negation and the level name
+)
+
+
+def contradicting_level(level: int, reason: str) -> int | None:
+    """The level a reason names when it contradicts the rating, else None.
+
+    A reason contradicts when every level it names plainly (not negated: "not excellent", "rather than good")
+    is two or more levels away from the rating, e.g. "excellent coverage" rated very bad. Naming the rating
+    or a neighbour ("good, not excellent") is consistent, and so is naming none.
+    """
+    text = reason.lower().replace("’", "'")
+    named = []
+    for match in _LEVEL_WORDS.finditer(text):
+        if _NEGATION.search(text[max(0, match.start() - 40) : match.start()]):
+            continue
+        named.append(LEVELS.index(match.group(1)))
+    if not named or any(abs(other - level) <= 1 for other in named):
+        return None
+    return max(named, key=lambda other: abs(other - level))
 
 
 def _preview(text: str, limit: int = 120) -> str:
