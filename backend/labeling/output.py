@@ -131,6 +131,8 @@ def prepare_output(
     state = ResumeState()
     if not path.exists():
         return state
+    if not path.is_file():  # a directory, /dev/full, a pipe: never read to its end or repaired
+        raise NotAnOutputError(f"{path} is not a regular file: name a file as --output")
     rules = _Rules(retry_failed=retry_failed, model_version=model_version, relabel=relabel)
     other_versions: dict[str, int] = {}
     keep_end = 0  # byte offset just past the last complete line
