@@ -285,9 +285,9 @@ def _print_summary(summary: BulkSummary) -> None:
         console.print(f"[red]{escape(problem)}[/red]", highlight=False)
     if summary.stop_reason is not None:
         console.print(
-            f"[red]stopped: {escape(summary.stop_reason)}[/red]\nno paid call was made after it; the items in flight "
-            "finished and their answers are cached. Fix it and rerun the same command: what is cached is not "
-            "paid for again",
+            f"[red]stopped: {escape(summary.stop_reason)}[/red]\nno paid call was made after it (the items "
+            "already in flight finished). Fix it and rerun the same command: answers already in the cache are "
+            "not paid for again",
             highlight=False,
         )
     if summary.interrupted:

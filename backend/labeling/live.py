@@ -209,6 +209,10 @@ class BulkRun:
         """One item in a worker: label it and write its line. Never raises: every item ends labeled, failed
         with its reason, or (when the output fails) listed as not written."""
         try:
+            if self._stopped():  # waiting in the queue when a fault stopped the run: the next run does it
+                with self._lock:
+                    self._summary.not_done += 1
+                return
             try:
                 outcome = self.labeler.label_task(task)
             except Exception as error:  # label_task reports its own errors; this is a bug, kept to its item
@@ -234,9 +238,10 @@ class BulkRun:
         try:
             self._writer.write(record.line())
         except OSError as error:
-            # Disk full, read-only, too large: nothing more can be kept, so nothing more is paid for.
+            # Disk full, read-only, too large: nothing more can be kept, so nothing more is paid for. The stop
+            # reason names the path once; each item says only that its line was lost.
             self.engine.stop(str(error))
-            self._count_failed(record.source_id, f"not written: {error}", unwritten=True)
+            self._count_failed(record.source_id, "finished, but its line could not be written", unwritten=True)
             return
         with self._lock:
             summary = self._summary

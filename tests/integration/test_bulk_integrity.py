@@ -285,7 +285,7 @@ def test_a_full_disk_under_the_output_stops_the_spending_and_a_rerun_finishes_th
     first_judge = [r for r in judge_requests(provider) if r.status == 200]
     assert len(annotator_requests(provider)) <= kept + concurrency, text
     assert len(judge_requests(provider)) <= kept + concurrency, text
-    assert "not written:" in text and "rerun the same command" in text
+    assert "finished, but its line could not be written" in text and "rerun the same command" in text
 
     # Space back: the rerun finishes the pool and never pays again for an answer it already has.
     (tiny_tmpfs / "filler").unlink()
