@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -87,15 +88,16 @@ def label(
 
     settings = settings_or_exit()
     client = ls_client(settings, None, None) if project and not dry_run else None  # fail before any LLM call
-    try:
-        refuse_same_file(input, output)
-        config = parse_label_config(label_config.read_text(encoding="utf-8"))
-        if dry_run:
-            _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch_api)
-            return
-        batch_summary: BatchSummary | None = None
-        summary: BulkSummary
-        with claim_output(output):  # one run per output, held until its summary is in
+    with ExitStack() as held:
+        try:
+            refuse_same_file(input, output)
+            config = parse_label_config(label_config.read_text(encoding="utf-8"))
+            if dry_run:
+                _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch_api)
+                return
+            held.enter_context(claim_output(output))  # one run per output, until its results are imported
+            batch_summary: BatchSummary | None = None
+            summary: BulkSummary
             if batch_api:
                 summary = batch_summary = _run_batch(
                     settings, config, input, output, input_field, retry_failed, relabel, batch_poll, batch_wait
@@ -104,15 +106,15 @@ def label(
                 summary = _run(
                     settings, config, input, output, concurrency, input_field, retry_failed, relabel, progress
                 )
-    except (LabelConfigError, TaskFileError, PromptError, PriceFileError, OutputRefused, OSError) as error:
-        raise fail(str(error)) from None
-    _print_summary(summary)
-    if batch_summary is not None:
-        _print_batch(batch_summary)
-    if client is not None and project is not None and not summary.interrupted and summary.stop_reason is None:
-        _push_output(
-            client, project, label_config, input, output, input_field or config.data_key, summary.model_version
-        )
+        except (LabelConfigError, TaskFileError, PromptError, PriceFileError, OutputRefused, OSError) as error:
+            raise fail(str(error)) from None
+        _print_summary(summary)
+        if batch_summary is not None:
+            _print_batch(batch_summary)
+        if client is not None and project is not None and not summary.interrupted and summary.stop_reason is None:
+            _push_output(
+                client, project, label_config, input, output, input_field or config.data_key, summary.model_version
+            )
     code = exit_code(summary, batch=batch_summary is not None)
     if code:
         raise typer.Exit(code)
