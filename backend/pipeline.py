@@ -26,6 +26,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("prelabel")
 
+# How an item's rating can be missing. The first two pass (a rate limit, a 5xx, a timeout, a lost connection,
+# a run stopped by a fault): a rerun asks the judge again. An answer that did not parse twice stays unrated.
+JUDGE_FAILED = "judge call failed"
+JUDGE_NOT_ASKED = "judge not asked: the run stopped"
+JUDGE_UNPARSED = "judge answer did not parse twice"
+TRANSIENT_UNRATED = (JUDGE_FAILED, JUDGE_NOT_ASKED)
+
+
+def unrated_is_transient(reason: str | None) -> bool:
+    """Whether an unrated reason (of this run or read back from an output line) is worth asking again."""
+    return reason is not None and reason.startswith(TRANSIENT_UNRATED)
+
 
 class LabelOutcome(BaseModel):
     """The result of labeling one task. `error` set means no label; `unrated_reason` set means no rating."""
@@ -196,10 +208,10 @@ class Labeler:
                     "judge", self.engine.judge, prompt, self.judge_params, parse_judge, read_cache=attempt == 0
                 )
             except ProviderError as error:
-                outcome.unrated_reason = f"judge call failed: {error}"
+                outcome.unrated_reason = f"{JUDGE_FAILED}: {error}"
                 return
             except RunStopped as stopped:
-                outcome.unrated_reason = f"judge not asked: the run stopped: {stopped}"
+                outcome.unrated_reason = f"{JUDGE_NOT_ASKED}: {stopped}"
                 return
             except JudgeParseError as error:
                 errors.append(str(error))
@@ -207,7 +219,7 @@ class Labeler:
                 continue
             self.accept_verdict(outcome, completion, verdict)
             return
-        outcome.unrated_reason = "judge answer did not parse twice: " + " | ".join(errors)
+        outcome.unrated_reason = f"{JUDGE_UNPARSED}: " + " | ".join(errors)
 
     @staticmethod
     def accept_verdict(outcome: LabelOutcome, completion: Completion, verdict: Verdict) -> None:

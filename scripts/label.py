@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -39,7 +41,21 @@ def label(
         int | None, typer.Option(min=1, max=1024, help="items in flight (default PRELABEL_CONCURRENCY)")
     ] = None,
     input_field: Annotated[str | None, typer.Option(help="field of the input (default: the config's)")] = None,
-    retry_failed: Annotated[bool, typer.Option(help="try items that failed in an earlier run again")] = True,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            help="try items that failed in an earlier run again, and rate again those a passing judge failure "
+            "left unrated"
+        ),
+    ] = True,
+    relabel: Annotated[
+        bool,
+        typer.Option(
+            "--relabel",
+            help="the output holds labels of another model_version (a prompt or a model changed): label those "
+            "items again under this one, replacing their lines (without it such an output is refused)",
+        ),
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="estimate tokens and cost; call nothing")] = False,
     sample: Annotated[int, typer.Option(min=1, help="items sampled for --dry-run")] = 200,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -65,38 +81,52 @@ def label(
 ) -> None:
     """Label every item of a pool (annotator, then judge) into a JSONL file. Rerun the same command to resume."""
     from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.labeling.output import OutputRefused, claim_output, refuse_same_file
     from prelabel.pricing import PriceFileError
     from prelabel.prompts import PromptError
     from prelabel.tasks_io import TaskFileError
 
     settings = settings_or_exit()
     client = ls_client(settings, None, None) if project and not dry_run else None  # fail before any LLM call
-    try:
-        config = parse_label_config(label_config.read_text(encoding="utf-8"))
-        if dry_run:
-            _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch_api)
-            return
-        batch_summary: BatchSummary | None = None
-        summary: BulkSummary
-        if batch_api:
-            summary = batch_summary = _run_batch(
-                settings, config, input, output, input_field, retry_failed, batch_poll, batch_wait
+    with ExitStack() as held:
+        try:
+            refuse_same_file(input, output)
+            config = parse_label_config(label_config.read_text(encoding="utf-8"))
+            if dry_run:
+                _dry_run(settings, config, input, output, input_field, retry_failed, sample, batch_api)
+                return
+            held.enter_context(claim_output(output))  # one run per output, until its results are imported
+            batch_summary: BatchSummary | None = None
+            summary: BulkSummary
+            if batch_api:
+                summary = batch_summary = _run_batch(
+                    settings, config, input, output, input_field, retry_failed, relabel, batch_poll, batch_wait
+                )
+            else:
+                summary = _run(
+                    settings, config, input, output, concurrency, input_field, retry_failed, relabel, progress
+                )
+        except (LabelConfigError, TaskFileError, PromptError, PriceFileError, OutputRefused, OSError) as error:
+            raise fail(str(error)) from None
+        _print_summary(summary)
+        if batch_summary is not None:
+            _print_batch(batch_summary)
+        if client is not None and project is not None and not summary.interrupted and summary.stop_reason is None:
+            _push_output(
+                client, project, label_config, input, output, input_field or config.data_key, summary.model_version
             )
-        else:
-            summary = _run(settings, config, input, output, concurrency, input_field, retry_failed, progress)
-    except (LabelConfigError, TaskFileError, PromptError, PriceFileError, OSError) as error:
-        raise fail(str(error)) from None
-    _print_summary(summary)
-    if batch_summary is not None:
-        _print_batch(batch_summary)
-    if client is not None and project is not None and not summary.interrupted:
-        _push_output(
-            client, project, label_config, input, output, input_field or config.data_key, summary.model_version
-        )
+    code = exit_code(summary, batch=batch_summary is not None)
+    if code:
+        raise typer.Exit(code)
+
+
+def exit_code(summary: BulkSummary, batch: bool = False) -> int:
+    """130 when interrupted; 1 when anything failed, was not done, or a fault stopped the run; else 0."""
     if summary.interrupted:
-        raise typer.Exit(130)
-    if summary.failed:
-        raise typer.Exit(1)
+        return 130
+    if batch:  # a batch run reads the whole input and leaves its pending jobs to the next run
+        return 1 if summary.failed or summary.stop_reason or summary.unwritten else 0
+    return 0 if summary.ok else 1
 
 
 def _run(
@@ -107,6 +137,7 @@ def _run(
     concurrency: int | None,
     input_field: str | None,
     retry_failed: bool,
+    relabel: bool,
     show_progress: bool,
 ) -> BulkSummary:
     from prelabel.costs import UsageMeter, format_usd
@@ -123,8 +154,14 @@ def _run(
         engine = build_engine(settings, meter)
     except (SameFamilyError, ProviderError) as error:
         raise fail(str(error)) from None
-    total = count_records(input)
-    before = prepare_output(output, retry_failed, repair=False)
+    try:
+        version = engine.labeler(config).model_version
+        # Refusals (not a prelabel output, another model_version) come here, before the progress bar shows.
+        before = prepare_output(output, retry_failed, repair=False, model_version=version, relabel=relabel)
+        total = count_records(input)
+    except BaseException:
+        close_engine(engine)
+        raise
     done_before = len(before.done)
     bar = Progress(
         TextColumn("[bold]labeling"),
@@ -158,6 +195,7 @@ def _run(
                 concurrency=concurrency,
                 input_field=input_field,
                 retry_failed=retry_failed,
+                relabel=relabel,
                 on_progress=on_progress,
                 engine=engine,
                 meter=meter,
@@ -210,10 +248,17 @@ def _print_summary(summary: BulkSummary) -> None:
     table.add_row(
         "labeled this run", f"{summary.labeled:,}" + (f" ({summary.unrated:,} unrated)" if summary.unrated else "")
     )
-    table.add_row("failed", f"{summary.failed:,}")
+    unwritten = f" ({summary.unwritten:,} not written)" if summary.unwritten else ""
+    table.add_row("failed", f"{summary.failed:,}{unwritten}")
+    if summary.not_done:
+        table.add_row("not done (stopped before they started)", f"{summary.not_done:,}")
     table.add_row("done in earlier runs", f"{summary.already_done:,}")
     if summary.retried_failed:
         table.add_row("earlier failures tried again", f"{summary.retried_failed:,}")
+    if summary.rerated:
+        table.add_row("earlier unrated items rated again", f"{summary.rerated:,}")
+    for version, count in summary.relabeled.items():
+        table.add_row(f"labeled again (were {version})", f"{count:,}")
     if summary.duplicates:
         table.add_row("repeated source ids skipped", f"{summary.duplicates:,}")
     table.add_row("time", f"{summary.elapsed_s:,.1f} s ({summary.items_per_s:,.1f} items/s)")
@@ -231,12 +276,21 @@ def _print_summary(summary: BulkSummary) -> None:
             "[yellow]an unfinished last line of an earlier run was removed; that item was labeled again[/yellow]"
         )
     for failure in summary.failures:
-        console.print(f"[red]failed[/red] {failure}")
+        console.print(f"[red]failed[/red] {escape(failure)}", highlight=False)
     if summary.failed > len(summary.failures):
         console.print(f"... and {summary.failed - len(summary.failures):,} more")
-    if summary.failed:
+    if summary.failed > summary.unwritten:
         console.print(
             f'every failure is in {summary.output} with "error" set; rerun the same command to try them again'
+        )
+    for problem in summary.problems:
+        console.print(f"[red]{escape(problem)}[/red]", highlight=False)
+    if summary.stop_reason is not None:
+        console.print(
+            f"[red]stopped: {escape(summary.stop_reason)}[/red]\nno paid call was made after it (the items "
+            "already in flight finished). Fix it and rerun the same command: answers already in the cache are "
+            "not paid for again",
+            highlight=False,
         )
     if summary.interrupted:
         console.print("[yellow]interrupted: rerun the same command to continue[/yellow]")
@@ -308,18 +362,30 @@ def _run_batch(
     output: Path,
     input_field: str | None,
     retry_failed: bool,
+    relabel: bool,
     poll: float,
     wait: bool,
 ) -> BatchSummary:
     from prelabel.costs import UsageMeter
+    from prelabel.engine import build_engine, close_engine
     from prelabel.families import SameFamilyError
     from prelabel.labeling.batch import BatchOptions, BatchStateError, label_file_batch
+    from prelabel.labeling.output import prepare_output
     from prelabel.pricing import load_prices
     from prelabel.providers import ProviderError
     from prelabel.providers.batch import BatchError
 
+    meter = UsageMeter(load_prices(settings.prelabel_prices))
     try:
-        return label_file_batch(
+        engine = build_engine(settings, meter)
+    except (SameFamilyError, ProviderError) as error:
+        raise fail(str(error)) from None
+    try:
+        # The output is checked and repaired here, where this run's model_version is known (refused when it
+        # changed, or its old lines dropped with --relabel); the batch run then finds only lines to keep.
+        version = engine.labeler(config).model_version
+        state = prepare_output(output, retry_failed, model_version=version, relabel=relabel)
+        summary = label_file_batch(
             settings,
             config,
             input,
@@ -328,10 +394,18 @@ def _run_batch(
             input_field=input_field,
             retry_failed=retry_failed,
             on_event=lambda message: console.print(message),
-            meter=UsageMeter(load_prices(settings.prelabel_prices)),
+            engine=engine,
+            meter=meter,
         )
     except (SameFamilyError, ProviderError, BatchError, BatchStateError) as error:
         raise fail(str(error)) from None
+    finally:
+        close_engine(engine)
+    summary.retried_failed = state.retrying
+    summary.rerated = state.rerating
+    summary.relabeled = state.relabeling
+    summary.dropped_partial_line = state.dropped_partial_line
+    return summary
 
 
 def _print_batch(summary: BatchSummary) -> None:

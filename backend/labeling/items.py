@@ -38,7 +38,7 @@ def source_id(record: dict[str, Any], input_field: str) -> str:
         if str(value).strip():
             return str(value)
     payload = json.dumps(record.get(input_field), sort_keys=True, ensure_ascii=False)
-    return "sha1:" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
+    return "sha1:" + hashlib.sha1(_bytes(payload)).hexdigest()[:16]
 
 
 class Item(BaseModel):
@@ -67,12 +67,15 @@ def iter_items(path: Path, input_field: str) -> Iterator[Item]:
             continue
         try:
             item = _item(parsed, input_field)
+            assert item.task is not None
+            # Without an id of its own the item is its input (the hash): records with the same input are one.
+            digest = b"" if item.source_id.startswith("sha1:") else content_digest(item.task["data"])
         except IdTypeError as error:
             yield _failed(path, unit, number, str(error))
             continue
-        assert item.task is not None
-        # Without an id of its own the item is its input (the hash): records with the same input are one item.
-        digest = b"" if item.source_id.startswith("sha1:") else content_digest(item.task["data"])
+        except Exception as error:  # whatever else a record holds, it fails alone: the generator goes on
+            yield _failed(path, unit, number, f"cannot be read: {type(error).__name__}: {error}")
+            continue
         seen = first.setdefault(item.source_id, (digest, number))
         if seen[0] != digest:
             yield _failed(
@@ -95,7 +98,13 @@ def content_digest(data: dict[str, Any]) -> bytes:
         payload = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     except TypeError:  # a CSV row with extra fields has a None key beside the column names
         payload = json.dumps(list(data.items()), ensure_ascii=False, default=str)
-    return hashlib.blake2b(payload.encode("utf-8"), digest_size=8).digest()
+    return hashlib.blake2b(_bytes(payload), digest_size=8).digest()
+
+
+def _bytes(text: str) -> bytes:
+    """UTF-8 for hashing; a lone surrogate (JSON allows "\\ud800") is kept as its own bytes instead of
+    raising. Text without one hashes exactly as before, so ids stay stable across versions."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _item(record: dict[str, Any], input_field: str) -> Item:

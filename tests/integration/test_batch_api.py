@@ -222,16 +222,18 @@ def test_partial_failure_unparseable_answers_and_rerun(make_settings, provider, 
     assert sorted(live_calls) == [(ANTHROPIC, "/v1/messages"), (OPENAI, "/v1/chat/completions")]
     assert not StateFile(output).path.exists()
 
-    # The provider recovers; a rerun submits exactly the failed items again and keeps the rest.
+    # The provider recovers; a rerun submits exactly the failed items again, rates item-3 (its judge was only
+    # overloaded; its label comes from the cache) and keeps the rest.
     provider.request_error = None
     provider.responder = llm
     before = len(provider.created(OPENAI))
     again = label_file_batch(settings, SUMMARY, pool, output, options=BatchOptions(**FAST))
     new_annotator = provider.created(OPENAI)[before:]
     assert sorted(len(b.entries) for b in new_annotator) == [3]
-    assert again.retried_failed == 3 and again.labeled == 3 and again.failed == 0 and again.already_done == 5
+    assert again.retried_failed == 3 and again.labeled == 4 and again.failed == 0 and again.already_done == 4
     rows = by_id(read_output(output))
     assert set(rows) == set(ids) and all(row["error"] is None for row in rows.values())
+    assert rows["item-3"]["rating"] == "good" and rows["item-3"]["unrated_reason"] is None
 
 
 def test_expired_requests_are_resubmitted_once(make_settings, provider, dialogsum, tmp_path):
@@ -275,10 +277,12 @@ def test_expired_again_is_listed_with_its_reason(make_settings, provider, dialog
     assert summary.failed == 2 and summary.unrated == 2 and summary.resubmitted == 4
     assert [len(b.entries) for b in provider.created()] == [5, 2, 3, 2]
 
-    # Nothing expires any more: a rerun tries the failed items again (unrated ones stay, as on the live path).
+    # Nothing expires any more: a rerun tries the failed items again and rates the two whose judge request
+    # expired (a passing failure, as on the live path).
     again = label_file_batch(settings, SUMMARY, pool, output, options=BatchOptions(**FAST))
-    assert again.retried_failed == 2 and again.labeled == 2 and again.failed == 0
-    assert len(read_output(output)) == 5
+    assert again.retried_failed == 2 and again.labeled == 4 and again.failed == 0
+    rows = by_id(read_output(output))
+    assert len(rows) == 5 and all(row["rating"] == "good" for row in rows.values())
 
 
 def test_no_resubmission_lists_expired_at_once(make_settings, provider, dialogsum, tmp_path):

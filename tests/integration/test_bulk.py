@@ -183,15 +183,21 @@ def test_thirty_percent_faults_end_labeled_or_listed(make_settings, provider, ll
     assert unrated and all(row["unrated_reason"] for row in unrated)
     assert {fault for fault in (r.fault for r in provider.requests) if fault} >= {"429", "500", "timeout", "malformed"}
 
-    # The faults stop; rerunning retries exactly the failed items and keeps the rest.
+    # The faults stop; rerunning retries exactly the failed items and the ones a passing judge failure left
+    # unrated, and keeps the rest: an answer that did not parse twice stays unrated with its reason.
+    passing = [row for row in unrated if not row["unrated_reason"].startswith("judge answer did not parse twice")]
+    kept_unrated = {row["source_id"]: row["unrated_reason"] for row in unrated if row not in passing}
+    assert passing and kept_unrated
     provider.fault_rate = 0.0
     provider.responder = llm
     again = label_file(settings, SUMMARY, pool, output, concurrency=64)
-    assert again.already_done == len(labeled) and again.retried_failed == len(failed)
-    assert again.labeled == len(failed) and again.failed == 0
+    assert again.already_done == len(labeled) - len(passing) and again.retried_failed == len(failed)
+    assert again.rerated == len(passing)
+    assert again.labeled == len(failed) + len(passing) and again.failed == 0
     rows = read_output(output)
     assert sorted(row["source_id"] for row in rows) == sorted(ids)
     assert all(row["error"] is None for row in rows)
+    assert {row["source_id"]: row["unrated_reason"] for row in rows if row["rating"] is None} == kept_unrated
 
 
 def test_cli_exit_codes_and_bad_lines(make_settings, provider, dialogsum, tmp_path):
