@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from prelabel.engine import Engine
     from prelabel.labelstudio import LabelStudioClient
     from prelabel.settings import Settings
+    from prelabel.tally import Tally
 
 console = Console(stderr=True)
 
@@ -94,3 +95,13 @@ def warn_result_problems(problems: list[str], shown: int = 5) -> None:
         console.print(f"  {problem}", markup=False, highlight=False)
     if len(problems) > shown:
         console.print(f"  ... and {len(problems) - shown} more")
+
+
+def print_tally(tally: Tally, what: str = "labels") -> None:
+    """How the stored labels came out: rated, unrated with the top reasons, failed with the top errors."""
+    colour = "green" if not (tally.unrated or tally.failed) else "yellow"
+    console.print(f"[{colour}]{what}: {tally.headline()}[/{colour}]")
+    for reason, count in tally.top_unrated():
+        console.print(f"  unrated ({count:,}): {reason}", markup=False, highlight=False)
+    for reason, count in tally.top_failures():
+        console.print(f"  failed ({count:,}): {reason}", markup=False, highlight=False)

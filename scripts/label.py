@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
-from prelabel.scripts.common import console, fail, label_config_path, ls_client, settings_or_exit
+from prelabel.scripts.common import console, fail, label_config_path, ls_client, print_tally, settings_or_exit
+from prelabel.scripts.table_layout import Table
 
 if TYPE_CHECKING:
     from prelabel.label_interface import LabelConfig
@@ -271,6 +271,8 @@ def _print_summary(summary: BulkSummary) -> None:
     table.add_row("cost", format_usd(summary.cost_usd))
     table.add_row("model_version", summary.model_version)
     console.print(table)
+    if summary.outcomes.total:
+        print_tally(summary.outcomes, "this run's items")
     if summary.dropped_partial_line:
         console.print(
             "[yellow]an unfinished last line of an earlier run was removed; that item was labeled again[/yellow]"

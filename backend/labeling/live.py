@@ -40,6 +40,7 @@ from prelabel.pipeline import Labeler
 from prelabel.pricing import load_prices
 from prelabel.settings import Settings
 from prelabel.store import BatchedLogStore
+from prelabel.tally import Tally
 
 MAX_LISTED_FAILURES = 20
 
@@ -80,6 +81,7 @@ class BulkSummary(BaseModel):
     failures: list[str] = []  # the first few "source id: reason"
     usage: list[RoleUsage] = []
     cost_usd: float | None = 0.0
+    outcomes: Tally = Tally()  # this run's items: rated, unrated with reasons, failed with reasons
 
     @property
     def items_per_s(self) -> float:
@@ -245,6 +247,9 @@ class BulkRun:
             return
         with self._lock:
             summary = self._summary
+            summary.outcomes.add(
+                error=record.error, unrated_reason=record.unrated_reason, rated=record.level is not None
+            )
             if record.error is not None:
                 summary.failed += 1
                 if len(summary.failures) < MAX_LISTED_FAILURES:
@@ -265,6 +270,7 @@ class BulkRun:
     def _count_failed(self, sid: str, reason: str, unwritten: bool = False) -> None:
         with self._lock:
             summary = self._summary
+            summary.outcomes.add(error=reason, unrated_reason=None, rated=False)
             summary.failed += 1
             summary.unwritten += unwritten
             if len(summary.failures) < MAX_LISTED_FAILURES:

@@ -470,6 +470,10 @@ def test_a_rerun_rates_items_a_passing_judge_failure_left_unrated_for_the_judge_
     passing = sorted(sid for sid, row in rows.items() if (row["unrated_reason"] or "").startswith("judge call failed"))
     assert len(passing) == 3 and first.unrated == 4
     assert rows["unratable"]["unrated_reason"].startswith("judge answer did not parse twice")
+    # The summary counts them and names the commonest reasons (what `label` prints).
+    assert first.outcomes.headline() == "3 rated, 4 unrated, 0 failed"
+    reasons = dict(first.outcomes.top_unrated())
+    assert sum(reasons.values()) == 4 and any(r.startswith("judge call failed") and n == 3 for r, n in reasons.items())
 
     provider.reset()
     again = label_file(settings, SUMMARY, pool, output, concurrency=1)
