@@ -79,9 +79,9 @@ def work():
             store.save_completion(key, "openai", "m", answer)
             store.log_call(role="annotator", provider="openai", model="m", key=key, completion=answer)
             writes[0] += 1
-        time.sleep(0.002)  # a busy neighbour, not one that takes both cores
         except Exception as error:
             errors.append(repr(error))
+        time.sleep(0.002)  # a busy neighbour, not one that takes both cores
 threads = [threading.Thread(target=work) for _ in range(8)]
 [t.start() for t in threads]
 [t.join() for t in threads]
@@ -98,7 +98,7 @@ def test_a_paused_writer_delays_the_run_and_fails_no_item(make_settings, provide
     settings.store_path.parent.mkdir(parents=True)
     from prelabel.store import Store
 
-    Store(settings.store_path).close()  # the schema first, so the other writer starts writing at once
+    Store(settings.store_path)  # the schema first, so the other writer starts writing at once
 
     started = time.monotonic()
     other = subprocess.Popen(
