@@ -107,7 +107,11 @@ class Store:
         return db
 
     def _unavailable(self, error: BaseException) -> BaseException:
+        """A startup failure as one message naming the file; any file-system error counts (e.g. a MODEL_DIR
+        below a file cannot be created), a SQLite one when it is a storage fault (not a newer schema)."""
         reason = storage_fault(error)
+        if reason is None and isinstance(error, OSError):
+            reason = error.strerror or str(error)
         if reason is None:
             return error
         return StoreUnavailable(store_fault_message(self.path, reason))
