@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import tempfile
 import threading
@@ -400,6 +401,7 @@ class _Writer:
         self._rows: list[tuple[Any, ...]] = []
         self._rows_since = 0.0
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
 
     def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         job = _Job(work)
@@ -409,7 +411,7 @@ class _Writer:
         job.done.wait()
         if job.error is not None:
             raise job.error
-        return job.result  # type: ignore[no-any-return]
+        return job.result
 
     def log_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Queue usage rows without waiting for them."""
@@ -431,6 +433,8 @@ class _Writer:
             db.close()
 
     def _wake(self) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's connection and thread are not its own
+            self._pid, self._db, self._thread = os.getpid(), None, None
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="prelabel-store-writer", daemon=True)
             self._thread.start()
