@@ -416,10 +416,12 @@ class _Writer:
     def log_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Queue usage rows without waiting for them."""
         with self._cond:
-            if not self._rows:
+            first = not self._rows
+            if first:
                 self._rows_since = time.monotonic()
             self._rows.extend(rows)
-            self._wake()
+            if first or self._thread is None:  # later rows wait for the same timer: no wake-up per row
+                self._wake()
 
     def close(self) -> None:
         self.run(_nothing)  # what is queued is written
