@@ -424,6 +424,9 @@ class _Writer:
                 self._wake()
 
     def close(self) -> None:
+        with self._cond:
+            if self._db is None and self._thread is None and not self._rows:
+                return  # closed already
         self.run(_nothing)  # what is queued is written
         with self._cond:
             thread, self._thread = self._thread, None

@@ -63,8 +63,8 @@ def engine_or_exit(settings: Settings) -> Engine:
     # Imported when a command builds an engine: `prelabel --help` and the commands that call no model start
     # without loading the labeling stack.
     from prelabel.engine import build_engine
-    from prelabel.faults import StoreUnavailable
     from prelabel.families import SameFamilyError
+    from prelabel.faults import StoreUnavailable
     from prelabel.providers import ProviderError
     from prelabel.store import Store
 
