@@ -228,17 +228,22 @@ class Engine:
         """Log a provider's answer, parse it (ValueError for the caller) and, if it parses and `save`, cache it.
 
         When another process cached an answer for the same call meanwhile, that one is returned instead, so
-        every worker serves the same label for the same input.
+        every worker serves the same label for the same input. An answer the store cannot save (disk full,
+        read-only MODEL_DIR, anything) is still returned: it was paid for. The store's fault is then set, so
+        the engine makes no further paid call.
         """
         self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=completion)
         parsed = parse(completion)
         if save:
-            earlier = self.store.save_completion(key, ref.provider, ref.model, completion)
-            if earlier is not None:
-                try:
-                    return earlier, parse(earlier)
-                except ValueError:
-                    self.store.replace_completion(key, ref.provider, ref.model, completion)
+            try:
+                earlier = self.store.save_completion(key, ref.provider, ref.model, completion)
+                if earlier is not None:
+                    try:
+                        return earlier, parse(earlier)
+                    except ValueError:
+                        self.store.replace_completion(key, ref.provider, ref.model, completion)
+            except Exception as error:
+                self.store.note_fault(error)
         return completion, parsed
 
     def run_batch(
@@ -310,5 +315,5 @@ def close_engine(engine: Engine) -> None:
 
 
 def close_store(store: Store) -> None:
-    if isinstance(store, BatchedLogStore):
-        store.close()
+    """Write what the store has queued and stop its writer thread."""
+    store.close()

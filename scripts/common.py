@@ -62,17 +62,18 @@ def quiet_http_logs() -> None:
 
 def engine_or_exit(settings: Settings) -> Engine:
     """prelabel.engine.build_engine (rate limits shared with other processes) with a usage log written at once,
-    or a clean exit on a same-family judge or an unusable provider."""
+    or a clean exit on a same-family judge, an unusable provider or a MODEL_DIR it cannot write."""
     # Imported when a command builds an engine: `prelabel --help` and the commands that call no model start
     # without loading the labeling stack.
     from prelabel.engine import build_engine
     from prelabel.families import SameFamilyError
+    from prelabel.faults import StoreUnavailable
     from prelabel.providers import ProviderError
     from prelabel.store import Store
 
     try:
         return build_engine(settings, store=Store(settings.store_path))
-    except (SameFamilyError, ProviderError) as error:
+    except (SameFamilyError, ProviderError, StoreUnavailable) as error:
         raise fail(str(error)) from None
 
 
