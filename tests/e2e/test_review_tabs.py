@@ -5,6 +5,7 @@ push keeps the tabs (no duplicates) and what a reviewer changed in them."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -25,8 +26,14 @@ def tab_tasks(ls_client: Any, project_id: int, view_id: int) -> list[Any]:
     return list(ls_client.sdk.tasks.list(project=project_id, view=view_id, fields="all"))
 
 
+def unique(title: str) -> str:
+    """A project of its own on every run, also on a Label Studio kept between runs (PRELABEL_E2E_LS_DIR)."""
+    return f"{title} {uuid.uuid4().hex[:8]}"
+
+
 def test_push_sets_up_the_reviewers_tabs(ls_client, tmp_path):
-    result = push_spread_round(ls_client, tmp_path / "model_dir", "e2e review tabs", sample=12, seed=5)
+    title = unique("e2e review tabs")
+    result = push_spread_round(ls_client, tmp_path / "model_dir", title, sample=12, seed=5)
     assert result.predicted == 12 and result.tabs is not None, result
     project_id = result.project_id
     views = {view.id: view.data for view in ls_client.sdk.views.list(project=project_id)}
@@ -82,7 +89,7 @@ def test_push_sets_up_the_reviewers_tabs(ls_client, tmp_path):
         mode: [*names, "tasks:total_predictions"] for mode, names in customised["hiddenColumns"].items()
     }
     ls_client.sdk.views.update(id=str(result.tabs.weakest_first), project=project_id, data=customised)
-    again = push_spread_round(ls_client, tmp_path / "model_dir", "e2e review tabs", sample=4, seed=6)
+    again = push_spread_round(ls_client, tmp_path / "model_dir", title, sample=4, seed=6)
     assert again.tabs == result.tabs
     views = {view.id: view.data for view in ls_client.sdk.views.list(project=project_id)}
     assert len(views) == 3
@@ -94,10 +101,11 @@ def test_push_sets_up_the_reviewers_tabs(ls_client, tmp_path):
 def test_an_existing_first_tab_is_made_to_show_the_score(ls_client, tmp_path):
     """A project whose first tab Label Studio made (default columns: no score) gets the score shown there,
     without losing the tab's other choices."""
-    project = ls_client.ensure_project("e2e existing tab", SUMMARY_CONFIG)
+    title = unique("e2e existing tab")
+    project = ls_client.ensure_project(title, SUMMARY_CONFIG)
     hidden = {"explore": [SCORE_COLUMN, "tasks:annotators"], "labeling": [SCORE_COLUMN]}
     own = ls_client.sdk.views.create(project=project.id, data={"title": "Mine", "hiddenColumns": hidden})
-    result = push_spread_round(ls_client, tmp_path / "model_dir", "e2e existing tab", sample=3, seed=2)
+    result = push_spread_round(ls_client, tmp_path / "model_dir", title, sample=3, seed=2)
     assert result.tabs is not None and result.tabs.default == own.id
     data = ls_client.sdk.views.get(id=str(own.id)).data
     assert data["title"] == "Mine"
