@@ -282,9 +282,9 @@ class LabelStudioClient:
 
     @_label_studio_call("create a Data Manager tab")
     def create_view(self, project_id: int, data: dict[str, Any]) -> int:
-        view = self.sdk.views.create(project=project_id, data=data)  # type: ignore[arg-type]
+        view = self.sdk.views.create(project=project_id, data=data)
         return int(view.id)
 
     @_label_studio_call("update a Data Manager tab", idempotent=True)
     def update_view(self, view_id: int, project_id: int, data: dict[str, Any]) -> None:
-        self.sdk.views.update(id=str(view_id), project=project_id, data=data)  # type: ignore[arg-type]
+        self.sdk.views.update(id=str(view_id), project=project_id, data=data)
