@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,7 @@ class SpreadRound:
 
 
 @pytest.fixture
-def spread_round(ls_client: Any, tmp_path: Path) -> SpreadRound:
+def spread_round(ls_client: Any, tmp_path: Path) -> Iterator[SpreadRound]:
     """Twelve dialogues rated across every level, some left unrated, pushed as `prelabel push` does."""
     # A project of its own on every run, also on a Label Studio kept between runs (PRELABEL_E2E_LS_DIR).
     title = f"browser first view {uuid.uuid4().hex[:8]}"
@@ -241,7 +242,9 @@ def spread_round(ls_client: Any, tmp_path: Path) -> SpreadRound:
     tasks = list(ls_client.sdk.tasks.list(project=result.project_id, fields="all"))
     scores = {task.id: prediction_score_and_reason(task)[0] for task in tasks}
     assert None in scores.values() and 0.0 in scores.values(), scores  # both unrated and very bad labels
-    return SpreadRound(result.project_id, result.tabs, scores, {t.id: t.data[PREVIEW_FIELD] for t in tasks})
+    yield SpreadRound(result.project_id, result.tabs, scores, {t.id: t.data[PREVIEW_FIELD] for t in tasks})
+    # The session's Label Studio is shared with the end-to-end tests, which list its projects.
+    ls_client.sdk.projects.delete(id=result.project_id)
 
 
 def read_table(tab: Tab, url: str, rows: int) -> dict[str, Any]:
@@ -274,6 +277,8 @@ def test_reviewer_first_view_shows_scores_previews_and_unrated(
     page, done = tab.page, spread_round
     project_url = f"{label_studio.url}/projects/{done.project_id}/data"
     unrated = {task_id for task_id, score in done.scores.items() if score is None}
+    for stale in (FIRST_VIEW_SHOT, UNRATED_SHOT):
+        stale.unlink(missing_ok=True)
     try:
         log_in(tab, label_studio)
 
@@ -309,7 +314,8 @@ def test_reviewer_first_view_shows_scores_previews_and_unrated(
         raise
     finally:
         try:
-            save_page(page, FIRST_VIEW_SHOT if not FIRST_VIEW_SHOT.exists() else ARTIFACTS / "data_manager_last.png")
+            # The page as it was when the test ended (passed or failed), beside the two named views.
+            save_page(page, ARTIFACTS / "data_manager_last.png")
         except (PlaywrightError, OSError) as error:
             print(f"no screenshot: {error}")
     assert FIRST_VIEW_SHOT.stat().st_size > 10_000 and UNRATED_SHOT.stat().st_size > 10_000

@@ -275,3 +275,7 @@ def test_the_engineers_path_runs_as_written(label_studio, ls_client, tmp_path, r
             assert next(steps, None) is None
         finally:
             run.stop()
+            # The session's Label Studio is shared: other tests list its projects.
+            project = ls_client.find_project(title)
+            if project is not None:
+                ls_client.sdk.projects.delete(id=project.id)

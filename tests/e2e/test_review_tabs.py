@@ -6,6 +6,7 @@ push keeps the tabs (no duplicates) and what a reviewer changed in them."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,12 +27,28 @@ def tab_tasks(ls_client: Any, project_id: int, view_id: int) -> list[Any]:
     return list(ls_client.sdk.tasks.list(project=project_id, view=view_id, fields="all"))
 
 
-def unique(title: str) -> str:
-    """A project of its own on every run, also on a Label Studio kept between runs (PRELABEL_E2E_LS_DIR)."""
-    return f"{title} {uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def unique(ls_client: Any) -> Iterator[Callable[[str], str]]:
+    """A project title of its own on every run (also on a Label Studio kept between runs, PRELABEL_E2E_LS_DIR);
+    the projects are deleted afterwards, so the session's Label Studio lists only the other tests' projects."""
+    titles: list[str] = []
+
+    def make(title: str) -> str:
+        titles.append(f"{title} {uuid.uuid4().hex[:8]}")
+        return titles[-1]
+
+    yield make
+    delete_projects(ls_client, titles)
 
 
-def test_push_sets_up_the_reviewers_tabs(ls_client, tmp_path):
+def delete_projects(ls_client: Any, titles: list[str]) -> None:
+    for title in titles:
+        project = ls_client.find_project(title)
+        if project is not None:
+            ls_client.sdk.projects.delete(id=project.id)
+
+
+def test_push_sets_up_the_reviewers_tabs(ls_client, tmp_path, unique):
     title = unique("e2e review tabs")
     result = push_spread_round(ls_client, tmp_path / "model_dir", title, sample=12, seed=5)
     assert result.predicted == 12 and result.tabs is not None, result
@@ -98,7 +115,7 @@ def test_push_sets_up_the_reviewers_tabs(ls_client, tmp_path):
     assert len(tab_tasks(ls_client, project_id, result.tabs.weakest_first)) == 16
 
 
-def test_an_existing_first_tab_is_made_to_show_the_score(ls_client, tmp_path):
+def test_an_existing_first_tab_is_made_to_show_the_score(ls_client, tmp_path, unique):
     """A project whose first tab Label Studio made (default columns: no score) gets the score shown there,
     without losing the tab's other choices."""
     title = unique("e2e existing tab")
