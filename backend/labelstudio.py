@@ -263,3 +263,28 @@ class LabelStudioClient:
         except Exception:  # a leftover snapshot is harmless; the data is already read
             log.debug("could not delete export snapshot %s", export_id)
         return tasks
+
+    # -- the Data Manager's tabs (views) --------------------------------------------------------------
+
+    @_label_studio_call("read the Data Manager's columns", idempotent=True)
+    def data_manager_columns(self, project_id: int) -> list[dict[str, Any]]:
+        """The project's Data Manager columns (id, parent "data" for task data fields, visibility_defaults)."""
+        response = self.sdk._client_wrapper.httpx_client.request(
+            "api/dm/columns/", method="GET", params={"project": project_id}
+        )
+        if response.status_code >= 400:
+            raise ApiError(status_code=response.status_code, body=response.text)
+        return list(response.json().get("columns") or [])
+
+    @_label_studio_call("list the Data Manager's tabs", idempotent=True)
+    def views(self, project_id: int) -> list[Any]:
+        return list(self.sdk.views.list(project=project_id))
+
+    @_label_studio_call("create a Data Manager tab")
+    def create_view(self, project_id: int, data: dict[str, Any]) -> int:
+        view = self.sdk.views.create(project=project_id, data=data)
+        return int(view.id)
+
+    @_label_studio_call("update a Data Manager tab", idempotent=True)
+    def update_view(self, view_id: int, project_id: int, data: dict[str, Any]) -> None:
+        self.sdk.views.update(id=str(view_id), project=project_id, data=data)

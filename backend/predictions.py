@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # example's "prompt" prefix); it is never the label.
 PROMPT_CONTROL_PREFIXES = ("prompt", "instruction")
 
+# The judge's reason of a label it left unrated starts with this; the Data Manager's "unrated" tab filters on it.
+UNRATED_PREFIX = "unrated:"
+
 
 class PromptControl(BaseModel):
     name: str
@@ -51,7 +54,7 @@ def prediction_for(outcome: LabelOutcome, config: LabelConfig) -> dict[str, Any]
     if not outcome.ok:
         return {"model_version": outcome.model_version, "error": outcome.error or "failed"}
     verdict = outcome.verdict
-    reason = verdict.reason if verdict else f"unrated: {outcome.unrated_reason}" if outcome.unrated_reason else None
+    reason = verdict.reason if verdict else f"{UNRATED_PREFIX} {outcome.unrated_reason or 'the judge gave no rating'}"
     notes = [warning for warning in outcome.warnings]
     if notes and reason is not None:
         reason = f"{reason} [{'; '.join(notes)}]"

@@ -21,6 +21,7 @@ from prelabel.labeling.output import BulkRecord
 from prelabel.pipeline import LabelOutcome
 from prelabel.predictions import prediction_for, split_prompt_control
 from prelabel.records import ROUND_FIELD, SOURCE_ID_FIELD
+from prelabel.review_tabs import PREVIEW_FIELD, ReviewTabs, dialogue_preview, set_up_review_tabs
 from prelabel.tasks_io import TaskFileError, numbered_records, record_unit
 
 if TYPE_CHECKING:
@@ -81,13 +82,17 @@ def plan_round(
 def task_data(
     item: PoolItem, config: LabelConfig, round_name: str, input_field: str | None, keep_fields: Iterable[str] = ()
 ) -> dict[str, Any]:
-    """Label Studio task data: the input in the config's field (dialogues as turns), source id, round."""
+    """Label Studio task data: the input in the config's field (dialogues as turns, with a one-line text
+    preview for the Data Manager), source id, round."""
     field = input_field or config.data_key
     value = item.record.get(field)
     where = f"source {item.source_id} field {field!r}"
+    preview: str | None = None
     try:
         if config.kind == "summarization" and config.object_tag == "paragraphs":
-            converted: Any = [turn.model_dump() for turn in parse_dialogue(value, field)]
+            turns = parse_dialogue(value, field)
+            converted: Any = [turn.model_dump() for turn in turns]
+            preview = dialogue_preview(turns)
         else:
             converted = parse_text(value, field) if config.kind == "classification" else value
             if converted is None:
@@ -95,6 +100,8 @@ def task_data(
     except InputError as error:
         raise InputError(field, f"{where}: {error.problem}") from None
     data = {config.data_key: converted, SOURCE_ID_FIELD: item.source_id, ROUND_FIELD: round_name}
+    if preview is not None:
+        data[PREVIEW_FIELD] = preview
     for name in keep_fields:
         if name in item.record:
             data[name] = item.record[name]
@@ -119,6 +126,7 @@ class PushResult(BaseModel):
     prediction_failures: list[str] = []
     skipped: list[str] = []
     model_version: str | None = None
+    tabs: ReviewTabs | None = None
 
 
 def push_round(
@@ -137,7 +145,8 @@ def push_round(
     basic_auth: tuple[str, str] | None = None,
 ) -> PushResult:
     """Create or reuse the project, draw a fresh sample, import it (with locally computed predictions when
-    an engine is given), and optionally connect the ML backend and ask Label Studio for predictions."""
+    an engine is given), and optionally connect the ML backend and ask Label Studio for predictions. The Data
+    Manager's tabs show the score, weakest first and unrated apart (prelabel.review_tabs)."""
     project = client.ensure_project(project_title, label_config_xml)
     config = parse_label_config(project.label_config or label_config_xml)
     pool = read_pool(pool_path, input_field or config.data_key)
@@ -182,13 +191,11 @@ def push_round(
             result.model_version = client.backend_model_version(project.id, backend_url)
     if result.model_version:
         client.set_model_version(project.id, result.model_version)
+    result.tabs = set_up_review_tabs(client, project.id, config)
     return result
 
 
 # -- labeled items into a project as predictions (evaluate --push-project, label --project) -------------
-
-WEAKEST_FIRST = ["tasks:predictions_score"]  # the Data Manager's ordering: lowest judge score first
-WEAKEST_FIRST_TITLE = "weakest first"
 
 
 class ProjectImport(BaseModel):
@@ -249,16 +256,6 @@ def _prediction_versions(client: LabelStudioClient, project_id: int) -> set[tupl
     return {(p.task, p.model_version or "") for p in client.sdk.predictions.list(project=project_id)}
 
 
-def _ensure_weakest_first_view(client: LabelStudioClient, project_id: int) -> int:
-    for view in client.sdk.views.list(project=project_id):
-        if list((view.data or {}).get("ordering") or view.ordering or []) == WEAKEST_FIRST:
-            return view.id
-    return client.sdk.views.create(
-        project=project_id,
-        data={"title": WEAKEST_FIRST_TITLE, "ordering": WEAKEST_FIRST},
-    ).id
-
-
 def import_outcomes(
     client: LabelStudioClient,
     project: str,
@@ -275,7 +272,7 @@ def import_outcomes(
 
     Tasks are matched to items by the recorded source id, so an item already in the project only gets the
     predictions of model_versions it lacks. `model_version` becomes the project's, the one the Data Manager's
-    prediction score counts, and a "weakest first" tab orders tasks by that score.
+    prediction score counts, and a "weakest first" tab orders tasks by that score (prelabel.review_tabs).
     """
     project_obj = resolve_project(client, project, label_config_xml)
     config = parse_label_config(split_prompt_control(project_obj.label_config or label_config_xml)[0])
@@ -323,7 +320,7 @@ def import_outcomes(
     flush(new_tasks, added)
     if model_version:
         client.set_model_version(project_obj.id, model_version)
-    result.view_id = client.guarded("create the weakest-first tab", _ensure_weakest_first_view, project_obj.id)
+    result.view_id = set_up_review_tabs(client, project_obj.id, config).weakest_first
     return result
 
 

@@ -62,6 +62,9 @@ def demo(
             console.print(f"[yellow]{result.warning}[/yellow]")
         console.print(f"Review them at [bold]{result.project_url}[/bold]")
         console.print(f"Log in as [bold]{result.username}[/bold] with password [bold]{result.password}[/bold]")
+        # The engineer's path (README) runs against this Label Studio: the line to paste in another shell.
+        console.print("For the engineer's path in another shell (the API token is also under Account & Settings):")
+        typer.echo(f"export LABEL_STUDIO_URL={result.url} LABEL_STUDIO_API_KEY={result.token}")
         console.print(f"(ready in {time.monotonic() - started:.0f} s)")
         if no_wait:
             return

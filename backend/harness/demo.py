@@ -57,6 +57,7 @@ class DemoResult(BaseModel):
     project_url: str
     username: str
     password: str
+    token: str  # Label Studio's API token, for the engineer's commands (LABEL_STUDIO_API_KEY)
     project_id: int
     round: str
     model_version: str | None
@@ -226,6 +227,7 @@ def run_demo(options: DemoOptions, say: Say, stack: ExitStack) -> DemoResult:
         project_url=f"{server.url}/projects/{result.project_id}/data",
         username=server.username,
         password=server.password or "",
+        token=server.token or "",
         project_id=result.project_id,
         round=result.round,
         model_version=model_version,

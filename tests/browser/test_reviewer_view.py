@@ -1,14 +1,18 @@
 """What a reviewer sees: a task pushed with prelabel's prediction, opened in a real Label Studio 1.23.2 in
 headless Chromium, shows the LLM's summary, the judge's rating (the radio checked, not just the word on the
-page) and the judge's reason.
+page) and the judge's reason; the Data Manager's first tab shows the judge's score (empty when unrated, 0 when
+very bad) and a text preview of each dialogue, "weakest first" starts from very bad, "unrated" holds the rest.
 
-A full-page screenshot goes to test-artifacts/reviewer_view.png, whether the test passes or fails.
+Full-page screenshots go to test-artifacts/ (reviewer_view.png, data_manager_first_view.png,
+data_manager_unrated.png), whether the tests pass or fail.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +24,12 @@ from prelabel.engine import Engine
 from prelabel.judge import LEVELS
 from prelabel.labeling.items import source_id
 from prelabel.push import push_round
+from prelabel.review_tabs import PREVIEW_FIELD, ReviewTabs
 from prelabel.settings import Settings
 from prelabel.testing import FakeProvider
 from tests.browser.conftest import ARTIFACTS, Tab
 from tests.conftest import DIALOGSUM, SUMMARY_CONFIG, ScriptedLLM, load_jsonl
+from tests.e2e.review_round import prediction_score_and_reason, push_spread_round
 
 pytestmark = pytest.mark.browser
 
@@ -207,3 +213,119 @@ def save_screenshot(page: Any) -> None:
         print(f"could not enlarge the window for the screenshot: {error}")
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     print(f"screenshot: {SCREENSHOT}")
+
+
+# The Data Manager's table as the reviewer reads it: the header's column titles and each row's cell texts.
+TABLE_JS = """() => {
+  const cells = (el) => Array.from(el.querySelectorAll(':scope > .lsf-table__cell, :scope > * > .lsf-table__cell'))
+    .map((cell) => cell.innerText.trim().split('\\n')[0]);
+  const head = document.querySelector('.lsf-table-head');
+  return {columns: head ? cells(head) : [], rows: Array.from(document.querySelectorAll('.lsf-table-row')).map(cells)};
+}"""
+
+
+@dataclass
+class SpreadRound:
+    project_id: int
+    tabs: ReviewTabs
+    scores: dict[int, float | None]  # task id -> the stored prediction score
+    previews: dict[int, str]
+
+
+@pytest.fixture
+def spread_round(ls_client: Any, tmp_path: Path) -> Iterator[SpreadRound]:
+    """Twelve dialogues rated across every level, some left unrated, pushed as `prelabel push` does."""
+    # A project of its own on every run, also on a Label Studio kept between runs (PRELABEL_E2E_LS_DIR).
+    title = f"browser first view {uuid.uuid4().hex[:8]}"
+    result = push_spread_round(ls_client, tmp_path / "model_dir", title, sample=12, seed=5)
+    assert result.tabs is not None and result.predicted == 12, result
+    tasks = list(ls_client.sdk.tasks.list(project=result.project_id, fields="all"))
+    scores = {task.id: prediction_score_and_reason(task)[0] for task in tasks}
+    assert None in scores.values() and 0.0 in scores.values(), scores  # both unrated and very bad labels
+    yield SpreadRound(result.project_id, result.tabs, scores, {t.id: t.data[PREVIEW_FIELD] for t in tasks})
+    # The session's Label Studio is shared with the end-to-end tests, which list its projects.
+    ls_client.sdk.projects.delete(id=result.project_id)
+
+
+def read_table(tab: Tab, url: str, rows: int) -> dict[str, Any]:
+    """Open a Data Manager tab and read its table once `rows` rows are shown."""
+    page = tab.page
+    page.goto(url)
+    return wait_for_table(tab, rows)
+
+
+def wait_for_table(tab: Tab, rows: int) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        table = tab.page.evaluate(TABLE_JS)
+        if len(table["rows"]) == rows and table["columns"]:
+            return table
+        if time.monotonic() > deadline:
+            raise AssertionError(debug(tab, f"the Data Manager shows {len(table['rows'])} rows, not {rows}"))
+        tab.page.wait_for_timeout(250)
+
+
+def by_column(table: dict[str, Any], title: str) -> list[str]:
+    assert title in table["columns"], f"no {title!r} column among {table['columns']}"
+    index = table["columns"].index(title)
+    return [row[index] for row in table["rows"]]
+
+
+def test_reviewer_first_view_shows_scores_previews_and_unrated(
+    label_studio: Any, spread_round: SpreadRound, tab: Tab
+) -> None:
+    page, done = tab.page, spread_round
+    project_url = f"{label_studio.url}/projects/{done.project_id}/data"
+    unrated = {task_id for task_id, score in done.scores.items() if score is None}
+    for stale in (FIRST_VIEW_SHOT, UNRATED_SHOT):
+        stale.unlink(missing_ok=True)
+    try:
+        log_in(tab, label_studio)
+
+        # The tab Label Studio opens first: the score and the preview text, not the raw turns.
+        table = read_table(tab, project_url, len(done.scores))
+        save_page(page, FIRST_VIEW_SHOT)
+        assert "Prediction score" in table["columns"] and PREVIEW_FIELD in table["columns"], table["columns"]
+        assert "dialogue" not in table["columns"], table["columns"]
+        ids = [int(cell) for cell in by_column(table, "ID")]
+        shown = dict(zip(ids, by_column(table, "Prediction score")))
+        for task_id, score in done.scores.items():
+            # Unrated: an empty cell; very bad: "0"; others as Label Studio formats them (0.750, 1).
+            cell = shown[task_id]
+            assert (cell == "") if score is None else (cell != "" and float(cell) == score), (task_id, score, cell)
+        previews = dict(zip(ids, by_column(table, PREVIEW_FIELD)))
+        for task_id, preview in done.previews.items():
+            assert previews[task_id] == preview and preview.startswith("Person1: "), previews[task_id]
+
+        # "weakest first": very bad first, then up, unrated (no score) last.
+        table = read_table(tab, f"{project_url}?tab={done.tabs.weakest_first}", len(done.scores))
+        cells = by_column(table, "Prediction score")
+        rated = [float(cell) for cell in cells if cell]
+        assert rated == sorted(rated) and rated[0] == 0.0, cells
+        assert cells[len(rated) :] == [""] * len(unrated), cells
+
+        # "unrated": exactly the tasks without a score.
+        table = read_table(tab, f"{project_url}?tab={done.tabs.unrated}", len(unrated))
+        save_page(page, UNRATED_SHOT)
+        assert {int(cell) for cell in by_column(table, "ID")} == unrated
+        assert set(by_column(table, "Prediction score")) == {""}
+    except BaseException:
+        print("Label Studio log tail:\n" + label_studio.log_tail(15))
+        raise
+    finally:
+        try:
+            # The page as it was when the test ended (passed or failed), beside the two named views.
+            save_page(page, ARTIFACTS / "data_manager_last.png")
+        except (PlaywrightError, OSError) as error:
+            print(f"no screenshot: {error}")
+    assert FIRST_VIEW_SHOT.stat().st_size > 10_000 and UNRATED_SHOT.stat().st_size > 10_000
+
+
+FIRST_VIEW_SHOT = ARTIFACTS / "data_manager_first_view.png"
+UNRATED_SHOT = ARTIFACTS / "data_manager_unrated.png"
+
+
+def save_page(page: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")

@@ -4,6 +4,7 @@ failing cleanly when a port is taken."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -107,6 +108,17 @@ def test_demo_with_hosted_providers_faked(tmp_path):
         assert provider.count == 10  # five dialogues, annotator and judge each
     records = stored_predictions(tmp_path, ls_port)
     assert len(records) == 5
+
+    # The line to paste for the engineer's path: this Label Studio's URL and a token it accepts.
+    [(url, token)] = re.findall(r"^export LABEL_STUDIO_URL=(\S+) LABEL_STUDIO_API_KEY=(\S+)$", output, re.MULTILINE)
+    with LabelStudioServer(tmp_path / "label-studio", port=ls_port) as server:
+        assert url == server.url and token == server.token
+        client = LabelStudioClient(url, token)
+        project = client.find_project("prelabel demo: DialogSum summaries")
+        # The reviewer's first view: the score column shown, weakest first and unrated tabs.
+        views = sorted(client.views(project.id), key=lambda view: view.id)
+        assert [view.data["title"] for view in views] == ["Default", "weakest first", "unrated"]
+        assert all("tasks:predictions_score" not in view.data["hiddenColumns"]["explore"] for view in views)
     for record in records:
         assert record.llm_label.startswith("Summary: ")
         expected = 4 if len(record.input_text) % 2 else 2
