@@ -131,8 +131,9 @@ class LabelStudioClient:
         if matches:
             ids = ", ".join(map(str, sorted(matches)))
             raise LabelStudioError(f"several projects are titled {wanted!r} (ids {ids}): name one by its id")
-        known = "; ".join(f"{pid}: {title}" for pid, title in sorted(projects)[:10]) or "none"
-        raise LabelStudioError(f"no project with the id or title {wanted!r} at {self.url} (projects: {known})")
+        raise LabelStudioError(
+            f"no project with the id or title {wanted!r} at {self.url} ({_closest_titles(wanted, projects)})"
+        )
 
     @_label_studio_call("create the project")
     def ensure_project(self, title: str, label_config: str, description: str = "") -> Any:
@@ -288,3 +289,15 @@ class LabelStudioClient:
     @_label_studio_call("update a Data Manager tab", idempotent=True)
     def update_view(self, view_id: int, project_id: int, data: dict[str, Any]) -> None:
         self.sdk.views.update(id=str(view_id), project=project_id, data=data)
+
+
+def _closest_titles(wanted: str, projects: list[tuple[int, str]], shown: int = 5) -> str:
+    """The projects whose titles are nearest to what was asked (rapidfuzz), for the error that says none matched."""
+    if not projects:
+        return "the server has no projects"
+    from rapidfuzz import fuzz, process
+
+    titles = {f"{pid}: {title}": title for pid, title in projects}
+    nearest = process.extract(wanted, titles, scorer=fuzz.WRatio, limit=shown)
+    named = "; ".join(key for _, _, key in nearest)
+    return f"nearest of {len(projects)}: {named}"

@@ -19,9 +19,10 @@ from prelabel.label_interface import LabelConfig, parse_label_config
 from prelabel.labeling.items import IdTypeError, content_digest, iter_items, source_id
 from prelabel.labeling.output import BulkRecord
 from prelabel.pipeline import LabelOutcome
-from prelabel.predictions import prediction_for, split_prompt_control
-from prelabel.records import ROUND_FIELD, SOURCE_ID_FIELD
+from prelabel.predictions import UNRATED_PREFIX, prediction_for, split_prompt_control
+from prelabel.records import ROUND_FIELD, SOURCE_ID_FIELD, reason_text
 from prelabel.review_tabs import PREVIEW_FIELD, ReviewTabs, dialogue_preview, set_up_review_tabs
+from prelabel.tally import Tally
 from prelabel.tasks_io import TaskFileError, numbered_records, record_unit
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class PushResult(BaseModel):
     skipped: list[str] = []
     model_version: str | None = None
     tabs: ReviewTabs | None = None
+    outcomes: Tally = Tally()  # the round's predictions: rated, unrated with reasons, failed
 
 
 def push_round(
@@ -178,6 +180,9 @@ def push_round(
             labeler, [{"id": f"source {task['data'][SOURCE_ID_FIELD]}", **task} for task in tasks]
         )
         for task, outcome in zip(tasks, outcomes):
+            result.outcomes.add(
+                error=outcome.error, unrated_reason=outcome.unrated_reason, rated=outcome.verdict is not None
+            )
             if outcome.ok:
                 task["predictions"] = [prediction_for(outcome, config)]
                 result.predicted += 1
@@ -189,6 +194,9 @@ def push_round(
         if engine is None and result.task_ids:
             client.retrieve_predictions(project.id, result.task_ids)
             result.model_version = client.backend_model_version(project.id, backend_url)
+            result.outcomes = client.guarded(
+                "read the stored predictions", tally_stored, project.id, result.task_ids, config, idempotent=True
+            )
     if result.model_version:
         client.set_model_version(project.id, result.model_version)
     result.tabs = set_up_review_tabs(client, project.id, config)
@@ -211,6 +219,7 @@ class ProjectImport(BaseModel):
     skipped: list[str] = []  # records that cannot become tasks
     model_version: str | None = None
     view_id: int | None = None
+    outcomes: Tally = Tally()  # the imported items' labels: rated, unrated with reasons, failed
 
 
 def resolve_project(client: LabelStudioClient, name_or_id: str, label_config_xml: str) -> Any:
@@ -237,6 +246,29 @@ def outcome_from_record(record: BaseModel) -> LabelOutcome:
         unrated_reason=values.get("unrated_reason"),
         error=values.get("error") or (None if values.get("label") is not None else "no label"),
     )
+
+
+def tally_stored(client: LabelStudioClient, project_id: int, task_ids: list[int], config: LabelConfig) -> Tally:
+    """How the backend's predictions for these tasks came out, read back from Label Studio: a task without
+    one failed, one without a score is unrated (its reason box says why), one with a score is rated."""
+    wanted = set(task_ids)
+    stored: dict[int, Any] = {}
+    for prediction in client.sdk.predictions.list(project=project_id):
+        if prediction.task in wanted:
+            stored[prediction.task] = prediction  # the latest per task
+    tally = Tally()
+    for task_id in task_ids:
+        prediction = stored.get(task_id)
+        if prediction is None:
+            tally.add(error="no prediction stored (see the backend's log)", unrated_reason=None, rated=False)
+            continue
+        result = list(prediction.result or [])
+        reason = reason_text(config, [item for item in result if isinstance(item, dict)])
+        unrated = None
+        if prediction.score is None:
+            unrated = (reason or "").removeprefix(UNRATED_PREFIX).strip() or "no rating"
+        tally.add(error=None, unrated_reason=unrated, rated=prediction.score is not None)
+    return tally
 
 
 def _import_predictions(client: LabelStudioClient, project_id: int, predictions: list[dict[str, Any]]) -> None:
@@ -293,6 +325,9 @@ def import_outcomes(
     for item, outcomes in items:
         predictions = []
         for outcome in outcomes:
+            result.outcomes.add(
+                error=outcome.error, unrated_reason=outcome.unrated_reason, rated=outcome.verdict is not None
+            )
             if outcome.ok:
                 predictions.append(prediction_for(outcome, config))
             else:

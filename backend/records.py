@@ -78,7 +78,8 @@ def input_text(config: LabelConfig, data: dict[str, Any]) -> str:
     return str(value or "")
 
 
-def _reason(config: LabelConfig, result: list[dict[str, Any]]) -> str | None:
+def reason_text(config: LabelConfig, result: list[dict[str, Any]]) -> str | None:
+    """The text of the judge's reason box in a result (a prediction's), if the config has one."""
     if config.reason is None:
         return None
     for item in result:
@@ -118,7 +119,7 @@ def reviewed_task(config: LabelConfig, task: dict[str, Any]) -> ReviewedTask:
         record.llm_label = config.label_from_result(result)
         record.llm_level = config.level_from_result(result)
         record.llm_score = prediction.get("score")
-        record.llm_reason = _reason(config, result)
+        record.llm_reason = reason_text(config, result)
         record.model_version = prediction.get("model_version")
         record.prediction_id = prediction.get("id")
     if latest is not None:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from prelabel.scripts.common import console, settings_or_exit
+from prelabel.scripts.common import console, print_tally, settings_or_exit
 from prelabel.scripts.table_layout import Table
 
 
@@ -58,6 +58,7 @@ def demo(
         typer.echo("")
         console.print(table)
         console.print(f"annotator {result.annotator}, judge {result.judge}; model_version {result.model_version}")
+        print_tally(result.outcomes, "predictions stored")
         if result.warning:
             console.print(f"[yellow]{result.warning}[/yellow]")
         console.print(f"Review them at [bold]{result.project_url}[/bold]")

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, ls_client, settings_or_exit
+from prelabel.scripts.common import (
+    console,
+    engine_or_exit,
+    fail,
+    label_config_path,
+    ls_client,
+    print_tally,
+    settings_or_exit,
+)
 
 if TYPE_CHECKING:
     from prelabel.evaluation.compare import Comparison
@@ -72,6 +80,7 @@ def _push_results(
         f"predictions, {done.predictions_added} predictions added to earlier tasks, {done.already_present} "
         f"already there; project model_version {done.model_version}"
     )
+    print_tally(done.outcomes, "imported labels")
     for problem in done.skipped:
         console.print(f"[yellow]{problem}[/yellow]")
     console.print(f"review weakest first: {client.url}/projects/{done.project_id}/data?tab={done.view_id}")

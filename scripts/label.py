@@ -236,6 +236,7 @@ def _push_output(
         f"{done.predictions_on_new_tasks + done.predictions_added:,} predictions imported, "
         f"{done.already_present:,} already there, {len(done.not_predicted):,} items without a label"
     )
+    print_tally(done.outcomes, "imported labels")
     console.print(f"review weakest first: {client.url}/projects/{done.project_id}/data?tab={done.view_id}")
 
 

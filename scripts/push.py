@@ -6,8 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, ls_client, settings_or_exit
+from prelabel.scripts.common import (
+    console,
+    engine_or_exit,
+    fail,
+    label_config_path,
+    ls_client,
+    print_tally,
+    settings_or_exit,
+)
 from prelabel.scripts.table_layout import Table
 
 
@@ -74,6 +83,8 @@ def push(
         f"{result.predicted} with predictions"
         + (f", model_version {result.model_version}" if result.model_version else "")
     )
-    for problem in result.prediction_failures + result.skipped:
-        console.print(f"[yellow]{problem}[/yellow]")
+    if result.outcomes.total:
+        print_tally(result.outcomes, "predictions")
+    for problem in result.skipped:
+        console.print(f"[yellow]{escape(problem)}[/yellow]")
     console.print(f"review at {client.url}/projects/{result.project_id}/data")

@@ -22,8 +22,9 @@ from prelabel.data import DIALOGSUM_ATTRIBUTION, dialogsum_dev
 from prelabel.harness.backend_process import serve_in_background
 from prelabel.harness.labelstudio_server import LabelStudioServer, PortInUseError
 from prelabel.labelstudio import LabelStudioClient
-from prelabel.push import push_round
+from prelabel.push import push_round, tally_stored
 from prelabel.records import reviewed_tasks
+from prelabel.tally import Tally
 
 DEMO_PROJECT = "prelabel demo: DialogSum summaries"
 POOL_ATTRIBUTION = f"{DIALOGSUM_ATTRIBUTION}; see prelabel/data/dialogsum/README.md"
@@ -65,6 +66,7 @@ class DemoResult(BaseModel):
     judge: str
     warning: str | None
     rows: list[DemoRow]
+    outcomes: Tally = Tally()  # the round's stored predictions: rated, unrated with reasons, failed
 
 
 def hosted_keys_present(environ: dict[str, str] | None = None) -> bool:
@@ -235,4 +237,5 @@ def run_demo(options: DemoOptions, say: Say, stack: ExitStack) -> DemoResult:
         judge=health["judge"],
         warning=health.get("warning"),
         rows=rows,
+        outcomes=tally_stored(client, result.project_id, result.task_ids, config),
     )

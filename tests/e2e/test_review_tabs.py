@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from prelabel.dialogue import parse_dialogue, render_dialogue
+from prelabel.label_interface import parse_label_config
+from prelabel.push import tally_stored
 from prelabel.review_tabs import PREVIEW_CHARS, PREVIEW_FIELD, SCORE_COLUMN, UNRATED_TITLE, WEAKEST_FIRST_TITLE
 from tests.conftest import SUMMARY_CONFIG
 from tests.e2e.review_round import prediction_score_and_reason, push_spread_round
@@ -53,6 +55,13 @@ def test_push_sets_up_the_reviewers_tabs(ls_client, tmp_path, unique):
     result = push_spread_round(ls_client, tmp_path / "model_dir", title, sample=12, seed=5)
     assert result.predicted == 12 and result.tabs is not None, result
     project_id = result.project_id
+    # What push prints: rated, unrated with the reason, failed; read back from Label Studio it is the same.
+    local = result.outcomes
+    assert local.rated + local.unrated == 12 and local.unrated >= 1 and local.failed == 0
+    assert "judge answer did not parse twice" in local.top_unrated(1)[0][0]
+    stored = tally_stored(ls_client, project_id, result.task_ids, parse_label_config(SUMMARY_CONFIG))
+    assert (stored.rated, stored.unrated, stored.failed) == (local.rated, local.unrated, 0)
+    assert stored.top_unrated(1)[0][0].startswith("judge answer did not parse twice")
     views = {view.id: view.data for view in ls_client.sdk.views.list(project=project_id)}
     assert set(views) == {result.tabs.default, result.tabs.weakest_first, result.tabs.unrated}
     assert min(views) == result.tabs.default  # the tab Label Studio opens first

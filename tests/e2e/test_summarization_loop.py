@@ -224,11 +224,11 @@ def test_pull_and_export_take_the_project_title_as_push_did(reviewed, label_stud
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "ds" / "manifest.json").exists()
 
-    unknown = runner.invoke(app, ["pull", "no such project", "--corrections", str(tmp_path / "x.jsonl")])
+    unknown = runner.invoke(app, ["pull", "e2e summarisation", "--corrections", str(tmp_path / "x.jsonl")])
     assert unknown.exit_code != 0
     said = " ".join(unknown.output.split())  # the console folds long lines
-    assert "no project with the id or title 'no such project'" in said
-    assert "e2e summarization" in said  # the known projects are named
+    assert "no project with the id or title 'e2e summarisation'" in said
+    assert "e2e summarization" in said  # the nearest titles are named, however many projects there are
     twin = ls_client.sdk.projects.create(title="twin title")
     other = ls_client.sdk.projects.create(title="twin title")
     try:
