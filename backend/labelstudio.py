@@ -213,6 +213,24 @@ class LabelStudioClient:
 
     # -- annotations and exports ---------------------------------------------------------------------
 
+    @_label_studio_call("read the annotation", idempotent=True)
+    def annotation(self, annotation_id: int) -> dict[str, Any] | None:
+        """Label Studio's own record of an annotation (GET /api/annotations/{id}/), None when it has none (404)."""
+        try:
+            found = self.sdk.annotations.get(id=annotation_id)
+        except ApiError as error:
+            if error.status_code == 404:
+                return None
+            raise
+        return found.model_dump(mode="json")
+
+    @_label_studio_call("read the project's label config", idempotent=True)
+    def label_config(self, project_id: int) -> str:
+        config = self.sdk.projects.get(id=project_id).label_config
+        if not config:
+            raise LabelStudioError(f"project {project_id}: Label Studio returned no label config")
+        return str(config)
+
     @_label_studio_call("export the project", idempotent=True)
     def export(self, project_id: int, title: str = "prelabel pull", timeout: float = 300.0) -> list[dict[str, Any]]:
         """Every task with its annotations and full predictions (not only their ids)."""
