@@ -222,7 +222,7 @@ class LabelStudioClient:
             if error.status_code == 404:
                 return None
             raise
-        return found.model_dump(mode="json")
+        return found.model_dump(mode="json", warnings=False)  # as Label Studio sent it, odd shapes included
 
     @_label_studio_call("read the project's label config", idempotent=True)
     def label_config(self, project_id: int) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(L)ss worker=%(p)s'
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(Uq)s HTTP/%(H)s" %(s)s %(b)s %(L)ss worker=%(p)s'
 LIGHT_THREADS = 4  # /health, /setup, /webhook, /metrics: short calls, kept apart from /predict's long ones
 GRACEFUL_TIMEOUT = 10.0
 
@@ -198,10 +198,12 @@ def asgi_app(threads: int = 8) -> BufferedWSGI:
     from prelabel.settings import Settings
 
     settings = Settings()
-    if not logging.getLogger().handlers:  # a spawned worker: its parent's log handlers did not come along
-        logging.basicConfig(
-            level=settings.log_level.upper(), format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
-        )
+    ours = logging.getLogger("prelabel")
+    if not ours.handlers and not logging.getLogger().handlers:  # a spawned worker: no handler came along
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
+        ours.addHandler(handler)
+        ours.setLevel(settings.log_level.upper())
     return BufferedWSGI(
         create_app(settings),
         threads=threads,
@@ -210,28 +212,85 @@ def asgi_app(threads: int = 8) -> BufferedWSGI:
     )
 
 
-def run_server(host: str, port: int, workers: int = 1, threads: int = 8) -> None:
-    """Serve until SIGINT or SIGTERM: one worker in this process, or `workers` processes on one socket (if one
-    of them dies the server stops, and says so, rather than run on with fewer)."""
+def server_config(host: str, port: int, workers: int, threads: int) -> Any:
     from hypercorn.config import Config
-    from hypercorn.run import run
 
     from prelabel.settings import Settings
 
-    read_timeout = Settings().prelabel_read_timeout
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.application_path = f"prelabel.server:asgi_app(threads={int(threads)})"
-    config.workers = 0 if workers <= 1 else workers  # Hypercorn's 0: serve in this process
-    config.worker_class = "asyncio"
+    # Above 1, each worker gets a socket of its own on the port (SO_REUSEPORT), so the kernel spreads new
+    # connections over the workers; on one shared socket the first loop to wake would take every waiting one.
+    config.workers = workers
     config.accesslog = "-"
     config.access_log_format = ACCESS_LOG_FORMAT
     config.errorlog = "-"
     # Until a request's head is complete the connection counts as idle, so this is also the headers' deadline.
-    config.keep_alive_timeout = read_timeout
+    config.keep_alive_timeout = Settings().prelabel_read_timeout
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.backlog = 2048
     config.alpn_protocols = ["http/1.1"]
-    exit_code = run(config)
-    if exit_code:
-        raise SystemExit(f"a backend worker process exited ({exit_code}); the server stopped")
+    return config
+
+
+def run_server(host: str, port: int, workers: int = 1, threads: int = 8) -> None:
+    """Serve until SIGINT or SIGTERM: one worker in this process, or `workers` processes, each replaced if it
+    dies."""
+    from hypercorn.asyncio.run import asyncio_worker
+
+    config = server_config(host, port, workers, threads)
+    if workers <= 1:
+        asyncio_worker(config)  # stops on SIGINT / SIGTERM by itself
+        return
+    _supervise(config, workers)
+
+
+def _supervise(config: Any, workers: int) -> None:
+    import multiprocessing
+    import signal
+    from multiprocessing.connection import wait
+
+    from hypercorn.asyncio.run import asyncio_worker
+
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    sockets = [config.create_sockets() for _ in range(workers)]
+    for group in sockets:
+        for sock in group.insecure_sockets:
+            # Listening now, not when the worker's loop starts: a connection the kernel gives to a worker that is
+            # still importing waits in its queue instead of every early one going to the first worker up.
+            sock.listen(config.backlog)
+
+    def start(index: int) -> Any:
+        process = context.Process(
+            target=asyncio_worker,
+            kwargs={"config": config, "sockets": sockets[index], "shutdown_event": stop},
+            name=f"prelabel-worker-{index}",
+        )
+        process.start()
+        return process
+
+    # Workers ignore Ctrl-C (spawned processes keep ignored signals): this process tells them to stop.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    processes = [start(index) for index in range(workers)]
+    signal.signal(signal.SIGINT, previous)
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), lambda *_: stop.set())
+    log = logging.getLogger("prelabel")
+    try:
+        while not stop.is_set():
+            wait([process.sentinel for process in processes], timeout=1.0)
+            for index, process in enumerate(processes):
+                if process.exitcode is not None and not stop.wait(0.2):  # a stop signal may be on its way
+                    log.warning("backend worker %s exited (%s); starting another", process.pid, process.exitcode)
+                    processes[index] = start(index)
+    finally:
+        stop.set()
+        for process in processes:
+            process.join(GRACEFUL_TIMEOUT + 5)
+            if process.is_alive():
+                process.terminate()
+        for group in sockets:
+            for sock in group.insecure_sockets:
+                sock.close()
