@@ -77,8 +77,8 @@ def closed_by_server(sock: socket.socket, within: float) -> bytes | None:
 
 def test_clients_that_stall_in_the_body_hold_no_thread_and_are_closed(backend, dialogsum):
     head = (
-        "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
-    ).encode()
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
+    )
     with open_sockets(backend, STALLED) as stalled:
         for sock in stalled:
             sock.sendall(head + b'{"tasks": [{"id": 1, "data": {"dialogue": "A: hi')  # then nothing more
