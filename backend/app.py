@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from prelabel.engine import Engine, build_engine
 from prelabel.label_interface import LabelConfigError, parse_label_config
-from prelabel.labelstudio import LabelStudioClient, LabelStudioError
+from prelabel.labelstudio_reads import LabelStudioError, LabelStudioReads
 from prelabel.model import ContextError, PrelabelModel
 from prelabel.predictions import split_prompt_control
 from prelabel.settings import Settings
@@ -89,34 +89,6 @@ NO_LABEL_STUDIO = (
     "the backend has no LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, so it cannot read annotations back from "
     "Label Studio and records no webhook; `prelabel pull` reads the reviews from Label Studio instead"
 )
-
-
-class LabelStudioReads:
-    """The webhook's reads of Label Studio with the backend's own token: one client per process, built at the
-    first event (a personal access token is exchanged then, not at start)."""
-
-    def __init__(self, url: str, api_key: str, timeout: float):
-        self._url, self._api_key, self._timeout = url, api_key, timeout
-        self._client: LabelStudioClient | None = None
-        self._lock = threading.Lock()
-
-    def client(self) -> LabelStudioClient:
-        with self._lock:
-            if self._client is None:
-                from label_studio_sdk.core.api_error import ApiError
-
-                try:
-                    # One attempt with a short timeout: Label Studio waits for the webhook's answer.
-                    self._client = LabelStudioClient(self._url, self._api_key, timeout=self._timeout, attempts=1)
-                except ApiError as problem:  # an expired personal access token is refused before any call
-                    raise LabelStudioError(f"Label Studio token refused: {problem.body}") from None
-            return self._client
-
-    def annotation(self, annotation_id: int) -> dict[str, Any] | None:
-        return self.client().annotation(annotation_id)
-
-    def label_config(self, project_id: int) -> str:
-        return self.client().label_config(project_id)
 
 
 def body_limit(settings: Settings, path: str) -> int:

@@ -17,6 +17,10 @@ from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.types import AllRolesProjectList, SerializationOptionRequest, SerializationOptionsRequest
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from prelabel.labelstudio_reads import LabelStudioError
+
+__all__ = ["LabelStudioClient", "LabelStudioError"]
+
 log = logging.getLogger("prelabel")
 
 REVIEWER_INSTRUCTION = (
@@ -28,10 +32,6 @@ REVIEWER_INSTRUCTION = (
 
 
 PREDICT_ACTION_TIMEOUT = 200  # seconds; above Label Studio's own 100 s ML_TIMEOUT_PREDICT
-
-
-class LabelStudioError(RuntimeError):
-    """Label Studio refused or could not be reached; the message says which call and what to do."""
 
 
 Result = TypeVar("Result")
@@ -212,24 +212,6 @@ class LabelStudioClient:
         self.sdk.projects.update(id=project_id, model_version=model_version)
 
     # -- annotations and exports ---------------------------------------------------------------------
-
-    @_label_studio_call("read the annotation", idempotent=True)
-    def annotation(self, annotation_id: int) -> dict[str, Any] | None:
-        """Label Studio's own record of an annotation (GET /api/annotations/{id}/), None when it has none (404)."""
-        try:
-            found = self.sdk.annotations.get(id=annotation_id)
-        except ApiError as error:
-            if error.status_code == 404:
-                return None
-            raise
-        return found.model_dump(mode="json", warnings=False)  # as Label Studio sent it, odd shapes included
-
-    @_label_studio_call("read the project's label config", idempotent=True)
-    def label_config(self, project_id: int) -> str:
-        config = self.sdk.projects.get(id=project_id).label_config
-        if not config:
-            raise LabelStudioError(f"project {project_id}: Label Studio returned no label config")
-        return str(config)
 
     @_label_studio_call("export the project", idempotent=True)
     def export(self, project_id: int, title: str = "prelabel pull", timeout: float = 300.0) -> list[dict[str, Any]]:

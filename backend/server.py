@@ -199,7 +199,7 @@ def asgi_app(threads: int = 8) -> BufferedWSGI:
 
     settings = Settings()
     ours = logging.getLogger("prelabel")
-    if not ours.handlers and not logging.getLogger().handlers:  # a spawned worker: no handler came along
+    if not ours.handlers and not logging.getLogger().handlers:  # not started by `prelabel serve`
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
         ours.addHandler(handler)
@@ -253,7 +253,10 @@ def _supervise(config: Any, workers: int) -> None:
 
     from hypercorn.asyncio.run import asyncio_worker
 
-    context = multiprocessing.get_context("spawn")
+    # Forked, as gunicorn's workers were: they start at once with the modules this process has loaded.
+    import prelabel.app  # noqa: F401
+
+    context = multiprocessing.get_context("fork")
     stop = context.Event()
     sockets = [config.create_sockets() for _ in range(workers)]
     for group in sockets:
@@ -271,7 +274,7 @@ def _supervise(config: Any, workers: int) -> None:
         process.start()
         return process
 
-    # Workers ignore Ctrl-C (spawned processes keep ignored signals): this process tells them to stop.
+    # Workers ignore Ctrl-C (they inherit the ignored signal): this process tells them to stop.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     processes = [start(index) for index in range(workers)]
     signal.signal(signal.SIGINT, previous)

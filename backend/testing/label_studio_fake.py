@@ -1,10 +1,12 @@
 """A tiny stand-in for the two Label Studio reads the backend's /webhook makes (GET /api/annotations/{id}/ and
-GET /api/projects/{id}/), on 127.0.0.1, for the integration tests and the load benchmark. It checks the legacy
-token (`Authorization: Token <key>`) as Label Studio does, answers 404 for what it does not hold, and can be
-made slow or down. The end-to-end tests use the real Label Studio instead."""
+GET /api/projects/{id}/), on 127.0.0.1, for the integration tests and the load benchmark. It checks the token as
+Label Studio does (a legacy token as `Token <key>`; a personal access token, a JWT refresh token, exchanged at
+POST /api/token/refresh/ for an access token sent as `Bearer`), answers 404 for what it does not hold, and can be
+made slow. The end-to-end tests use the real Label Studio instead."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -16,6 +18,16 @@ ANNOTATION = re.compile(r"^/api/annotations/(\d+)/?$")
 PROJECT = re.compile(r"^/api/projects/(\d+)/?$")
 
 
+def personal_access_token(user: int = 1) -> str:
+    """A JWT shaped like Label Studio's personal access tokens (a refresh token; the fake checks no signature)."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    claims = {"token_type": "refresh", "exp": int(time.time()) + 3600, "user_id": user}
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.signature"
+
+
 class FakeLabelStudio:
     """Annotations and project configs held in memory; `token` is the API key the backend must send."""
 
@@ -25,6 +37,8 @@ class FakeLabelStudio:
         self.annotations: dict[int, dict[str, Any]] = {}
         self.configs: dict[int, str] = {}
         self.reads: list[str] = []
+        self.exchanges = 0  # personal access token exchanges
+        self.access = "access-0"  # the access token a personal access token is exchanged for
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -63,6 +77,14 @@ class FakeLabelStudio:
             self.annotations[annotation_id] = record
         return record
 
+    def expire_access(self) -> None:
+        """The current access token stops working (as one does after its few minutes)."""
+        with self._lock:
+            self.access = f"access-{int(self.access.split('-')[1]) + 1}"
+
+    def authorized(self, header: str | None) -> bool:
+        return header in (f"Token {self.token}", f"Bearer {self.access}")
+
     def start(self) -> FakeLabelStudio:
         fake = self
 
@@ -75,7 +97,7 @@ class FakeLabelStudio:
                     fake.reads.append(self.path)
                 if fake.latency:
                     time.sleep(fake.latency)
-                if self.headers.get("Authorization") != f"Token {fake.token}":
+                if not fake.authorized(self.headers.get("Authorization")):
                     return self._answer(401, {"detail": "Authentication credentials were not provided."})
                 found: Any = None
                 if match := ANNOTATION.match(self.path.split("?", 1)[0]):
@@ -86,6 +108,15 @@ class FakeLabelStudio:
                 if found is None:
                     return self._answer(404, {"detail": "Not found."})
                 return self._answer(200, found)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path != "/api/token/refresh/" or body.get("refresh") != fake.token:
+                    return self._answer(401, {"detail": "Token is invalid or expired"})
+                with fake._lock:
+                    fake.exchanges += 1
+                return self._answer(200, {"access": fake.access})
 
             def _answer(self, status: int, body: Any) -> None:
                 data = json.dumps(body).encode()

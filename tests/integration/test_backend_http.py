@@ -281,6 +281,20 @@ def test_a_label_studio_that_is_down_or_refuses_the_token_is_a_503_and_records_n
     assert Store(settings.store_path).corrections() == []
 
 
+def test_a_personal_access_token_is_exchanged_and_renewed(backend, label_studio_fake):
+    from prelabel.testing.label_studio_fake import personal_access_token
+
+    label_studio_fake.token = personal_access_token()
+    label_studio_fake.add_annotation(900, project=7, task=42, result=summary_result("real", "bad"))
+    server, settings = backend(**label_studio_fake.env())
+    assert requests.post(f"{server.url}/webhook", json=annotation_event(900), timeout=5).status_code == 201
+    assert label_studio_fake.exchanges == 1  # one exchange serves both reads
+    label_studio_fake.expire_access()
+    event = annotation_event(900, "ANNOTATION_UPDATED")
+    assert requests.post(f"{server.url}/webhook", json=event, timeout=5).status_code == 201
+    assert label_studio_fake.exchanges == 2 and Store(settings.store_path).counts()["corrections"] == 1
+
+
 @pytest.mark.parametrize("password", [None, ""])
 def test_basic_auth_with_a_user_and_no_password_refuses_to_start(make_settings, password):
     from pydantic import ValidationError
