@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -34,10 +35,14 @@ def is_personal_access_token(key: str) -> bool:
     return isinstance(payload, dict) and payload.get("token_type") == "refresh"
 
 
+CONFIG_TTL = 30.0  # seconds a project's label config is reused: a burst of reviews reads it once
+
+
 class LabelStudioReads:
     """One per process; thread-safe. Every call makes one attempt within `timeout` seconds."""
 
     def __init__(self, url: str, api_key: str, timeout: float):
+        self._configs: dict[int, tuple[float, str]] = {}
         self.url = url.rstrip("/")
         self._key = api_key
         self._personal = is_personal_access_token(api_key)
@@ -50,10 +55,15 @@ class LabelStudioReads:
         return self._get(f"/api/annotations/{int(annotation_id)}/", "read the annotation", missing_ok=True)
 
     def label_config(self, project_id: int) -> str:
+        """The project's label config as Label Studio holds it (read again after CONFIG_TTL seconds)."""
+        cached = self._configs.get(int(project_id))
+        if cached and time.monotonic() - cached[0] < CONFIG_TTL:
+            return cached[1]
         project = self._get(f"/api/projects/{int(project_id)}/", "read the project's label config")
         config = project.get("label_config") if project else None
         if not config:
             raise LabelStudioError(f"project {project_id}: Label Studio returned no label config")
+        self._configs[int(project_id)] = (time.monotonic(), str(config))
         return str(config)
 
     def _get(self, path: str, what: str, missing_ok: bool = False) -> dict[str, Any] | None:
