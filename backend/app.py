@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from prelabel.engine import Engine, build_engine
 from prelabel.label_interface import LabelConfigError, parse_label_config
+from prelabel.labelstudio_reads import LabelStudioError, LabelStudioReads
 from prelabel.model import ContextError, PrelabelModel
 from prelabel.predictions import split_prompt_control
 from prelabel.settings import Settings
@@ -84,6 +85,19 @@ class Counters:
             self.values[name] = self.values.get(name, 0.0) + amount
 
 
+NO_LABEL_STUDIO = (
+    "the backend has no LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, so it cannot read annotations back from "
+    "Label Studio and records no webhook; `prelabel pull` reads the reviews from Label Studio instead"
+)
+
+
+def body_limit(settings: Settings, path: str) -> int:
+    """The most bytes a request body to `path` may have (the server reads no more; the app answers 413)."""
+    if path == "/webhook":  # an event needs only its ids
+        return settings.prelabel_webhook_max_kb * 1024
+    return int(settings.prelabel_max_request_mb * 1024 * 1024)
+
+
 def project_id(value: Any) -> str | None:
     """Label Studio sends the project as "<id>.<timestamp>" in /setup and /predict."""
     if value is None:
@@ -95,10 +109,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or Settings()
     engine = engine or build_engine(settings, store=Store(settings.store_path))  # rate limits shared by workers
     app = Flask("prelabel")
-    max_body_bytes = int(settings.prelabel_max_request_mb * 1024 * 1024)
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = body_limit(settings, "/predict")
     counters = Counters()
     app.extensions["prelabel.engine"] = engine
+    credentials = settings.label_studio_credentials
+    reads = LabelStudioReads(*credentials, timeout=settings.prelabel_webhook_timeout) if credentials else None
+    told_no_label_studio = threading.Event()
 
     def error(status: int, message: str) -> tuple[Response, int]:
         return jsonify({"status": "error", "error": message}), status
@@ -115,8 +131,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.before_request
     def basic_auth() -> Any:
         user = settings.basic_auth_user
-        # Label Studio sends annotation webhooks without the backend's basic auth: requiring it there
-        # would silently lose every correction.
+        # Label Studio sends annotation webhooks without the backend's basic auth: requiring it there would
+        # silently lose every correction. /webhook trusts nothing it is sent: it reads the annotation back.
         if not user or request.path == "/webhook":
             return None
         password = settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""
@@ -198,20 +214,29 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.post("/webhook")
     def webhook() -> Any:
+        request.max_content_length = body_limit(settings, "/webhook")
         body = json_body()
         if not isinstance(body, dict) or "action" not in body:
             return error(400, "/webhook expects a Label Studio event with an action")
         action = str(body["action"])
         counters.add("webhook_events_total")
-        project = body.get("project")
-        pid = project_id(project.get("id") if isinstance(project, dict) else project)
-        model = PrelabelModel(engine, engine.store.project_config(pid) if pid else None, pid)
+        if reads is None:
+            if not told_no_label_studio.is_set():
+                told_no_label_studio.set()
+                log.warning("/webhook: %s", NO_LABEL_STUDIO)
+            counters.add("webhook_ignored_total")
+            return jsonify({"status": "ignored", "recorded": False, "reason": NO_LABEL_STUDIO}), 202
+        model = PrelabelModel(engine)
         try:
-            outcome = model.fit(action, body)
+            outcome = model.fit(action, body, source=reads)
+        except LabelStudioError as problem:
+            counters.add("webhook_errors_total")
+            return error(503, f"event {action}: nothing recorded: {problem}")
         except (ValueError, LabelConfigError) as problem:
             counters.add("webhook_errors_total")
             return error(400, f"event {action}: {problem}")
-        return jsonify({"status": "ok", **outcome}), 201
+        counters.add("webhook_recorded_total" if outcome["recorded"] else "webhook_unrecorded_total")
+        return jsonify({"status": "ok", **outcome}), 201 if outcome["recorded"] else 200
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -233,6 +258,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.errorhandler(413)
     def too_large(_: Any) -> Any:
+        if request.path == "/webhook":
+            return error(
+                413,
+                f"/webhook body over {settings.prelabel_webhook_max_kb} KB (PRELABEL_WEBHOOK_MAX_KB): "
+                "an event needs only its ids",
+            )
         return error(413, f"request body over {settings.prelabel_max_request_mb:g} MB (PRELABEL_MAX_REQUEST_MB)")
 
     @app.errorhandler(Exception)

@@ -276,7 +276,7 @@ def build_engine(
 ) -> Engine:
     """The Engine of every command and of the ML backend: its clients report usage to `meter` and wait for
     the roles' rate limits (PRELABEL_<ROLE>_RPM/TPM), whose budget every process using this MODEL_DIR
-    shares: gunicorn workers and `prelabel label` runs draw on one.
+    shares: the backend's workers and `prelabel label` runs draw on one.
 
     `store` defaults to the usage log batched for bulk runs; the backend and short commands pass a plain
     `Store`, whose rows are written at once.

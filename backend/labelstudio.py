@@ -17,6 +17,10 @@ from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.types import AllRolesProjectList, SerializationOptionRequest, SerializationOptionsRequest
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from prelabel.labelstudio_reads import LabelStudioError
+
+__all__ = ["LabelStudioClient", "LabelStudioError"]
+
 log = logging.getLogger("prelabel")
 
 REVIEWER_INSTRUCTION = (
@@ -28,10 +32,6 @@ REVIEWER_INSTRUCTION = (
 
 
 PREDICT_ACTION_TIMEOUT = 200  # seconds; above Label Studio's own 100 s ML_TIMEOUT_PREDICT
-
-
-class LabelStudioError(RuntimeError):
-    """Label Studio refused or could not be reached; the message says which call and what to do."""
 
 
 Result = TypeVar("Result")

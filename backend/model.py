@@ -4,10 +4,11 @@ the names of the Label Studio ML backend 2.x convention.
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from prelabel.label_interface import LabelConfig, LabelConfigError, annotation_result, parse_label_config
 from prelabel.predictions import PromptControl, prediction_for, split_prompt_control
@@ -145,37 +146,104 @@ class PrelabelModel:
                     prediction["result"].append(prompt_region(control, shown))
         return predictions
 
-    def fit(self, event: str, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        """Record a reviewer's annotation (the webhook); training is not done here."""
+    def fit(self, event: str, data: dict[str, Any], *, source: AnnotationSource, **kwargs: Any) -> dict[str, Any]:
+        """Record a reviewer's annotation (the webhook); training is not done here.
+
+        The event is only a notification: its ids say which annotation changed, and the annotation itself is
+        read back from Label Studio (`source`), so nothing a poster writes into the body reaches the store."""
+        parsed = parse_event(event, data)
         if event in DELETE_EVENTS:
-            deleted = data.get("annotations") or ([data["annotation"]] if data.get("annotation") else [])
-            ids = [item["id"] for item in deleted if isinstance(item, dict) and "id" in item]
-            for annotation_id in ids:
-                self.engine.store.delete_correction(annotation_id)
-            return {"recorded": bool(ids), "deleted": ids, "action": event}
+            return self._forget(event, [ref.id for ref in parsed.deleted()], source)
         if event not in ANNOTATION_EVENTS:
             return {"recorded": False, "reason": f"event {event} is not an annotation event"}
-        annotation = data.get("annotation") or {}
-        if not isinstance(annotation, dict) or "id" not in annotation:
+        if parsed.annotation is None:
             raise ValueError("webhook payload has no annotation with an id")
-        task: dict[str, Any] = data["task"] if isinstance(data.get("task"), dict) else {}
-        project: dict[str, Any] = (
-            data["project"] if isinstance(data.get("project"), dict) else {"id": data.get("project")}
-        )
-        result = annotation_result(annotation.get("result"))
-        config = parse_label_config(split_prompt_control(project.get("label_config") or self.label_config or "")[0])
-        parent = annotation.get("parent_prediction")
-        if parent is None and isinstance(annotation.get("prediction"), dict):
-            parent = annotation["prediction"].get("id")
+        annotation_id = parsed.annotation.id
+        record = source.annotation(annotation_id)
+        if record is None:
+            return {"recorded": False, "annotation": annotation_id, "reason": UNKNOWN_ANNOTATION.format(annotation_id)}
+        project, task_id = record.get("project"), record.get("task")
+        if project is None:
+            raise ValueError(f"Label Studio's annotation {annotation_id} names no project")
+        result = annotation_result(record.get("result"))
+        config = parse_label_config(split_prompt_control(source.label_config(int(project)))[0])
         self.engine.store.record_correction(
-            annotation_id=annotation["id"],
+            annotation_id=annotation_id,
             action=event,
-            project=str(project["id"]) if project.get("id") is not None else None,
-            task_id=annotation.get("task") or task.get("id"),
-            parent_prediction=parent,
+            project=str(project),
+            task_id=task_id,
+            parent_prediction=record.get("parent_prediction"),
             corrected_label=config.label_from_result(result),
             reviewer_level=config.level_from_result(result),
-            was_cancelled=bool(annotation.get("was_cancelled")),
-            payload={"annotation": annotation, "task_id": task.get("id")},
+            was_cancelled=bool(record.get("was_cancelled")),
+            payload=stored_payload(record),
         )
-        return {"recorded": True, "annotation": annotation["id"], "action": event}
+        return {"recorded": True, "annotation": annotation_id, "action": event}
+
+    def _forget(self, event: str, ids: list[int], source: AnnotationSource) -> dict[str, Any]:
+        """Mark deleted the stored corrections Label Studio confirms are gone; ids the store does not hold need
+        no question to Label Studio (so a post full of made-up ids costs nothing)."""
+        stored = {row["annotation_id"] for row in self.engine.store.corrections()}
+        deleted, kept = [], []
+        for annotation_id in dict.fromkeys(ids):
+            if str(annotation_id) not in stored:
+                continue
+            if source.annotation(annotation_id) is None:
+                self.engine.store.delete_correction(annotation_id)
+                deleted.append(annotation_id)
+            else:
+                kept.append(annotation_id)  # Label Studio still has it: the deletion did not happen
+        return {"recorded": bool(deleted), "deleted": deleted, "kept": kept, "action": event}
+
+
+UNKNOWN_ANNOTATION = "Label Studio has no annotation {}: nothing recorded"
+# What pull and export read of an annotation; the rest of Label Studio's record is not kept.
+STORED_FIELDS = ("id", "task", "project", "result", "parent_prediction", "was_cancelled", "completed_by", "updated_at")
+MAX_STORED_RESULT_CHARS = 64_000
+
+
+class AnnotationSource(Protocol):
+    """Where the webhook reads annotations back from: Label Studio, with the backend's own credentials."""
+
+    def annotation(self, annotation_id: int) -> dict[str, Any] | None:
+        """Label Studio's record of the annotation, None when it has none."""
+        ...
+
+    def label_config(self, project_id: int) -> str: ...
+
+
+EventId = Annotated[int, Field(strict=True, gt=0)]
+
+
+class EventRef(BaseModel):
+    id: EventId
+
+
+class WebhookEvent(BaseModel):
+    """The ids of a Label Studio webhook event; everything else in the body is ignored."""
+
+    annotation: EventRef | None = None
+    annotations: list[EventRef] = []
+
+    def deleted(self) -> list[EventRef]:
+        return self.annotations or ([self.annotation] if self.annotation else [])
+
+
+def parse_event(event: str, data: dict[str, Any]) -> WebhookEvent:
+    """The event's annotation ids; a ValueError naming the field when they are not positive integers."""
+    wanted = {key: data[key] for key in ("annotation", "annotations") if data.get(key) is not None}
+    try:
+        return WebhookEvent.model_validate(wanted)
+    except ValidationError as problem:
+        first = problem.errors()[0]
+        raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def stored_payload(record: dict[str, Any]) -> dict[str, Any]:
+    """Label Studio's annotation trimmed to what pull and export read; an outsized result is left out (the
+    correction's label and level are stored in their own columns)."""
+    kept = {key: record.get(key) for key in STORED_FIELDS}
+    if len(json.dumps(kept.get("result"), ensure_ascii=False)) > MAX_STORED_RESULT_CHARS:
+        kept["result"] = None
+        kept["result_omitted"] = f"over {MAX_STORED_RESULT_CHARS} characters"
+    return {"annotation": kept, "source": "label studio"}

@@ -4,7 +4,7 @@ A provider answers 429 once its own limiter is exceeded; pacing the calls here k
 limit instead of burning retries. Each role (annotator, judge) gets a request bucket and a token bucket;
 `RateLimitedClient` wraps any `LLMClient` and acquires from both before each call.
 
-The provider counts every call of the account, not of one process: gunicorn workers and a `prelabel label`
+The provider counts every call of the account, not of one process: the backend's workers and a `prelabel label`
 run on the same machine must draw on one budget. `SharedTokenBucket` keeps the bucket's level in a small
 file under MODEL_DIR, read and written under an exclusive lock, so every process using that MODEL_DIR
 shares it.

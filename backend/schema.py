@@ -3,7 +3,7 @@
 MIGRATIONS is an ordered list of numbered steps. The database records the number of the last one applied in
 PRAGMA user_version (0 for a file from before numbered migrations, or a new one) and each applied step in the
 table schema_migrations, with its time. `connect` opens the file and applies the steps it lacks in one
-BEGIN IMMEDIATE transaction: several processes (gunicorn workers, a CLI run) opening the same file at once
+BEGIN IMMEDIATE transaction: several processes (the backend's workers, a CLI run) opening the same file at once
 queue on SQLite's write lock, and each reads the version again once it holds the lock, so every step runs once.
 A file from a newer prelabel (a version above the last one known here) is refused, never written.
 
@@ -143,7 +143,7 @@ def enable_wal(db: sqlite3.Connection, timeout_s: float = 30.0) -> None:
     """Put the file in WAL mode (it stays so: later openers find it done).
 
     Switching needs an exclusive lock that SQLite does not wait for through the busy timeout: several processes
-    opening a fresh file at once (gunicorn workers, parallel `prelabel label` runs) would get "database is
+    opening a fresh file at once (the backend's workers, parallel `prelabel label` runs) would get "database is
     locked". A racing opener waits and tries again, up to `timeout_s`.
     """
     deadline = time.monotonic() + timeout_s

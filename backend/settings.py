@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prelabel.families import ModelRef
@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     prelabel_predict_deadline: float = Field(85.0, alias="PRELABEL_PREDICT_DEADLINE", gt=0)
     prelabel_max_tasks_per_request: int = Field(2000, alias="PRELABEL_MAX_TASKS_PER_REQUEST", ge=1)
     prelabel_max_request_mb: float = Field(8.0, alias="PRELABEL_MAX_REQUEST_MB", gt=0)
+    # /webhook only needs an event's ids: its bodies are held to far less than /predict's.
+    prelabel_webhook_max_kb: int = Field(1024, alias="PRELABEL_WEBHOOK_MAX_KB", gt=0)
+    # How long /webhook waits for Label Studio to answer the read-back of an annotation (Label Studio itself
+    # gives a webhook 1 s; a read-back that outlasts it still records).
+    prelabel_webhook_timeout: float = Field(3.0, alias="PRELABEL_WEBHOOK_TIMEOUT", gt=0)
+    # Seconds a client has to send a request's headers, and then its whole body, before the server closes it.
+    prelabel_read_timeout: float = Field(10.0, alias="PRELABEL_READ_TIMEOUT", gt=0)
     prelabel_max_input_chars: int = Field(24000, alias="PRELABEL_MAX_INPUT_CHARS", gt=100)
     prelabel_annotator_max_tokens: int = Field(512, alias="PRELABEL_ANNOTATOR_MAX_TOKENS", gt=0)
     prelabel_judge_max_tokens: int = Field(256, alias="PRELABEL_JUDGE_MAX_TOKENS", gt=0)
@@ -96,6 +103,24 @@ class Settings(BaseSettings):
             assert info.field_name is not None
             return cls.model_fields[info.field_name].default
         return value
+
+    @model_validator(mode="after")
+    def _basic_auth_needs_both(self) -> Settings:
+        """A user without a password would make the password check compare against "": refuse to start."""
+        password = self.basic_auth_pass.get_secret_value() if self.basic_auth_pass else ""
+        if self.basic_auth_user and not password:
+            raise ValueError(
+                "BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty: set both to require basic auth, or neither"
+            )
+        if password and not self.basic_auth_user:
+            raise ValueError("BASIC_AUTH_PASS is set but BASIC_AUTH_USER is empty: set both, or neither")
+        return self
+
+    @property
+    def label_studio_credentials(self) -> tuple[str, str] | None:
+        """(LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY) when both are set, else None."""
+        key = self.label_studio_api_key.get_secret_value() if self.label_studio_api_key else ""
+        return (self.label_studio_url, key) if self.label_studio_url and key else None
 
     @cached_property
     def annotator(self) -> ModelRef:

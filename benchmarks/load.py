@@ -1,4 +1,4 @@
-"""Load test of the ML backend: several gunicorn workers, concurrent /predict from several projects, webhooks
+"""Load test of the ML backend: several worker processes, concurrent /predict from several projects, webhooks
 in between. Everything runs on 127.0.0.1 and stops by itself (a fixed number of requests and a time limit).
 
     python -m benchmarks.load [--workers 3] [--projects 4] [--requests 20] [--webhooks 30]
@@ -7,8 +7,9 @@ What it checks, beyond speed:
 - every /predict answers one prediction per task, each with a result (no task lost under load);
 - the cache is consistent: the fake provider gives a different summary on every call, so an item labeled for
   two projects, by any worker, must show the same summary both times, or the cache let two answers through;
-- no webhook is lost: every annotation sent is in the store afterwards, and each was answered within Label
-  Studio's 1 s webhook timeout;
+- no webhook is lost: every annotation notified is in the store afterwards, and each was answered within Label
+  Studio's 1 s webhook timeout. The backend reads each annotation back from Label Studio, here a small fake of
+  its annotation and project endpoints (prelabel.testing.label_studio_fake) that answers in 5 ms;
 - memory stays bounded: the peak RSS of the master and of each worker.
 """
 
@@ -41,6 +42,7 @@ from prelabel.judge import LEVELS
 from prelabel.label_interface import LabelConfig, parse_label_config
 from prelabel.metrics import quantile
 from prelabel.testing import FakeProvider, FakeRequest
+from prelabel.testing.label_studio_fake import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {
@@ -197,13 +199,17 @@ def run_load(config: LoadConfig) -> LoadReport:
     with (
         tempfile.TemporaryDirectory(prefix="prelabel-load-") as work,
         FakeProvider(varying_responder(), latency=config.latency, seed=config.seed) as provider,
+        FakeLabelStudio(latency=0.005) as label_studio,
     ):
+        for project in projects:
+            label_studio.configs[project.id] = project.xml
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("PRELABEL_", "OPENAI_", "ANTHROPIC_", "BASIC_AUTH"))
+            if not key.startswith(("PRELABEL_", "OPENAI_", "ANTHROPIC_", "BASIC_AUTH", "LABEL_STUDIO_"))
         }
-        env.update(provider.env(), MODEL_DIR=work, PRELABEL_CONCURRENCY="16", PYTHONPATH=str(ROOT))
+        env.update(provider.env())
+        env.update(label_studio.env(), MODEL_DIR=work, PRELABEL_CONCURRENCY="16", PYTHONPATH=str(ROOT))
         log = Path(work) / "backend.log"
         session = requests.Session()
         with serve_in_background(free_port(), env, log, workers=config.workers, threads=config.threads) as backend:
@@ -230,7 +236,7 @@ def run_load(config: LoadConfig) -> LoadReport:
                             lock,
                         )
                     else:
-                        _webhook(session, url, project, pools[project.kind], detail, report, webhook_ms, lock)
+                        _webhook(session, url, label_studio, project, pools, detail, report, webhook_ms, lock)
 
                 with ThreadPoolExecutor(config.client_threads) as pool:
                     for _ in pool.map(run, jobs):
@@ -307,26 +313,28 @@ def _predict(
 def _webhook(
     session: requests.Session,
     url: str,
+    label_studio: FakeLabelStudio,
     project: _Project,
-    pool: list[dict[str, Any]],
+    pools: dict[str, list[dict[str, Any]]],
     number: int,
     report: LoadReport,
     timings: list[float],
     lock: threading.Lock,
 ) -> None:
+    """A reviewer's annotation saved in "Label Studio", then its webhook (which carries only the ids the backend
+    reads)."""
     config = project.config
-    task_id = project.id * 100_000 + number % len(pool)
+    task_id = project.id * 100_000 + number % len(pools[project.kind])
     label = "A reviewer's summary." if project.kind == "summarization" else config.class_labels[0]
+    annotation_id = project.id * 100_000 + number
+    label_studio.add_annotation(
+        annotation_id, project=project.id, task=task_id, result=config.result_for(label, 2, None)
+    )
     event = {
         "action": "ANNOTATION_CREATED",
-        "project": {"id": project.id, "label_config": project.xml},
-        "task": {"id": task_id, "data": {config.data_key: pool[number % len(pool)][config.data_key]}},
-        "annotation": {
-            "id": project.id * 100_000 + number,
-            "task": task_id,
-            "result": config.result_for(label, 2, None),
-            "was_cancelled": False,
-        },
+        "project": {"id": project.id},
+        "task": {"id": task_id},
+        "annotation": {"id": annotation_id, "task": task_id},
     }
     began = time.perf_counter()
     try:
@@ -348,7 +356,7 @@ def print_report(report: LoadReport) -> None:
 
     expected_webhooks = report.webhooks_sent
     rows = [
-        ("gunicorn workers / projects", f"{report.workers} / {report.projects}", ""),
+        ("worker processes / projects", f"{report.workers} / {report.projects}", ""),
         ("/predict requests, tasks", f"{report.predict_requests}, {report.tasks}", ""),
         ("tasks without a result", str(report.tasks_without_result), "0"),
         ("tasks per second", f"{report.tasks_per_s:,.1f}", ""),

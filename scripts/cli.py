@@ -32,19 +32,19 @@ app.command(name="report")(evaluate_command.report)
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 9090,
-    workers: Annotated[int, typer.Option(help="gunicorn worker processes")] = 1,
-    threads: Annotated[int, typer.Option(help="threads per worker (concurrent requests)")] = 8,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    threads: Annotated[int, typer.Option(help="threads per worker for /predict (concurrent predictions)")] = 8,
 ) -> None:
-    """Serve the Label Studio ML backend (gunicorn)."""
+    """Serve the Label Studio ML backend (Hypercorn: requests are read whole, under PRELABEL_READ_TIMEOUT)."""
     settings = settings_or_exit()
-    engine_or_exit(settings).close()  # fail fast on a same-family judge or a missing key, before forking
-    from prelabel.server import run_gunicorn
+    engine_or_exit(settings).close()  # fail fast on a same-family judge or a missing key, before starting workers
+    from prelabel.server import run_server
 
     console.print(
         f"prelabel ML backend on http://{host}:{port} "
         f"(annotator {settings.annotator.spec}, judge {settings.judge.spec})"
     )
-    run_gunicorn(host, port, workers=workers, threads=threads)
+    run_server(host, port, workers=workers, threads=threads)
 
 
 @app.command()

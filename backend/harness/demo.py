@@ -184,7 +184,13 @@ def run_demo(options: DemoOptions, say: Say, stack: ExitStack) -> DemoResult:
         raise DemoError(str(error)) from None
     stack.callback(server.stop)
 
-    backend_env = {**model_env, "MODEL_DIR": str(options.work_dir / "model_dir")}
+    # The backend reads each reviewed annotation back from Label Studio (its webhook trusts nothing it is sent).
+    backend_env = {
+        **model_env,
+        "MODEL_DIR": str(options.work_dir / "model_dir"),
+        "LABEL_STUDIO_URL": server.url,
+        "LABEL_STUDIO_API_KEY": server.token or "",
+    }
     backend_url = stack.enter_context(
         backend_process(backend_env, options.backend_port, options.work_dir / "backend.log", say)
     )

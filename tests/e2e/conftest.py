@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from prelabel.app import create_app
+from prelabel.harness.labelstudio_server import LabelStudioServer
 from prelabel.settings import Settings
 from prelabel.testing import FakeProvider
 from tests.conftest import LiveServer, ScriptedLLM
@@ -27,7 +28,11 @@ class BackendUnderTest:
 
 
 @pytest.fixture(scope="module")
-def backend_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., BackendUnderTest]]:
+def backend_factory(
+    tmp_path_factory: pytest.TempPathFactory, label_studio: LabelStudioServer
+) -> Iterator[Callable[..., BackendUnderTest]]:
+    """Backends with the session's Label Studio credentials, as a deployment has them: /webhook reads every
+    annotation back from Label Studio with them (pass LABEL_STUDIO_URL="" to start one without)."""
     started: list[tuple[FakeProvider, LiveServer]] = []
 
     def start(**env: Any) -> BackendUnderTest:
@@ -41,6 +46,8 @@ def backend_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
             "OPENAI_BASE_URL": provider.base_url,
             "ANTHROPIC_BASE_URL": provider.anthropic_base_url,
             "MODEL_DIR": str(tmp_path_factory.mktemp("model_dir")),
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": label_studio.token or "",
             **env,
         }
         settings = Settings(**values)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -11,7 +15,16 @@ import requests
 from prelabel.app import create_app
 from prelabel.families import SameFamilyError
 from prelabel.store import Store
+from prelabel.testing.label_studio_fake import FakeLabelStudio
 from tests.conftest import SENTIMENT_CONFIG, SUMMARY_CONFIG, ls_task
+
+
+@pytest.fixture
+def label_studio_fake():
+    """Label Studio's annotation and project reads, on 127.0.0.1; project 7 has the summarisation config."""
+    with FakeLabelStudio() as fake:
+        fake.configs[7] = SUMMARY_CONFIG
+        yield fake
 
 
 @pytest.fixture
@@ -19,6 +32,16 @@ def backend(make_settings, serve_app):
     def start(**env):
         settings = make_settings(**env)
         return serve_app(create_app(settings)), settings
+
+    return start
+
+
+@pytest.fixture
+def reviewed_backend(backend, label_studio_fake):
+    """The backend with Label Studio credentials: /webhook reads annotations back from the fake."""
+
+    def start(**env):
+        return backend(**label_studio_fake.env(), **env)
 
     return start
 
@@ -90,65 +113,201 @@ def test_model_version_changes_after_a_prompt_edit(backend, dialogsum, tmp_path)
     assert before != after and after.startswith("summarize_v2@")
 
 
-def test_basic_auth(backend, dialogsum):
-    server, _ = backend(BASIC_AUTH_USER="ls", BASIC_AUTH_PASS="s3cret-pass")
+def test_basic_auth(reviewed_backend, label_studio_fake, dialogsum):
+    server, _ = reviewed_backend(BASIC_AUTH_USER="ls", BASIC_AUTH_PASS="s3cret-pass")
     assert requests.get(f"{server.url}/health", timeout=5).status_code == 401
     assert requests.get(f"{server.url}/health", auth=("ls", "wrong"), timeout=5).status_code == 401
     assert predict(server.url, [ls_task(1, dialogsum[0])]).status_code == 401
     assert requests.get(f"{server.url}/health", auth=("ls", "s3cret-pass"), timeout=5).status_code == 200
     assert predict(server.url, [ls_task(1, dialogsum[0])], auth=("ls", "s3cret-pass")).status_code == 200
     # Label Studio sends annotation webhooks without basic auth: they must still be recorded.
-    event = {
-        "action": "ANNOTATION_CREATED",
-        "project": {"id": 7, "label_config": SUMMARY_CONFIG},
-        "task": {"id": 1},
-        "annotation": {"id": 5, "task": 1, "result": []},
-    }
+    label_studio_fake.add_annotation(5, project=7, task=1, result=[])
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": 7}, "task": {"id": 1}, "annotation": {"id": 5}}
     assert requests.post(f"{server.url}/webhook", json=event, timeout=5).status_code == 201
 
 
-def test_webhook_answers_within_a_second_and_records_the_correction(backend, dialogsum, make_settings):
-    server, settings = backend()
-    predict(server.url, [ls_task(42, dialogsum[0])])
-    event = {
-        "action": "ANNOTATION_CREATED",
+def summary_result(summary: str, rating: str) -> list[dict[str, Any]]:
+    return [
+        {"from_name": "summary", "to_name": "dialogue", "type": "textarea", "value": {"text": [summary]}},
+        {"from_name": "rating", "to_name": "dialogue", "type": "choices", "value": {"choices": [rating]}},
+    ]
+
+
+def annotation_event(annotation_id: int, action: str = "ANNOTATION_CREATED", **annotation: Any) -> dict[str, Any]:
+    """A webhook body as Label Studio posts it (the backend reads only the ids)."""
+    return {
+        "action": action,
         "project": {"id": 7, "label_config": SUMMARY_CONFIG},
-        "task": {"id": 42, "data": {"dialogue": dialogsum[0]["dialogue"]}},
-        "annotation": {
-            "id": 900,
-            "task": 42,
-            "parent_prediction": 31,
-            "was_cancelled": False,
-            "result": [
-                {
-                    "from_name": "summary",
-                    "to_name": "dialogue",
-                    "type": "textarea",
-                    "value": {"text": [dialogsum[0]["summary"]]},
-                },
-                {"from_name": "rating", "to_name": "dialogue", "type": "choices", "value": {"choices": ["bad"]}},
-            ],
-        },
+        "task": {"id": annotation.get("task", 42)},
+        "annotation": {"id": annotation_id, **annotation},
     }
+
+
+def test_webhook_answers_within_a_second_and_records_label_studios_annotation(
+    reviewed_backend, label_studio_fake, dialogsum
+):
+    server, settings = reviewed_backend()
+    predict(server.url, [ls_task(42, dialogsum[0])])
+    label_studio_fake.add_annotation(
+        900, project=7, task=42, parent_prediction=31, result=summary_result(dialogsum[0]["summary"], "bad")
+    )
     started = time.monotonic()
-    response = requests.post(f"{server.url}/webhook", json=event, timeout=5)
+    response = requests.post(f"{server.url}/webhook", json=annotation_event(900), timeout=5)
     assert time.monotonic() - started < 1.0
     assert response.status_code == 201 and response.json()["recorded"] is True
     rows = Store(settings.store_path).corrections()
     assert len(rows) == 1
     assert rows[0]["corrected_label"] == dialogsum[0]["summary"]
     assert rows[0]["reviewer_level"] == 1 and rows[0]["task_id"] == "42" and rows[0]["parent_prediction"] == "31"
+    assert rows[0]["project"] == "7"
     assert Store(settings.store_path).latest_prediction(42)["level"] == 3
 
-    event["action"] = "ANNOTATION_UPDATED"
-    event["annotation"]["result"][1]["value"]["choices"] = ["moderate"]
-    requests.post(f"{server.url}/webhook", json=event, timeout=5)
+    label_studio_fake.annotations[900]["result"] = summary_result(dialogsum[0]["summary"], "moderate")
+    requests.post(f"{server.url}/webhook", json=annotation_event(900, "ANNOTATION_UPDATED"), timeout=5)
     rows = Store(settings.store_path).corrections()
     assert len(rows) == 1 and rows[0]["reviewer_level"] == 2
 
     deleted = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 900}], "project": {"id": 7}}
+    # Label Studio still has it: a deletion it does not confirm changes nothing.
+    kept = requests.post(f"{server.url}/webhook", json=deleted, timeout=5)
+    assert kept.status_code == 200 and kept.json()["kept"] == [900] and kept.json()["deleted"] == []
+    assert len(Store(settings.store_path).corrections()) == 1
+    del label_studio_fake.annotations[900]
     assert requests.post(f"{server.url}/webhook", json=deleted, timeout=5).json()["deleted"] == [900]
     assert Store(settings.store_path).corrections() == []
+
+
+def test_a_forged_review_changes_nothing(reviewed_backend, label_studio_fake):
+    """Anyone who can reach /webhook can post; only what Label Studio holds is recorded."""
+    server, settings = reviewed_backend()
+    label_studio_fake.add_annotation(
+        900, project=7, task=42, parent_prediction=31, result=summary_result("real", "bad")
+    )
+    forged = annotation_event(
+        900, task=1, project=99, parent_prediction=5, was_cancelled=True, result=summary_result("forged", "excellent")
+    )
+    forged["project"] = {"id": 99, "label_config": RATING_CONFIG.format(5)}
+    assert requests.post(f"{server.url}/webhook", json=forged, timeout=5).status_code == 201
+    row = Store(settings.store_path).corrections()[0]
+    assert (row["corrected_label"], row["reviewer_level"], row["task_id"], row["project"]) == ("real", 1, "42", "7")
+    assert row["parent_prediction"] == "31" and row["was_cancelled"] == 0
+    stored = json.loads(row["payload"])
+    assert stored["annotation"]["result"] == summary_result("real", "bad") and "forged" not in row["payload"]
+
+    # An annotation Label Studio does not have: nothing recorded, and the answer says why.
+    before = stored_state(settings)
+    unknown = requests.post(f"{server.url}/webhook", json=annotation_event(123456, result=[]), timeout=5)
+    assert unknown.status_code == 200 and unknown.json()["recorded"] is False
+    assert "Label Studio has no annotation 123456" in unknown.json()["reason"]
+    assert stored_state(settings) == before
+
+
+def test_replayed_events_keep_one_row_per_annotation_and_the_payload_bounded(reviewed_backend, label_studio_fake):
+    server, settings = reviewed_backend()
+    label_studio_fake.add_annotation(900, project=7, task=42, result=summary_result("real", "bad"))
+    padded = annotation_event(900, result=summary_result("x" * 300_000, "good"))  # a 300 KB body, under 1 MB
+    for action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED") * 10:
+        padded["action"] = action
+        assert requests.post(f"{server.url}/webhook", json=padded, timeout=5).status_code == 201
+    assert Store(settings.store_path).counts()["corrections"] == 1
+    row = Store(settings.store_path).corrections()[0]
+    assert len(row["payload"]) < 2_000  # Label Studio's record, trimmed; not the posted body
+    assert set(json.loads(row["payload"])["annotation"]) >= {"id", "task", "project", "result", "parent_prediction"}
+
+
+def test_a_deletion_of_ids_the_store_does_not_hold_asks_label_studio_nothing(reviewed_backend, label_studio_fake):
+    server, settings = reviewed_backend()
+    many = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": n} for n in range(1, 20_001)]}
+    answer = requests.post(f"{server.url}/webhook", json=many, timeout=10)
+    assert answer.status_code == 200 and answer.json()["deleted"] == []
+    assert label_studio_fake.reads == []
+
+
+def test_an_oversized_webhook_is_a_413_and_records_nothing(reviewed_backend, label_studio_fake):
+    server, settings = reviewed_backend()
+    label_studio_fake.add_annotation(900, project=7, task=42, result=summary_result("real", "bad"))
+    before = stored_state(settings)
+    huge = annotation_event(900, result=summary_result("x" * 1_100_000, "good"))
+    response = requests.post(f"{server.url}/webhook", json=huge, timeout=10)
+    assert response.status_code == 413, response.text
+    assert "/webhook body over 1024 KB (PRELABEL_WEBHOOK_MAX_KB)" in response.json()["error"]
+    assert stored_state(settings) == before and label_studio_fake.reads == []
+    # /predict keeps its own, larger limit.
+    assert predict(server.url, [{"id": 1, "data": {"dialogue": "A: " + "y" * 1_100_000}}]).status_code == 200
+
+
+def test_without_label_studio_credentials_the_webhook_records_nothing_and_says_why(backend, caplog):
+    server, settings = backend()
+    before = stored_state(settings)
+    event = annotation_event(900, result=summary_result("forged", "excellent"))
+    with caplog.at_level("WARNING", logger="prelabel"):
+        answers = [requests.post(f"{server.url}/webhook", json=event, timeout=5) for _ in range(3)]
+    for answer in answers:
+        assert answer.status_code == 202 and answer.json()["recorded"] is False
+        assert "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY" in answer.json()["reason"]
+        assert "prelabel pull" in answer.json()["reason"]
+    assert stored_state(settings) == before
+    told = [record for record in caplog.records if "LABEL_STUDIO_URL" in record.getMessage()]
+    assert len(told) == 1  # logged once per process, not once per event
+
+
+def test_a_label_studio_that_is_down_or_refuses_the_token_is_a_503_and_records_nothing(
+    reviewed_backend, backend, label_studio_fake
+):
+    from prelabel.harness.labelstudio_server import free_port
+
+    label_studio_fake.add_annotation(900, project=7, task=42, result=summary_result("real", "bad"))
+    down, settings = backend(LABEL_STUDIO_URL=f"http://127.0.0.1:{free_port()}", LABEL_STUDIO_API_KEY="k" * 40)
+    before = stored_state(settings)
+    started = time.monotonic()
+    answer = requests.post(f"{down.url}/webhook", json=annotation_event(900), timeout=10)
+    assert time.monotonic() - started < 4
+    assert answer.status_code == 503 and "not reachable" in answer.json()["error"], answer.text
+    assert "nothing recorded" in answer.json()["error"]
+    assert stored_state(settings) == before
+
+    wrong_token, settings = backend(LABEL_STUDIO_URL=label_studio_fake.url, LABEL_STUDIO_API_KEY="not-the-token")
+    answer = requests.post(f"{wrong_token.url}/webhook", json=annotation_event(900), timeout=10)
+    assert answer.status_code == 503 and "LABEL_STUDIO_API_KEY" in answer.json()["error"], answer.text
+    assert "not-the-token" not in answer.text
+    assert Store(settings.store_path).corrections() == []
+
+    label_studio_fake.latency = 2.0  # slower than PRELABEL_WEBHOOK_TIMEOUT
+    slow, settings = reviewed_backend(PRELABEL_WEBHOOK_TIMEOUT="0.5")
+    started = time.monotonic()
+    answer = requests.post(f"{slow.url}/webhook", json=annotation_event(900), timeout=10)
+    assert time.monotonic() - started < 1.5
+    assert answer.status_code == 503 and "did not answer in time" in answer.json()["error"], answer.text
+    assert Store(settings.store_path).corrections() == []
+
+
+def test_a_personal_access_token_is_exchanged_and_renewed(backend, label_studio_fake):
+    from prelabel.testing.label_studio_fake import personal_access_token
+
+    label_studio_fake.token = personal_access_token()
+    label_studio_fake.add_annotation(900, project=7, task=42, result=summary_result("real", "bad"))
+    server, settings = backend(**label_studio_fake.env())
+    assert requests.post(f"{server.url}/webhook", json=annotation_event(900), timeout=5).status_code == 201
+    assert label_studio_fake.exchanges == 1  # one exchange serves both reads
+    label_studio_fake.expire_access()
+    event = annotation_event(900, "ANNOTATION_UPDATED")
+    assert requests.post(f"{server.url}/webhook", json=event, timeout=5).status_code == 201
+    assert label_studio_fake.exchanges == 2 and Store(settings.store_path).counts()["corrections"] == 1
+
+
+@pytest.mark.parametrize("password", [None, ""])
+def test_basic_auth_with_a_user_and_no_password_refuses_to_start(make_settings, password):
+    from pydantic import ValidationError
+
+    env = {"BASIC_AUTH_USER": "ls"} if password is None else {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": password}
+    with pytest.raises(ValidationError, match="BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty"):
+        make_settings(**env)
+    with pytest.raises(ValidationError, match="BASIC_AUTH_PASS"):
+        create_app()  # the WSGI entry point reads the same settings from the environment
+    result = subprocess.run(
+        [sys.executable, "-c", "import prelabel._wsgi"], env=dict(os.environ), capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty" in result.stderr
 
 
 def test_a_cache_hit_makes_no_provider_call(backend, dialogsum, provider):
@@ -367,38 +526,43 @@ SHAPELESS_RESULTS: list[tuple[Any, str]] = [
 
 
 @pytest.mark.parametrize(("result", "named"), SHAPELESS_RESULTS)
-def test_a_webhook_result_of_the_wrong_shape_is_a_400_naming_the_field(backend, result, named):
-    server, settings = backend()
+def test_a_label_studio_result_of_the_wrong_shape_is_a_400_naming_the_field(
+    reviewed_backend, label_studio_fake, result, named
+):
+    server, settings = reviewed_backend()
+    label_studio_fake.configs[8] = RATING_CONFIG.format(5)
     before = stored_state(settings)
-    for config in (SUMMARY_CONFIG, RATING_CONFIG.format(5)):
-        event = {
-            "action": "ANNOTATION_CREATED",
-            "project": {"id": 7, "label_config": config},
-            "task": {"id": 42},
-            "annotation": {"id": 900, "task": 42, "result": result},
-        }
-        response = requests.post(f"{server.url}/webhook", json=event, timeout=5)
+    for project in (7, 8):
+        label_studio_fake.add_annotation(900, project=project, task=42, result=result)
+        response = requests.post(f"{server.url}/webhook", json=annotation_event(900), timeout=5)
         assert response.status_code == 400, response.text
         assert named in response.json()["error"], response.json()
         assert stored_state(settings) == before
 
 
-def test_a_well_shaped_rating_is_still_recorded(backend):
-    server, settings = backend()
-    event = {
-        "action": "ANNOTATION_CREATED",
-        "project": {"id": 7, "label_config": RATING_CONFIG.format(5)},
-        "task": {"id": 42},
-        "annotation": {
-            "id": 901,
-            "task": 42,
-            "result": [
-                {"from_name": "summary", "to_name": "dialogue", "type": "textarea", "value": {"text": ["fixed"]}},
-                {"from_name": "stars", "to_name": "dialogue", "type": "rating", "value": {"rating": 5}},
-            ],
-        },
-    }
-    assert requests.post(f"{server.url}/webhook", json=event, timeout=5).status_code == 201
+@pytest.mark.parametrize(("result", "named"), SHAPELESS_RESULTS[:3])
+def test_a_posted_result_is_never_read(reviewed_backend, label_studio_fake, result, named):
+    """Whatever the body carries, the shape and the content that count are Label Studio's."""
+    server, settings = reviewed_backend()
+    label_studio_fake.add_annotation(900, project=7, task=42, result=summary_result("the reviewer's", "good"))
+    response = requests.post(f"{server.url}/webhook", json=annotation_event(900, result=result), timeout=5)
+    assert response.status_code == 201, response.text
+    assert Store(settings.store_path).corrections()[0]["corrected_label"] == "the reviewer's"
+
+
+def test_a_well_shaped_rating_is_still_recorded(reviewed_backend, label_studio_fake):
+    server, settings = reviewed_backend()
+    label_studio_fake.configs[8] = RATING_CONFIG.format(5)
+    label_studio_fake.add_annotation(
+        901,
+        project=8,
+        task=42,
+        result=[
+            {"from_name": "summary", "to_name": "dialogue", "type": "textarea", "value": {"text": ["fixed"]}},
+            {"from_name": "stars", "to_name": "dialogue", "type": "rating", "value": {"rating": 5}},
+        ],
+    )
+    assert requests.post(f"{server.url}/webhook", json=annotation_event(901), timeout=5).status_code == 201
     row = Store(settings.store_path).corrections()[0]
     assert row["corrected_label"] == "fixed" and row["reviewer_level"] == 4
 
@@ -439,8 +603,8 @@ def deep_config(depth: int, prompt_box: bool) -> str:
 
 
 @pytest.mark.parametrize("prompt_box", [True, False])
-def test_very_deep_xml_in_a_label_config_is_a_400(backend, dialogsum, provider, prompt_box):
-    server, settings = backend()
+def test_very_deep_xml_in_a_label_config_is_a_400(reviewed_backend, label_studio_fake, dialogsum, provider, prompt_box):
+    server, settings = reviewed_backend()
     before = stored_state(settings)
     for depth in (100_000, 1_000):
         config = deep_config(depth, prompt_box)
@@ -448,11 +612,10 @@ def test_very_deep_xml_in_a_label_config_is_a_400(backend, dialogsum, provider, 
         assert response.status_code == 400 and "deep" in response.json()["error"], response.text[:300]
         setup = requests.post(f"{server.url}/setup", json={"project": "13.1", "schema": config}, timeout=30)
         assert setup.status_code == 400 and "deep" in setup.json()["error"], setup.text[:300]
-        event = {
-            "action": "ANNOTATION_CREATED",
-            "project": {"id": 13, "label_config": config},
-            "annotation": {"id": 902, "result": []},
-        }
+        # The webhook reads the project's config from Label Studio: a deep one there is refused just the same.
+        label_studio_fake.configs[13] = config
+        label_studio_fake.add_annotation(902, project=13, task=1, result=[])
+        event = {"action": "ANNOTATION_CREATED", "project": {"id": 13}, "annotation": {"id": 902}}
         hook = requests.post(f"{server.url}/webhook", json=event, timeout=30)
         assert hook.status_code == 400 and "deep" in hook.json()["error"], hook.text[:300]
     assert stored_state(settings) == before and provider.count == 0

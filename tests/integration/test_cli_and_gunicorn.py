@@ -1,10 +1,12 @@
-"""The `prelabel` command: `predict` without Label Studio, and `serve` under gunicorn with two workers
-sharing one store."""
+"""The `prelabel` command: `predict` without Label Studio, and `serve` with two worker processes sharing one
+store."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -43,9 +45,9 @@ def test_same_family_refusal_at_the_command_line(make_settings):
     assert result.exit_code == 2 and "refusing to start" in result.output
 
 
-def test_serve_with_two_gunicorn_workers_shares_the_cache(make_settings, provider, dialogsum, tmp_path):
+def test_serve_with_two_workers_shares_the_cache(make_settings, provider, dialogsum, tmp_path):
     settings = make_settings()
-    with serve_in_background(free_port(), dict(os.environ), tmp_path / "gunicorn.log", workers=2, threads=4) as backend:
+    with serve_in_background(free_port(), dict(os.environ), tmp_path / "serve.log", workers=2, threads=4) as backend:
         url = backend.url
         tasks = [ls_task(i, record) for i, record in enumerate(dialogsum[:8])]
         body = {"tasks": tasks, "project": "3.1", "label_config": SUMMARY_CONFIG}
@@ -67,3 +69,21 @@ def test_serve_with_two_gunicorn_workers_shares_the_cache(make_settings, provide
         assert provider.count == calls
         totals = {row["role"]: row for row in Store(settings.store_path).usage_totals()}
         assert totals["annotator"]["calls"] == 40 and totals["annotator"]["cache_hits"] >= 40 - 2 * 8
+
+
+def test_serve_refuses_basic_auth_without_a_password(make_settings, tmp_path):
+    make_settings()
+    for extra in ({"BASIC_AUTH_USER": "ls"}, {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": ""}):
+        env = {**os.environ, **extra}
+        if "BASIC_AUTH_PASS" not in extra:
+            env.pop("BASIC_AUTH_PASS", None)
+        # A real process with a time limit: a server that started anyway fails the test instead of hanging it.
+        result = subprocess.run(
+            [sys.executable, "-m", "prelabel", "serve", "--port", str(free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty" in " ".join(result.stderr.split())
