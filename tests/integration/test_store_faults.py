@@ -177,15 +177,22 @@ def remount(path: Path, mode: str) -> None:
 
 
 def fill(directory: Path) -> Path:
-    """Write a file in `directory` until its file system is full; returns it (delete it to free the space)."""
+    """Write a file in `directory` until its file system is full; returns it (delete it to free the space).
+    Unbuffered writes, so nothing is left to flush (and fail) on close; a disk already full fails the first one."""
     filler = directory / "filler"
-    with filler.open("wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-                handle.flush()
-        except OSError as error:
-            assert error.errno == errno.ENOSPC, error
+    chunk = b"\0" * 65536
+    try:
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as error:  # already full (the store filled it): nothing to write, nothing to free
+        assert error.errno == errno.ENOSPC, error
+        return filler
+    try:
+        while True:
+            os.write(fd, chunk)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC, error
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -258,7 +265,7 @@ def test_a_disk_full_mid_run_keeps_every_paid_answer_and_stops_paid_calls(make_s
         assert all(outcome.error is None or "the run stopped" in outcome.error for outcome in outcomes)
 
         # Space freed: a new run labels what is left, and answers again only what was never cached.
-        filled[0].unlink()
+        filled[0].unlink(missing_ok=True)
         calls_before = provider.count
         engine = build_engine(make_settings(MODEL_DIR=str(disk / "model_dir")))
         try:
@@ -349,7 +356,7 @@ def test_the_cli_on_a_disk_that_fills_mid_run_loses_no_item_and_a_rerun_finishes
         unrated = [row for row in rows if row["unrated_reason"]]
         assert all(message in row["unrated_reason"] for row in unrated)
 
-        filler.unlink()  # space freed: the rerun finishes every item, each once
+        filler.unlink(missing_ok=True)  # space freed: the rerun finishes every item, each once
         again = cli(log, "-i", str(pool), "-o", str(output), "--concurrency", "16")
         assert again.wait(timeout=240) == 0, log.read_text()[-3000:]
         rows = read_output(output)
