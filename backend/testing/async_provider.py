@@ -204,9 +204,8 @@ def build_app(state: _State) -> web.Application:
         if fault is not None:
             state.fault_counts[fault] += 1
             if fault == TIMEOUT:
-                await asyncio.sleep(
-                    state.faults.timeout_delay
-                )  # then an ordinary answer, long after the client gave up
+                # Then an ordinary answer, long after the client gave up.
+                await asyncio.sleep(state.faults.timeout_delay)
             elif fault == MALFORMED:
                 await asyncio.sleep(latency)
                 return 200, json_response(200, MALFORMED_BODY, id_header)
@@ -343,8 +342,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raise_open_files_limit() -> None:
+    """Thousands of open connections need as many descriptors: lift the soft limit (often 1,024) to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+        except (ValueError, OSError):
+            pass  # keep the soft limit; a run that needs more connections will say so in its errors
+
+
 def main(argv: list[str] | None = None) -> None:
-    asyncio.run(_main(parser().parse_args(argv)))
+    args = parser().parse_args(argv)
+    _raise_open_files_limit()
+    asyncio.run(_main(args))
 
 
 class AsyncProviderProcess:

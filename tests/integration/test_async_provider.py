@@ -8,6 +8,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -177,3 +178,20 @@ def test_the_server_stops_when_stdin_closes_or_on_sigterm(stop: str) -> None:
         process.stdin.close()
     assert process.wait(timeout=10) == 0
     fake.close()
+
+
+def test_the_throughput_rows_measure_prelabel_and_the_fake_side_by_side(tmp_path: Path) -> None:
+    from benchmarks.run import bench_throughput
+
+    rows = {row.figure.split(" (")[0]: row for row in bench_throughput(tmp_path, 40, 20, 0.05)}
+    first = rows["(f) label 40 items, concurrency 20"]
+    assert "40 labeled, 0 failed; 80 calls" in first.measured, first
+    assert first.reference.startswith("ideal 0.20 s")
+    cpu = rows["(f) CPU per provider call, labeling process"]
+    assert float(cpu.measured.split(" ms")[0]) > 0
+    # A small run is shown, not judged, against the targets of 10,000 items at 1,000.
+    judged = ("(f) label vs ideal", "(f) CPU per provider call, labeling process", "(f) peak RSS at concurrency 20")
+    assert all(rows[name].ok is None and "target at 10,000 items" in rows[name].reference for name in judged)
+    assert "max 20 in flight" in rows["(f) the fake provider's own CPU per call"].measured
+    limit = rows["(f) what limited the run"]
+    assert limit.ok is True and not limit.measured.startswith("the fake")
