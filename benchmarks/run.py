@@ -453,7 +453,7 @@ def print_table(rows: list[Row], latency: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"prelabel benchmarks (fake provider, {latency * 1000:.0f} ms per call)")
+    table = Table(title=f"prelabel benchmarks ((a)-(d): fake provider at {latency * 1000:.0f} ms per call)")
     for column in ("figure", "measured", "reference / target", ""):
         table.add_column(column)
     for row in rows:
