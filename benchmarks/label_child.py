@@ -1,5 +1,5 @@
 """Labels a pool in a process of its own, as `prelabel label` does, and prints a report as JSON (run by
-benchmarks.run): the run's summary figures and the peak RSS."""
+benchmarks.run): the run's summary figures, the peak RSS and the CPU time this process spent."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from pathlib import Path
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def cpu_s() -> float:
+    """User + sys CPU seconds of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def current_rss_mb(pid: int | str = "self") -> float:
@@ -35,7 +41,9 @@ def main() -> None:
     config = parse_label_config(label_config.read("summarization"))
     settings = Settings()
     baseline = current_rss_mb()
+    before = cpu_s()
     summary = label_file(settings, config, pool, output, concurrency=concurrency)
+    after = cpu_s()
     print(
         json.dumps(
             {
@@ -45,6 +53,7 @@ def main() -> None:
                 "failed": summary.failed,
                 "elapsed_s": summary.elapsed_s,
                 "items_per_s": summary.items_per_s,
+                "labeling_cpu_s": after - before,  # the parent measures the whole process
             }
         )
     )

@@ -9,11 +9,15 @@
 (c) the same pool again into a fresh output: every call is a cache hit;
 (d) peak RSS labeling 100,000 items (DialogSum dialogues repeated with distinct ids);
 (e) start-up: `prelabel --help` in a fresh process beside `python -c pass`, and the heavy modules the help
-    screens load (benchmarks.startup).
+    screens load (benchmarks.startup);
+(f) throughput: `label` on 10,000 distinct items at concurrency 1,000 against the asyncio fake provider
+    (prelabel.testing.async_provider) with 1 s per call: wall time against the ideal ceil(n / c) x 2 x latency,
+    the labeling process's CPU per provider call, its peak RSS, the fake's own CPU per call, and whether the
+    fake rather than prelabel was the limit. `--only throughput --quick` runs 2,000 items at 500.
 
-(b), (c) and (d) each label in a process of their own, as separate `prelabel label` runs do.
+(b), (c), (d) and (f) each label in a process of their own, as separate `prelabel label` runs do.
 
-The fake provider runs in its own process, so its HTTP work does not share the measured process's GIL.
+The fake providers run in their own processes, so their HTTP work does not share the measured process's GIL.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +47,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIRS = [ROOT.parent / "shared" / "data" / "dialogsum", dialogsum_dev().parent]
 SUMMARY_CONFIG = label_config.path("summarization")
 TARGET_ITEMS = 5000  # the pool size of the (b) and (c) targets
+# (f): the pool, concurrency and latency its targets hold for, and the --quick variant's.
+THROUGHPUT_ITEMS, THROUGHPUT_CONCURRENCY = 10_000, 1_000
+QUICK_THROUGHPUT_ITEMS, QUICK_THROUGHPUT_CONCURRENCY = 2_000, 500
+THROUGHPUT_LATENCY = 1.0
+CPU_PER_CALL_TARGET_MS = 1.0
+THROUGHPUT_RSS_TARGET_MB = 400
+# The fake is the limit when its one event loop is this busy (share of one core over the run).
+FAKE_BUSY_LIMIT = 0.7
 
 
 class Row(BaseModel):
@@ -100,6 +113,7 @@ def fake_provider(latency: float) -> Iterator[str]:
 
 
 def provider_env(url: str, model_dir: Path, concurrency: int | None = None) -> dict[str, str]:
+    """The child's environment; `concurrency` also sets PRELABEL_CONCURRENCY (the engine's pool, up to 512)."""
     env = {
         "PRELABEL_ANNOTATOR": "openai:gpt-4o-mini",
         "PRELABEL_JUDGE": "anthropic:claude-haiku-4-5",
@@ -245,12 +259,25 @@ class LabelReport(BaseModel):
     failed: int
     elapsed_s: float
     items_per_s: float
+    labeling_cpu_s: float  # CPU of the child while label_file ran
+    process_cpu_s: float = 0.0  # CPU of the whole child process (start-up to exit), measured by the parent
 
 
-def run_label(url: str, model_dir: Path, pool: Path, output: Path, concurrency: int) -> LabelReport:
+def children_cpu_s() -> float:
+    """User + sys CPU seconds of this process's children that have ended (all their threads)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_label(
+    url: str, model_dir: Path, pool: Path, output: Path, concurrency: int, *, pin_settings: bool = True
+) -> LabelReport:
     """Label `pool` in a fresh process, as a `prelabel label` run is: nothing an earlier figure left in this
-    process (clients, threads, garbage) weighs on the one measured."""
-    env = {**os.environ, **provider_env(url, model_dir, concurrency)}
+    process (clients, threads, garbage) weighs on the one measured. With `pin_settings`, PRELABEL_CONCURRENCY
+    is the concurrency too (it is bounded at 512; label_file takes the concurrency as an argument)."""
+    env = {**os.environ, **provider_env(url, model_dir, concurrency if pin_settings else None)}
+    # No other child ends while this one runs (the fake providers end last), so the difference is this child's.
+    cpu_before = children_cpu_s()
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.label_child", str(pool), str(output), str(concurrency)],
         cwd=ROOT,
@@ -259,9 +286,11 @@ def run_label(url: str, model_dir: Path, pool: Path, output: Path, concurrency: 
         text=True,
         timeout=3600,
     )
+    process_cpu_s = children_cpu_s() - cpu_before
     if result.returncode != 0:
         raise SystemExit(f"labeling {pool.name} failed:\n{result.stderr[-2000:]}")
-    return LabelReport.model_validate_json(result.stdout.strip().splitlines()[-1])
+    report = LabelReport.model_validate_json(result.stdout.strip().splitlines()[-1])
+    return report.model_copy(update={"process_cpu_s": process_cpu_s})
 
 
 def bench_label(url: str, latency: float, work: Path, items: int, concurrency: int) -> list[Row]:
@@ -321,6 +350,82 @@ def bench_memory(url: str, work: Path, items: int, concurrency: int) -> list[Row
     ]
 
 
+def bench_throughput(work: Path, items: int, concurrency: int, latency: float) -> list[Row]:
+    """(f): one `label` run against the asyncio fake, judged with the fake's own figures beside prelabel's."""
+    from prelabel.testing.async_provider import AsyncProviderProcess
+
+    pool = work / "throughput-pool.jsonl"
+    write_pool(pool, items, distinct_prompts=True)
+    with AsyncProviderProcess("--latency", str(latency)) as fake:
+        fake.reset()
+        # PRELABEL_CONCURRENCY stops at 512: the run's concurrency goes to label_file as an argument.
+        report = run_label(
+            fake.url, work / "throughput-store", pool, work / "throughput.jsonl", concurrency, pin_settings=False
+        )
+        stats = fake.stats()
+    ideal = math.ceil(items / concurrency) * 2 * latency
+    ratio = report.elapsed_s / ideal
+    calls = max(1, stats.served)
+    complete = report.labeled == items
+    cpu_ms = 1000 * report.process_cpu_s / calls
+    labeling_cpu_ms = 1000 * report.labeling_cpu_s / calls
+    fake_busy = stats.cpu_s / report.elapsed_s  # share of one core: one event loop uses one at most
+    cores_busy = (report.process_cpu_s + stats.cpu_s) / report.elapsed_s
+    # The targets hold for THROUGHPUT_ITEMS at THROUGHPUT_CONCURRENCY; on --quick's smaller run the start-up
+    # (imports, first connections) weighs more per call, so a miss there is shown, not judged.
+    judged = items >= THROUGHPUT_ITEMS and concurrency >= THROUGHPUT_CONCURRENCY
+    note = "" if judged else f" (target at {THROUGHPUT_ITEMS:,} items, concurrency {THROUGHPUT_CONCURRENCY:,})"
+    machine = f"both processes {cores_busy:.2f} of {os.cpu_count()} cores"
+    if fake_busy >= FAKE_BUSY_LIMIT:
+        limit = f"the fake: its event loop busy {fake_busy:.0%} of a core; the figures above understate prelabel"
+    elif stats.max_in_flight < 0.9 * concurrency or ratio > 1.15:
+        limit = (
+            f"prelabel: at most {stats.max_in_flight:,} of {concurrency:,} calls in flight, "
+            f"{calls / report.elapsed_s:,.0f} calls/s; the fake busy {fake_busy:.0%} of a core; {machine}"
+        )
+    else:
+        limit = f"the provider's latency: {stats.max_in_flight:,} calls in flight; the fake busy {fake_busy:.0%}"
+    return [
+        Row(
+            figure=f"(f) label {items:,} items, concurrency {concurrency:,} (async fake, {latency:g} s per call)",
+            measured=f"{report.elapsed_s:.2f} s ({report.labeled:,} labeled, {report.failed} failed; "
+            f"{stats.served:,} calls, {stats.served / report.elapsed_s:,.0f} calls/s)",
+            reference=f"ideal {ideal:.2f} s ({2 * items / ideal:,.0f} calls/s)",
+        ),
+        Row(
+            figure="(f) label vs ideal",
+            measured=f"{ratio:.2f}x",
+            reference="<= 1.15x" + note,
+            ok=(ratio <= 1.15 and complete) if judged else None,
+        ),
+        Row(
+            figure="(f) CPU per provider call, labeling process (user + sys)",
+            measured=f"{cpu_ms:.2f} ms ({report.process_cpu_s:.1f} s over {stats.served:,} calls; "
+            f"{labeling_cpu_ms:.2f} ms while labeling)",
+            reference=f"<= {CPU_PER_CALL_TARGET_MS:g} ms" + note,
+            ok=(cpu_ms <= CPU_PER_CALL_TARGET_MS) if judged else None,
+        ),
+        Row(
+            figure=f"(f) peak RSS at concurrency {concurrency:,}",
+            measured=f"{report.peak_rss_mb:.0f} MB ({report.baseline_rss_mb:.0f} MB before the first item)",
+            reference=f"< {THROUGHPUT_RSS_TARGET_MB} MB" + note,
+            ok=(report.peak_rss_mb < THROUGHPUT_RSS_TARGET_MB and complete) if judged else None,
+        ),
+        Row(
+            figure="(f) the fake provider's own CPU per call",
+            measured=f"{stats.cpu_ms_per_call:.3f} ms (max {stats.max_in_flight:,} in flight, "
+            f"{stats.connections:,} connections)",
+            reference=f"one core answers ~{1000 / max(stats.cpu_ms_per_call, 1e-6):,.0f} calls/s",
+        ),
+        Row(
+            figure="(f) what limited the run",
+            measured=limit,
+            reference=f"not the fake (busy < {FAKE_BUSY_LIMIT:.0%} of a core)",
+            ok=fake_busy < FAKE_BUSY_LIMIT,
+        ),
+    ]
+
+
 def bench_startup() -> list[Row]:
     from benchmarks.startup import HEAVY_MODULES, NEVER_AT_HELP, help_imports, median_wall_time
 
@@ -348,7 +453,7 @@ def print_table(rows: list[Row], latency: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"prelabel benchmarks (fake provider, {latency * 1000:.0f} ms per call)")
+    table = Table(title=f"prelabel benchmarks ((a)-(d): fake provider at {latency * 1000:.0f} ms per call)")
     for column in ("figure", "measured", "reference / target", ""):
         table.add_column(column)
     for row in rows:
@@ -359,34 +464,49 @@ def print_table(rows: list[Row], latency: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--latency", type=float, default=0.25, help="seconds per fake provider call")
+    parser.add_argument("--latency", type=float, default=0.25, help="seconds per fake provider call, (a)-(d)")
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smaller pools (a tenth; 20 reference tasks); (b) and (c) are shown, not judged",
+        help="smaller pools (a tenth; 20 reference tasks; (f) 2,000 items at 500); (b), (c) and (f) are shown, "
+        "not judged",
     )
     parser.add_argument("--concurrency", type=int, default=64, help="label concurrency for (b)-(d)")
     parser.add_argument("--items", type=int, default=None, help="pool size for (b) and (c) (default 5,000)")
     parser.add_argument("--memory-items", type=int, default=None, help="pool size for (d) (default 100,000)")
+    parser.add_argument("--throughput-items", type=int, default=None, help="pool size for (f) (default 10,000)")
     parser.add_argument(
-        "--only", choices=["predict", "label", "memory", "startup"], action="append", help="run only these"
+        "--throughput-concurrency", type=int, default=None, help="label concurrency for (f) (default 1,000)"
     )
+    parser.add_argument(
+        "--throughput-latency", type=float, default=THROUGHPUT_LATENCY, help="seconds per call of (f)'s fake"
+    )
+    parts_all = ["predict", "label", "memory", "startup", "throughput"]
+    parser.add_argument("--only", choices=parts_all, action="append", help="run only these")
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     items = args.items or TARGET_ITEMS // scale
     memory_items = args.memory_items or 100_000 // scale
-    parts = args.only or ["predict", "label", "memory", "startup"]
+    throughput_items = args.throughput_items or (QUICK_THROUGHPUT_ITEMS if args.quick else THROUGHPUT_ITEMS)
+    throughput_concurrency = args.throughput_concurrency or (
+        QUICK_THROUGHPUT_CONCURRENCY if args.quick else THROUGHPUT_CONCURRENCY
+    )
+    parts = args.only or parts_all
     rows: list[Row] = []
     if "startup" in parts:  # first, before the fake provider and the labeling runs share the cores
         rows += bench_startup()
-    with tempfile.TemporaryDirectory(prefix="prelabel-bench-") as tmp, fake_provider(args.latency) as url:
+    with tempfile.TemporaryDirectory(prefix="prelabel-bench-") as tmp:
         work = Path(tmp)
-        if "predict" in parts:
-            rows += bench_predict(url, args.latency, work, 100, 20 if args.quick else 100)
-        if "label" in parts:
-            rows += bench_label(url, args.latency, work, items, args.concurrency)
-        if "memory" in parts:
-            rows += bench_memory(url, work, memory_items, args.concurrency)
+        if {"predict", "label", "memory"} & set(parts):
+            with fake_provider(args.latency) as url:
+                if "predict" in parts:
+                    rows += bench_predict(url, args.latency, work, 100, 20 if args.quick else 100)
+                if "label" in parts:
+                    rows += bench_label(url, args.latency, work, items, args.concurrency)
+                if "memory" in parts:
+                    rows += bench_memory(url, work, memory_items, args.concurrency)
+        if "throughput" in parts:  # its own fake (asyncio), after the threaded one has ended
+            rows += bench_throughput(work, throughput_items, throughput_concurrency, args.throughput_latency)
     print_table(rows, args.latency)
     return 0 if all(row.ok is not False for row in rows) else 1
 

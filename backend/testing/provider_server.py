@@ -360,6 +360,125 @@ def echoed_credentials(headers: Mapping[str, str]) -> str:
     )
 
 
+def to_reply(request: FakeRequest, produced: FakeReply | str | dict) -> FakeReply:
+    """A responder's answer (FakeReply, text, or a dict for tool input / JSON) as a FakeReply."""
+    if isinstance(produced, FakeReply):
+        return produced
+    if isinstance(produced, str):
+        return FakeReply(content=produced)
+    if isinstance(produced, dict):
+        if request.tool is not None:
+            return FakeReply(tool_input=produced)
+        return FakeReply(content=json.dumps(produced))
+    raise TypeError(f"responder returned {type(produced).__name__}, expected FakeReply, str or dict")
+
+
+def render_openai(request: FakeRequest, reply: FakeReply) -> dict[str, Any]:
+    """The OpenAI chat.completion JSON of a reply."""
+    tool = request.tool
+    content = reply.content
+    tool_calls = None
+    if reply.tool_input is not None:
+        if tool is not None:
+            tool_calls = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:24]}",
+                    "type": "function",
+                    "function": {"name": tool.name, "arguments": json.dumps(reply.tool_input)},
+                }
+            ]
+        elif content is None:
+            content = json.dumps(reply.tool_input)
+    if content is None and reply.logprobs is not None:
+        content = "".join(_normalize_token(t).token for t in reply.logprobs)
+    if content is None and tool_calls is None:
+        content = ""
+    logprobs = None
+    if request.wants_logprobs:
+        tokens = reply.logprobs if reply.logprobs is not None else tokens_for_text(content or "", request.top_logprobs)
+        logprobs = render_logprobs(tokens, request.top_logprobs)
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
+    finish = reply.finish_reason or ("tool_calls" if tool_calls else "stop")
+    n = int(request.body.get("n") or 1)
+    choices = [{"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs} for i in range(n)]
+    prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else _count_tokens(request.prompt_text)
+    completion_tokens = (
+        reply.completion_tokens
+        if reply.completion_tokens is not None
+        else _count_tokens(content or json.dumps(reply.tool_input or {}))
+    )
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": reply.model or request.model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "system_fingerprint": "fp_fake",
+        "service_tier": "default",
+    }
+
+
+def render_anthropic(request: FakeRequest, reply: FakeReply) -> dict[str, Any]:
+    """The Anthropic message JSON of a reply."""
+    tool = request.tool
+    blocks: list[dict[str, Any]] = []
+    content = reply.content
+    if reply.tool_input is not None and tool is None and content is None:
+        content = json.dumps(reply.tool_input)
+    if content is not None:
+        blocks.append({"type": "text", "text": content})
+    if reply.tool_input is not None and tool is not None:
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                "name": tool.name,
+                "input": reply.tool_input,
+            }
+        )
+    if not blocks:
+        blocks.append({"type": "text", "text": ""})
+    used_tool = any(b["type"] == "tool_use" for b in blocks)
+    input_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else _count_tokens(request.prompt_text)
+    output_tokens = (
+        reply.completion_tokens
+        if reply.completion_tokens is not None
+        else _count_tokens(content or json.dumps(reply.tool_input or {}))
+    )
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": reply.model or request.model,
+        "content": blocks,
+        "stop_reason": reply.finish_reason or ("tool_use" if used_tool else "end_turn"),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+
+
+def render_reply(request: FakeRequest, reply: FakeReply) -> dict[str, Any]:
+    """The success JSON of a reply in the request's provider shape."""
+    return (render_openai if request.provider == OPENAI else render_anthropic)(request, reply)
+
+
+def count_tokens_body(request: FakeRequest) -> dict[str, Any]:
+    """Anthropic's /v1/messages/count_tokens answer."""
+    return {"input_tokens": _count_tokens(request.prompt_text)}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -727,7 +846,7 @@ class FakeProvider:
 
         if path.endswith("/count_tokens"):
             self._sleep(self.latency)
-            return 200, json.dumps({"input_tokens": _count_tokens(request.prompt_text)}).encode(), id_header
+            return 200, json.dumps(count_tokens_body(request)).encode(), id_header
 
         try:
             produced = scripted if scripted is not None else (self.responder or default_responder)(request)
@@ -755,110 +874,7 @@ class FakeProvider:
         if seconds > 0:
             self._stop.wait(seconds)
 
-    @staticmethod
-    def _to_reply(request: FakeRequest, produced: FakeReply | str | dict) -> FakeReply:
-        if isinstance(produced, FakeReply):
-            return produced
-        if isinstance(produced, str):
-            return FakeReply(content=produced)
-        if isinstance(produced, dict):
-            if request.tool is not None:
-                return FakeReply(tool_input=produced)
-            return FakeReply(content=json.dumps(produced))
-        raise TypeError(f"responder returned {type(produced).__name__}, expected FakeReply, str or dict")
-
-    @staticmethod
-    def _render_openai(request: FakeRequest, reply: FakeReply) -> dict[str, Any]:
-        tool = request.tool
-        content = reply.content
-        tool_calls = None
-        if reply.tool_input is not None:
-            if tool is not None:
-                tool_calls = [
-                    {
-                        "id": f"call_{uuid.uuid4().hex[:24]}",
-                        "type": "function",
-                        "function": {"name": tool.name, "arguments": json.dumps(reply.tool_input)},
-                    }
-                ]
-            elif content is None:
-                content = json.dumps(reply.tool_input)
-        if content is None and reply.logprobs is not None:
-            content = "".join(_normalize_token(t).token for t in reply.logprobs)
-        if content is None and tool_calls is None:
-            content = ""
-        logprobs = None
-        if request.wants_logprobs:
-            tokens = (
-                reply.logprobs if reply.logprobs is not None else tokens_for_text(content or "", request.top_logprobs)
-            )
-            logprobs = render_logprobs(tokens, request.top_logprobs)
-        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
-        if tool_calls is not None:
-            message["tool_calls"] = tool_calls
-        finish = reply.finish_reason or ("tool_calls" if tool_calls else "stop")
-        n = int(request.body.get("n") or 1)
-        choices = [{"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs} for i in range(n)]
-        prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else _count_tokens(request.prompt_text)
-        completion_tokens = (
-            reply.completion_tokens
-            if reply.completion_tokens is not None
-            else _count_tokens(content or json.dumps(reply.tool_input or {}))
-        )
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": reply.model or request.model,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-            "system_fingerprint": "fp_fake",
-            "service_tier": "default",
-        }
-
-    @staticmethod
-    def _render_anthropic(request: FakeRequest, reply: FakeReply) -> dict[str, Any]:
-        tool = request.tool
-        blocks: list[dict[str, Any]] = []
-        content = reply.content
-        if reply.tool_input is not None and tool is None and content is None:
-            content = json.dumps(reply.tool_input)
-        if content is not None:
-            blocks.append({"type": "text", "text": content})
-        if reply.tool_input is not None and tool is not None:
-            blocks.append(
-                {
-                    "type": "tool_use",
-                    "id": f"toolu_{uuid.uuid4().hex[:24]}",
-                    "name": tool.name,
-                    "input": reply.tool_input,
-                }
-            )
-        if not blocks:
-            blocks.append({"type": "text", "text": ""})
-        used_tool = any(b["type"] == "tool_use" for b in blocks)
-        input_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else _count_tokens(request.prompt_text)
-        output_tokens = (
-            reply.completion_tokens
-            if reply.completion_tokens is not None
-            else _count_tokens(content or json.dumps(reply.tool_input or {}))
-        )
-        return {
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": reply.model or request.model,
-            "content": blocks,
-            "stop_reason": reply.finish_reason or ("tool_use" if used_tool else "end_turn"),
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
-        }
+    # One owner for the response shapes: the module functions, shared with the asyncio fake (async_provider).
+    _to_reply = staticmethod(to_reply)
+    _render_openai = staticmethod(render_openai)
+    _render_anthropic = staticmethod(render_anthropic)
