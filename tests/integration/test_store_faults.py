@@ -351,7 +351,10 @@ def test_the_cli_on_a_disk_that_fills_mid_run_loses_no_item_and_a_rerun_finishes
         assert f"stopped: {message}" in text and "not done" in text
         # Every paid annotator answer is in the output: a label the provider was paid for is never dropped.
         annotator_calls = sum(request.provider == "openai" for request in provider.requests)
-        assert all(row["label"] for row in rows) and len(rows) == annotator_calls
+        labeled = [row for row in rows if row["label"]]
+        assert len(labeled) == annotator_calls
+        # An item a worker had taken up when the stop came was not sent: failed, "not attempted", tried again.
+        assert all("not attempted: the run stopped" in row["error"] for row in rows if not row["label"])
         # Items whose judge was not asked after the stop say why; the rerun rates them.
         unrated = [row for row in rows if row["unrated_reason"]]
         assert all(message in row["unrated_reason"] for row in unrated)
