@@ -17,7 +17,7 @@ from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.types import AllRolesProjectList, SerializationOptionRequest, SerializationOptionsRequest
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from prelabel.labelstudio_reads import LabelStudioError
+from prelabel.labelstudio_reads import LabelStudioError, unreachable
 
 __all__ = ["LabelStudioClient", "LabelStudioError"]
 
@@ -68,13 +68,8 @@ def _label_studio_call(what: str, idempotent: bool = False) -> Callable[[Callabl
                 return attempt(self, *args, **kwargs)
             except LabelStudioError:
                 raise
-            except httpx.TimeoutException:
-                raise LabelStudioError(f"Label Studio at {self.url} did not answer in time ({what})") from None
-            except httpx.TransportError as error:
-                raise LabelStudioError(
-                    f"Label Studio at {self.url} is not reachable ({what}): {type(error).__name__}. "
-                    "Is it running, and is LABEL_STUDIO_URL right?"
-                ) from None
+            except httpx.TransportError as error:  # timeouts included
+                raise unreachable(self.url, what, error) from None
             except ApiError as error:
                 hint = " Check LABEL_STUDIO_API_KEY." if error.status_code in (401, 403) else ""
                 body = " ".join(str(error.body).split())[:300]

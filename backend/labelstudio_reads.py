@@ -23,6 +23,16 @@ class LabelStudioError(RuntimeError):
     """Label Studio refused or could not be reached; the message says which call and what to do."""
 
 
+def unreachable(url: str, what: str, error: Exception) -> LabelStudioError:
+    """The error for a call that got no answer: a timeout, or no connection (with what to check)."""
+    if isinstance(error, httpx.TimeoutException):
+        return LabelStudioError(f"Label Studio at {url} did not answer in time ({what})")
+    return LabelStudioError(
+        f"Label Studio at {url} is not reachable ({what}): {type(error).__name__}. "
+        "Is it running, and is LABEL_STUDIO_URL right?"
+    )
+
+
 def is_personal_access_token(key: str) -> bool:
     """A JWT whose payload says it is a refresh token (what Label Studio hands out as a personal access token)."""
     parts = key.split(".")
@@ -85,13 +95,8 @@ class LabelStudioReads:
     def _request(self, path: str, what: str, fresh_token: bool) -> httpx.Response:
         try:
             return self._http.get(self.url + path, headers=self._authorization(what, fresh_token))
-        except httpx.TimeoutException:
-            raise LabelStudioError(f"Label Studio at {self.url} did not answer in time ({what})") from None
-        except httpx.TransportError as error:
-            raise LabelStudioError(
-                f"Label Studio at {self.url} is not reachable ({what}): {type(error).__name__}. "
-                "Is it running, and is LABEL_STUDIO_URL right?"
-            ) from None
+        except httpx.TransportError as error:  # timeouts included
+            raise unreachable(self.url, what, error) from None
 
     def _authorization(self, what: str, fresh: bool) -> dict[str, str]:
         if not self._personal:

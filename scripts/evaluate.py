@@ -30,6 +30,21 @@ if TYPE_CHECKING:
     from prelabel.prompts import PromptRegistry
 
 
+# The report options evaluate, compare and report share; a value given is kept with the run for the next command.
+SliceFieldOption = Annotated[
+    list[str] | None,
+    typer.Option(help="task data field to slice results by (repeatable) (default: the run's fields)"),
+]
+KappaOption = Annotated[
+    float | None,
+    typer.Option(help="warn when judge-vs-reviewer weighted kappa is below this (default: the run's, else 0.4)"),
+]
+MinSliceOption = Annotated[
+    int | None,
+    typer.Option(help="rated items a slice needs to count as a worst slice (default: the run's, else 5)"),
+]
+
+
 def _parse_prompt_option(value: str, registry: PromptRegistry) -> tuple[str, Path]:
     """NAME=TEMPLATE_PATH, or NAME alone for a version stored by the backend (`prelabel prompts`)."""
     from prelabel.prompts import PromptError
@@ -190,21 +205,15 @@ def evaluate(
         str | None, typer.Option(help="field of the input in the pool (default the config's)")
     ] = None,
     reference_field: Annotated[str | None, typer.Option(help="field holding reference labels or ground truth")] = None,
-    slice_field: Annotated[
-        list[str] | None, typer.Option(help="task data field to slice results by (repeatable)")
-    ] = None,
+    slice_field: SliceFieldOption = None,
     reviews: Annotated[
         Path | None,
         typer.Option(
             help="corrections JSONL from pull (or a Label Studio JSON export) for judge calibration and edit slices"
         ),
     ] = None,
-    kappa_threshold: Annotated[
-        float | None, typer.Option(help="warn when judge-vs-reviewer weighted kappa is below this [default: 0.4]")
-    ] = None,
-    min_slice: Annotated[
-        int | None, typer.Option(help="rated items a slice needs to count as a worst slice [default: 5]")
-    ] = None,
+    kappa_threshold: KappaOption = None,
+    min_slice: MinSliceOption = None,
     fewshot_corrections: Annotated[
         Path | None,
         typer.Option(help="corrections JSONL: add the most similar corrected examples to the annotator prompt"),
@@ -331,21 +340,13 @@ def compare(
     base: Annotated[str | None, typer.Option(help="base version (default the first evaluated)")] = None,
     candidate: Annotated[str | None, typer.Option(help="candidate version (default every other version)")] = None,
     movers: Annotated[int, typer.Option(help="how many most-moved items to list")] = 10,
-    slice_field: Annotated[
-        list[str] | None,
-        typer.Option(help="task data field to slice results by (repeatable) [default: the run's fields]"),
-    ] = None,
+    slice_field: SliceFieldOption = None,
     reviews: Annotated[
         Path | None,
-        typer.Option(help="corrections JSONL from pull for judge calibration [default: the reviews the run keeps]"),
+        typer.Option(help="corrections JSONL from pull for judge calibration (default: the reviews the run keeps)"),
     ] = None,
-    kappa_threshold: Annotated[
-        float | None, typer.Option(help="warn when weighted kappa is below this [default: the run's, else 0.4]")
-    ] = None,
-    min_slice: Annotated[
-        int | None,
-        typer.Option(help="rated items a slice needs to count as a worst slice [default: the run's, else 5]"),
-    ] = None,
+    kappa_threshold: KappaOption = None,
+    min_slice: MinSliceOption = None,
 ) -> None:
     """Prompt versions side by side on the same items: paired difference with a bootstrap CI, biggest movers."""
     from prelabel.evaluation import EvaluationError
@@ -368,27 +369,19 @@ def compare(
 
 def report(
     run_dir: Annotated[Path, typer.Argument(help="run directory written by evaluate")],
-    slice_field: Annotated[
-        list[str] | None,
-        typer.Option(help="task data field to slice results by (repeatable) [default: the run's fields]"),
-    ] = None,
+    slice_field: SliceFieldOption = None,
     reviews: Annotated[
         Path | None,
         typer.Option(
             help="corrections JSONL from pull, or a Label Studio JSON export (with --label-config) "
-            "[default: the reviews the run keeps]"
+            "(default: the reviews the run keeps)"
         ),
     ] = None,
     label_config: Annotated[
         Path | None, typer.Option("--label-config", "-c", help="config XML, to read a Label Studio export")
     ] = None,
-    kappa_threshold: Annotated[
-        float | None, typer.Option(help="warn when weighted kappa is below this [default: the run's, else 0.4]")
-    ] = None,
-    min_slice: Annotated[
-        int | None,
-        typer.Option(help="rated items a slice needs to count as a worst slice [default: the run's, else 5]"),
-    ] = None,
+    kappa_threshold: KappaOption = None,
+    min_slice: MinSliceOption = None,
 ) -> None:
     """Write the HTML and Markdown reports of a run again: subsets, comparisons, judge calibration."""
     from prelabel.evaluation import EvaluationError

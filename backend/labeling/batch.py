@@ -49,10 +49,11 @@ from prelabel.costs import RoleUsage, UsageMeter
 from prelabel.dialogue import InputError
 from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.families import ModelRef
+from prelabel.interrupts import interrupt_on_sigterm
 from prelabel.judge import JudgeParseError
 from prelabel.label_interface import LabelConfig
 from prelabel.labeling.items import Item, iter_items
-from prelabel.labeling.live import MAX_LISTED_FAILURES, BulkSummary, Progress, interrupt_on_sigterm
+from prelabel.labeling.live import MAX_LISTED_FAILURES, BulkSummary, Progress
 from prelabel.labeling.output import BulkRecord, OutputWriter, prepare_output
 from prelabel.pipeline import Labeler, LabelOutcome, parse_judge
 from prelabel.pricing import batch_prices, load_prices

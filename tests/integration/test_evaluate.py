@@ -346,14 +346,9 @@ def test_judge_calibration_matches_sklearn_and_warns():
     assert few.warning and "uncertain" in few.warning
 
 
-def test_report_with_reviews_shows_calibration_and_edit_slices(make_settings, provider, templates, tmp_path):
-    make_settings()
-    v1, _ = templates
-    out = tmp_path / "run"
-    invoke("evaluate", DIALOGSUM, "--prompt", f"v1={v1}", "--size", "30", "--out", out)
-    items = load_items(out, "v1")
-    # Reviewers disagree with the judge on most items: they rate everything "moderate" and edit half.
-    corrections = tmp_path / "corrections.jsonl"
+def disagreeing_corrections(items: list[ItemResult], path: Path) -> list[dict]:
+    """A corrections file (as `pull` writes it) whose reviewers disagree with the judge on most items: they
+    rate two levels off and edit half the labels. Returns its rows."""
     rows = [
         {
             "task_id": n,
@@ -367,7 +362,19 @@ def test_report_with_reviews_shows_calibration_and_edit_slices(make_settings, pr
         }
         for n, item in enumerate(items)
     ]
-    corrections.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return rows
+
+
+def test_report_with_reviews_shows_calibration_and_edit_slices(make_settings, provider, templates, tmp_path):
+    make_settings()
+    v1, _ = templates
+    out = tmp_path / "run"
+    invoke("evaluate", DIALOGSUM, "--prompt", f"v1={v1}", "--size", "30", "--out", out)
+    items = load_items(out, "v1")
+    # Reviewers disagree with the judge on most items: they rate everything "moderate" and edit half.
+    corrections = tmp_path / "corrections.jsonl"
+    rows = disagreeing_corrections(items, corrections)
     result = invoke("report", out, "--reviews", corrections, "--min-slice", "3")
     html = (out / "report.html").read_text(encoding="utf-8")
     assert 'id="calibration-warning"' in html and "cannot be trusted" in html
@@ -463,20 +470,7 @@ def test_compare_and_report_rebuild_the_complete_report_from_the_run(make_settin
     invoke("evaluate", DIALOGSUM, "--prompt", f"v1={v1}", "--size", "30", "--out", out, "--reference-field", "summary")
     items = load_items(out, "v1")
     corrections = tmp_path / "corrections.jsonl"
-    rows = [
-        {
-            "task_id": n,
-            "source_id": item.source_id,
-            "input": item.input_preview,
-            "llm_label": item.label,
-            "corrected_label": item.label if n % 2 else item.label + " fixed",
-            "judge_level": item.level,
-            "reviewer_level": (item.level + 2) % 5,
-            "model_version": item.model_version,
-        }
-        for n, item in enumerate(items)
-    ]
-    corrections.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    disagreeing_corrections(items, corrections)
     invoke(
         "evaluate",
         DIALOGSUM,

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +28,7 @@ from prelabel.harness.local_model.paths import (
     venv_python,
     wheel_cache_dir,
 )
+from prelabel.interrupts import interrupt_on_sigterm
 
 LLAMA_CPP_VERSION = "0.3.36"
 LLAMA_CPP_REQUIREMENT = f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}"
@@ -189,23 +189,6 @@ def clear_stale_builds(wheel_dir: Path) -> list[Path]:
     return cleared
 
 
-class _TerminateAsInterrupt:
-    """SIGTERM during a build unwinds like Ctrl-C (main thread only), so the build's processes and folder go."""
-
-    def __enter__(self) -> None:
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._raise)
-
-    @staticmethod
-    def _raise(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def build_llama_wheel(python: Path, wheel_dir: Path | None = None, progress: Progress = print) -> Path:
     """Compile llama-cpp-python into the wheel cache (portable: -DGGML_NATIVE=OFF); return the wheel."""
     wheel_dir = Path(wheel_dir) if wheel_dir else wheel_cache_dir()
@@ -230,7 +213,7 @@ def build_llama_wheel(python: Path, wheel_dir: Path | None = None, progress: Pro
     started = time.monotonic()
     for stale in clear_stale_builds(wheel_dir):
         progress(f"removed {stale}, left by a build that did not finish")
-    with _TerminateAsInterrupt(), tempfile.TemporaryDirectory(dir=wheel_dir, prefix=BUILD_PREFIX) as tmp:
+    with interrupt_on_sigterm(), tempfile.TemporaryDirectory(dir=wheel_dir, prefix=BUILD_PREFIX) as tmp:
         env["TMPDIR"] = str(Path(tmp) / "tmp")  # pip's own build folders too: one folder holds all of it
         os.mkdir(env["TMPDIR"])
         _pip(
