@@ -8,6 +8,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -102,16 +103,20 @@ async def _many(url: str, count: int) -> list[int]:
         return await asyncio.gather(*(one() for _ in range(count)))
 
 
-def test_a_thousand_calls_in_flight_take_about_one_latency() -> None:
-    with AsyncProviderProcess("--latency", "1.0") as fake:
+def test_a_thousand_calls_in_flight_overlap() -> None:
+    # 3 s per call leaves a loaded machine's client time to open all 1,000 connections while the first wait.
+    with AsyncProviderProcess("--latency", "3.0") as fake:
         started = time.perf_counter()
-        statuses = asyncio.run(_many(fake.url, 1000))
+        # In a thread of its own: the browser tests' session-wide Playwright keeps an event loop running in this one.
+        with ThreadPoolExecutor(1) as thread:
+            statuses = thread.submit(asyncio.run, _many(fake.url, 1000)).result()
         elapsed = time.perf_counter() - started
         stats = fake.stats()
     assert statuses == [200] * 1000
-    # 1,000 calls of 1 s each: a server that serialises them, or holds a thread per connection up to a pool
-    # size, takes many seconds; this one overlaps them all.
-    assert 1.0 <= elapsed < 3.0, f"1,000 concurrent 1 s calls took {elapsed:.2f} s"
+    # 1,000 calls of 3 s each: a server that serialises them takes 3,000 s, one that holds a thread per
+    # connection up to a pool of 200 takes 15 s or more; this one overlaps them all (the bound is loose on purpose:
+    # speed is the benchmarks' business, overlap is this test's).
+    assert 3.0 <= elapsed < 12.0, f"1,000 concurrent 3 s calls took {elapsed:.2f} s"
     assert (stats.received, stats.served, stats.in_flight, stats.statuses) == (1000, 1000, 0, {"200": 1000})
     assert stats.max_in_flight >= 950, stats
     assert stats.connections == 1000
