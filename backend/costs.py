@@ -21,7 +21,7 @@ from prelabel.label_interface import LabelConfig
 from prelabel.pipeline import Labeler
 from prelabel.pricing import BATCH_PRICE_FACTOR, PRICES_ENV, Price, batch_prices, load_prices, price_for
 from prelabel.prompts import PromptSet, render
-from prelabel.providers import CallParams, Completion, LLMClient
+from prelabel.providers import CallParams, Completion
 from prelabel.settings import Settings
 
 # -- token counting -------------------------------------------------------------------------------------
@@ -149,21 +149,6 @@ class UsageMeter:
         with self._lock:
             costs = [u.cost_usd for u in self._roles.values()]
         return None if any(cost is None for cost in costs) else sum(c for c in costs if c is not None)
-
-
-class MeteredClient:
-    """An `LLMClient` that reports each answer's usage to a meter."""
-
-    def __init__(self, inner: LLMClient, role: str, meter: UsageMeter):
-        self.inner = inner
-        self.ref = inner.ref
-        self.role = role
-        self.meter = meter
-
-    def complete(self, prompt: str, params: CallParams) -> Completion:
-        completion = self.inner.complete(prompt, params)
-        self.meter.add(self.role, self.ref.model, completion)
-        return completion
 
 
 # -- the estimate before a run --------------------------------------------------------------------------

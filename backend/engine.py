@@ -1,22 +1,28 @@
 """The engine: one per process, built here for every command and for the ML backend.
 
-`Engine` holds the provider clients, the store (the call cache and the usage log) and one thread pool that
-bounds concurrency, and checks the annotator and judge families once, before any call. `build_engine` is the
-one way the commands and the web app get it: its clients report usage to a meter and wait for the roles' rate
-limits, shared by every process using the same MODEL_DIR. `engine.labeler(config)` gives the per-project
-`Labeler` (prelabel.pipeline).
+`Engine` holds the provider clients, the store (the call cache and the usage log) and one event loop
+(prelabel.event_loop) on which every provider call runs, and checks the annotator and judge families once,
+before any call. Calls are coroutines: thousands can be in flight in one process at about a quarter of a
+millisecond of CPU each (docs/design/async-engine.md). Callers outside the loop (the CLI, the web face's request
+threads, the Batch API runner) use the blocking facade: `run_batch`, `label_task` and `run`.
+
+`build_engine` is the one way the commands and the web app get it: its clients wait for the roles' rate limits,
+shared by every process using the same MODEL_DIR, and its meter counts every paid answer.
+`engine.labeler(config)` gives the per-project `Labeler` (prelabel.pipeline).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prelabel.costs import MeteredClient, UsageMeter
+from prelabel.costs import UsageMeter
+from prelabel.event_loop import EngineLoop
 from prelabel.families import ModelRef, check_families
 from prelabel.faults import RunStopped
 from prelabel.label_interface import LabelConfig
@@ -25,12 +31,18 @@ from prelabel.prompts import PromptSet
 from prelabel.providers import CallParams, Completion, LLMClient, ProviderError, make_client
 from prelabel.ratelimit import limited
 from prelabel.settings import Settings
-from prelabel.store import BatchedLogStore, Store, cache_key
+from prelabel.store import BatchedLogStore, Store, StoreBusy, cache_key
 
 log = logging.getLogger("prelabel")
 
 Parsed = TypeVar("Parsed")
 Result = TypeVar("Result")
+
+# Set while a labeling flow is driven from the cache alone (Engine.answer_from_cache): the cache hits it logs
+# once it succeeds. A context variable, so it belongs to that one drive and never to a call in flight beside it.
+_CACHE_ONLY: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
+    "prelabel_cache_only", default=None
+)
 
 
 class CacheMiss(Exception):
@@ -39,7 +51,7 @@ class CacheMiss(Exception):
 
 
 class Engine:
-    """Process-wide state: provider clients, the store, one thread pool that bounds concurrency."""
+    """Process-wide state: provider clients, the store, and the event loop the calls run on."""
 
     def __init__(
         self,
@@ -48,6 +60,7 @@ class Engine:
         store: Store | None = None,
         annotator_client: LLMClient | None = None,
         judge_client: LLMClient | None = None,
+        meter: UsageMeter | None = None,
     ):
         self.settings = settings
         self.annotator_ref: ModelRef = settings.annotator
@@ -64,15 +77,92 @@ class Engine:
             anthropic_base_url=settings.anthropic_base_url,
             timeout=settings.prelabel_timeout,
             max_retries=settings.prelabel_max_retries,
+            transport=settings.prelabel_http,
         )
         self.annotator = annotator_client or make_client(self.annotator_ref, **client_options)
         self.judge = judge_client or make_client(self.judge_ref, **client_options)
-        self._pool = ThreadPoolExecutor(max_workers=settings.prelabel_concurrency, thread_name_prefix="prelabel")
+        self.meter = meter  # every answer a provider was paid for is counted here
         self._labelers: dict[str, Labeler] = {}
-        self._in_flight: dict[str, threading.Event] = {}
+        self._in_flight: dict[str, asyncio.Future[None]] = {}  # touched on the loop only
         self._lock = threading.Lock()
-        self._cache_only = threading.local()  # .hits: the deferred cache-hit log rows, set in cache-only mode
+        self._loop: EngineLoop | None = None  # started by the first call that needs it
+        self._gate: asyncio.Semaphore | None = None  # made on the loop
         self._stop_reason: str | None = None
+
+    # -- the loop and the blocking facade ----------------------------------------------------------------
+
+    @property
+    def loop(self) -> EngineLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = EngineLoop()
+            return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, Result], timeout: float | None = None) -> Result:
+        """Run a coroutine on the engine's loop and wait for its result (from any thread but the loop's)."""
+        return self.loop.run(coroutine, timeout)
+
+    def run_batch(
+        self, labeler: Labeler, tasks: list[dict[str, Any]], deadline_s: float | None = None
+    ) -> list[LabelOutcome]:
+        """Label tasks concurrently (at most PRELABEL_CONCURRENCY in flight); answers in input order. Tasks
+        unfinished at the deadline fail: those not started are dropped, those started finish in the background
+        and fill the cache, so a retry of the request is answered from it."""
+        return self.run(self.label_batch(labeler, tasks, deadline_s))
+
+    def label_task(self, labeler: Labeler, task: Any) -> LabelOutcome:
+        """One task, waited for (never raises: a failure is the outcome's error)."""
+        return self.run(self.gated(labeler, task))
+
+    async def label_batch(
+        self, labeler: Labeler, tasks: list[dict[str, Any]], deadline_s: float | None = None
+    ) -> list[LabelOutcome]:
+        started = [False] * len(tasks)
+
+        def starting(index: int) -> Callable[[], None]:
+            return lambda: started.__setitem__(index, True)
+
+        running = [asyncio.ensure_future(self.gated(labeler, task, starting(i))) for i, task in enumerate(tasks)]
+        if not running:
+            return []
+        await asyncio.wait(running, timeout=deadline_s)
+        outcomes = []
+        for index, (task, future) in enumerate(zip(tasks, running)):
+            if future.done():
+                outcomes.append(future.result())
+                continue
+            if not started[index]:
+                future.cancel()  # never sent: nothing paid for is lost
+            assert deadline_s is not None
+            late = f"not finished within the {deadline_s:.0f} s deadline of this request"
+            outcomes.append(labeler.failed(task, late))
+        return outcomes
+
+    async def gated(self, labeler: Labeler, task: Any, on_start: Callable[[], None] | None = None) -> LabelOutcome:
+        """`labeler.label(task)` once one of the engine's PRELABEL_CONCURRENCY slots is free."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.settings.prelabel_concurrency)
+        async with self._gate:
+            if on_start is not None:
+                on_start()
+            return await labeler.label(task)
+
+    def close(self) -> None:
+        """Close the clients and stop the loop; calls still running (past a request's deadline) are cancelled."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+
+        async def close_clients() -> None:
+            for client in (self.annotator, self.judge):
+                try:
+                    await client.aclose()
+                except Exception:  # a client that fails to close must not hide the run's own outcome
+                    log.debug("closing %s failed", client.ref.spec, exc_info=True)
+
+        loop.close(close_clients())
+
+    # -- state ---------------------------------------------------------------------------------------------
 
     def stop(self, reason: str) -> None:
         """Make no further paid calls in this process: every later call raises RunStopped. The first reason
@@ -105,7 +195,9 @@ class Engine:
                 self._labelers[key] = Labeler(self, config, prompts)
             return self._labelers[key]
 
-    def call(
+    # -- one call, on the loop -------------------------------------------------------------------------
+
+    async def call(
         self,
         role: str,
         client: LLMClient,
@@ -116,53 +208,62 @@ class Engine:
     ) -> tuple[Completion, Parsed]:
         """One LLM call through the cache. Only answers that parse are cached, so a retry asks afresh.
 
-        Identical calls in flight at once in this process wait for the first one instead of repeating it.
+        Identical calls in flight at once in this process wait for the first one instead of repeating it. In
+        a drive from the cache alone (`answer_from_cache`) a miss raises CacheMiss and nothing is awaited.
         """
         ref = client.ref
         key = self.key_for(ref, prompt, params)
-        use_cache = self.settings.prelabel_cache
-        cache_only = getattr(self._cache_only, "hits", None) is not None
-        if use_cache and read_cache:
-            hit = self._cached(role, ref, key, parse)
+        cache_only = _CACHE_ONLY.get() is not None
+        if self.settings.prelabel_cache and read_cache:
+            hit = await self._cached_now(role, ref, key, parse, cache_only)
             if hit is not None:
                 return hit
             if cache_only:
                 raise CacheMiss(key)
-            with self._lock:
-                leader = self._in_flight.get(key)
-                if leader is None:
-                    self._in_flight[key] = threading.Event()
+            leader = self._in_flight.get(key)
             if leader is not None:
-                leader.wait(self.settings.prelabel_timeout * (self.settings.prelabel_max_retries + 1))
-                hit = self._cached(role, ref, key, parse)
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(leader),
+                        self.settings.prelabel_timeout * (self.settings.prelabel_max_retries + 1),
+                    )
+                except TimeoutError:
+                    pass  # asked afresh below
+                hit = await self._cached_now(role, ref, key, parse, False)
                 if hit is not None:
                     return hit
-                return self._call_provider(role, client, key, prompt, params, parse)  # the first one failed
+                return await self._call_provider(role, client, key, prompt, params, parse)  # the first one failed
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = done
             try:
-                return self._call_provider(role, client, key, prompt, params, parse)
+                return await self._call_provider(role, client, key, prompt, params, parse)
             finally:
-                with self._lock:
-                    self._in_flight.pop(key).set()
+                del self._in_flight[key]
+                done.set_result(None)
         if cache_only:
             raise CacheMiss(key)
-        return self._call_provider(role, client, key, prompt, params, parse)
+        return await self._call_provider(role, client, key, prompt, params, parse)
 
-    def from_cache(self, work: Callable[[], Result]) -> Result | None:
-        """`work` answered from the cache alone, or None as soon as it would need a provider call.
-
-        Its cache hits are logged only when it succeeds, so falling back to the normal path never counts a
-        hit twice. Bulk runs use it to finish cached items at once instead of handing them to a worker.
-        """
+    def answer_from_cache(self, flow: Coroutine[Any, Any, Result]) -> Result | None:
+        """The result of a labeling flow answered from the cache alone, or None as soon as it would need a
+        provider call. The flow is driven by hand, in the caller's thread: with every call a cache hit it never
+        suspends. Its cache hits are logged only when it succeeds, so falling back to the normal path never
+        counts a hit twice. Bulk runs use it to finish cached items at once instead of scheduling them."""
         hits: list[dict[str, Any]] = []
-        self._cache_only.hits = hits
+        token = _CACHE_ONLY.set(hits)
         try:
-            result = work()
+            flow.send(None)
+        except StopIteration as finished:
+            result: Result = finished.value
         except CacheMiss:
             return None
+        else:  # it awaited something: not a cache-only flow after all; the normal path does it
+            flow.close()
+            return None
         finally:
-            self._cache_only.hits = None
+            _CACHE_ONLY.reset(token)
         for row in hits:
-            self.store.log_call(**row)
+            self.store.queue_log_call(**row)
         return result
 
     @staticmethod
@@ -173,13 +274,28 @@ class Engine:
     def cached(
         self, role: str, ref: ModelRef, prompt: str, params: CallParams, parse: Callable[[Completion], Parsed]
     ) -> tuple[Completion, Parsed] | None:
-        """A cached answer that still parses (logged as a cache hit), or None."""
-        return self._cached(role, ref, self.key_for(ref, prompt, params), parse)
+        """A cached answer that still parses (logged as a cache hit), or None. Blocking: for callers outside
+        the loop (the Batch API runner)."""
+        key = self.key_for(ref, prompt, params)
+        return self._hit(role, ref, key, self.store.cached_completion(key), parse)
 
-    def _cached(
-        self, role: str, ref: ModelRef, key: str, parse: Callable[[Completion], Parsed]
+    async def _cached_now(
+        self, role: str, ref: ModelRef, key: str, parse: Callable[[Completion], Parsed], cache_only: bool
     ) -> tuple[Completion, Parsed] | None:
-        hit = self.store.cached_completion(key)
+        """A cache lookup on the loop: one indexed read (WAL readers never wait for the writer). Should another
+        process hold a lock (a migration, WAL recovery), the read waits in a worker thread, never on the loop;
+        a drive from the cache alone gives up instead."""
+        try:
+            hit = self.store.cached_completion(key, wait=False)
+        except StoreBusy:
+            if cache_only:
+                raise CacheMiss(key) from None
+            hit = await asyncio.to_thread(self.store.cached_completion, key)
+        return self._hit(role, ref, key, hit, parse)
+
+    def _hit(
+        self, role: str, ref: ModelRef, key: str, hit: Completion | None, parse: Callable[[Completion], Parsed]
+    ) -> tuple[Completion, Parsed] | None:
         if hit is None:
             return None
         try:
@@ -187,14 +303,14 @@ class Engine:
         except ValueError:
             return None  # an entry that no longer parses (e.g. a changed label set): ask again
         row: dict[str, Any] = dict(role=role, provider=ref.provider, model=ref.model, key=key, completion=hit)
-        deferred = getattr(self._cache_only, "hits", None)
+        deferred = _CACHE_ONLY.get()
         if deferred is None:
-            self.store.log_call(**row)
+            self.store.queue_log_call(**row)
         else:
             deferred.append(row)
         return hit, parsed
 
-    def _call_provider(
+    async def _call_provider(
         self,
         role: str,
         client: LLMClient,
@@ -208,13 +324,32 @@ class Engine:
         if reason is not None:
             raise RunStopped(reason)
         try:
-            completion = client.complete(prompt, params)
+            completion = await client.complete(prompt, params)
         except ProviderError as error:
-            self.store.log_call(
+            self.store.queue_log_call(
                 role=role, provider=ref.provider, model=ref.model, key=key, completion=None, error=str(error)
             )
             raise
-        return self.accept(role, ref, key, completion, parse, save=self.settings.prelabel_cache)
+        if self.meter is not None:
+            self.meter.add(role, ref.model, completion)
+        self.store.queue_log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=completion)
+        parsed = parse(completion)  # ValueError for the caller: not cached, so a retry asks afresh
+        if not self.settings.prelabel_cache:
+            return completion, parsed
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[tuple[Completion | None, BaseException | None]] = loop.create_future()
+
+        def saved(earlier: Completion | None, error: BaseException | None) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(_settle, written, (earlier, error))
+
+        self.store.save_completion_later(key, ref.provider, ref.model, completion, saved)
+        # Awaited, not fire-and-forget: when another process cached an answer first, that one is served, so
+        # every worker gives the same label for the same input.
+        earlier, failure = await written
+        if failure is not None:
+            self.store.note_fault(failure)  # paid for: returned all the same; no further paid call is made
+            return completion, parsed
+        return self._prefer_earlier(key, ref, completion, parsed, earlier, parse)
 
     def accept(
         self,
@@ -225,46 +360,46 @@ class Engine:
         parse: Callable[[Completion], Parsed],
         save: bool,
     ) -> tuple[Completion, Parsed]:
-        """Log a provider's answer, parse it (ValueError for the caller) and, if it parses and `save`, cache it.
+        """A provider's answer that came another way (a Batch API result): logged, parsed (ValueError for the
+        caller) and, if it parses and `save`, cached. Blocking: for callers outside the loop.
 
-        When another process cached an answer for the same call meanwhile, that one is returned instead, so
-        every worker serves the same label for the same input. An answer the store cannot save (disk full,
-        read-only MODEL_DIR, anything) is still returned: it was paid for. The store's fault is then set, so
-        the engine makes no further paid call.
+        An answer the store cannot save (disk full, read-only MODEL_DIR, anything) is still returned: it was
+        paid for. The store's fault is then set, so the engine makes no further paid call.
         """
         self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=completion)
         parsed = parse(completion)
-        if save:
-            try:
-                earlier = self.store.save_completion(key, ref.provider, ref.model, completion)
-                if earlier is not None:
-                    try:
-                        return earlier, parse(earlier)
-                    except ValueError:
-                        self.store.replace_completion(key, ref.provider, ref.model, completion)
-            except Exception as error:
-                self.store.note_fault(error)
-        return completion, parsed
+        if not save:
+            return completion, parsed
+        try:
+            earlier = self.store.save_completion(key, ref.provider, ref.model, completion)
+        except Exception as error:
+            self.store.note_fault(error)
+            return completion, parsed
+        return self._prefer_earlier(key, ref, completion, parsed, earlier, parse)
 
-    def run_batch(
-        self, labeler: Labeler, tasks: list[dict[str, Any]], deadline_s: float | None = None
-    ) -> list[LabelOutcome]:
-        """Label tasks concurrently; answers in input order. Tasks unfinished at the deadline fail."""
-        futures: list[Future[LabelOutcome]] = [self._pool.submit(labeler.label_task, task) for task in tasks]
-        wait(futures, timeout=deadline_s)
-        outcomes = []
-        for task, future in zip(tasks, futures):
-            if future.done():
-                outcomes.append(future.result())
-            else:
-                future.cancel()  # not started: frees the slot; started: finishes and fills the cache
-                outcomes.append(
-                    labeler.failed(task, f"not finished within the {deadline_s:.0f} s deadline of this request")
-                )
-        return outcomes
+    def _prefer_earlier(
+        self,
+        key: str,
+        ref: ModelRef,
+        completion: Completion,
+        parsed: Parsed,
+        earlier: Completion | None,
+        parse: Callable[[Completion], Parsed],
+    ) -> tuple[Completion, Parsed]:
+        """The answer another process cached first for the same call, when it still parses; else this one
+        (which then replaces an earlier entry that no longer parses)."""
+        if earlier is None:
+            return completion, parsed
+        try:
+            return earlier, parse(earlier)
+        except ValueError:
+            self.store.queue_replace_completion(key, ref.provider, ref.model, completion)
+            return completion, parsed
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+
+def _settle(future: asyncio.Future[Result], value: Result) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def build_engine(
@@ -274,9 +409,9 @@ def build_engine(
     *,
     store: Store | None = None,
 ) -> Engine:
-    """The Engine of every command and of the ML backend: its clients report usage to `meter` and wait for
-    the roles' rate limits (PRELABEL_<ROLE>_RPM/TPM), whose budget every process using this MODEL_DIR
-    shares: the backend's workers and `prelabel label` runs draw on one.
+    """The Engine of every command and of the ML backend: every paid answer is counted by `meter`, and its
+    clients wait for the roles' rate limits (PRELABEL_<ROLE>_RPM/TPM), whose budget every process using this
+    MODEL_DIR shares: the backend's workers and `prelabel label` runs draw on one.
 
     `store` defaults to the usage log batched for bulk runs; the backend and short commands pass a plain
     `Store`, whose rows are written at once.
@@ -288,19 +423,14 @@ def build_engine(
             store=store,
             annotator_client=clients[0] if clients else None,
             judge_client=clients[1] if clients else None,
+            meter=meter,
         )
     except Exception:
         close_store(store)  # e.g. a same-family judge: no writer thread left behind
         raise
     shared_dir = rate_limit_dir(settings)
-
-    def wrap(client: LLMClient, role: str) -> LLMClient:
-        if meter is not None:
-            client = MeteredClient(client, role, meter)
-        return limited(client, role, settings, shared_dir)
-
-    engine.annotator = wrap(engine.annotator, "annotator")
-    engine.judge = wrap(engine.judge, "judge")
+    engine.annotator = limited(engine.annotator, "annotator", settings, shared_dir)
+    engine.judge = limited(engine.judge, "judge", settings, shared_dir)
     return engine
 
 

@@ -1,9 +1,11 @@
 """The labeling pipeline: input -> annotator -> judge, per task.
 
 `engine.labeler(config)` (prelabel.engine) gives the per-project `Labeler` that knows the task kind and the
-prompts; it makes its calls through the engine's cache and clients. `Labeler.label_task` never raises: every
-failure becomes an outcome with an error that names the task and the field, so one bad task never sinks a
-batch.
+prompts; it makes its calls through the engine's cache and clients, awaited on the engine's loop. `Labeler.label`
+never raises: every failure becomes an outcome with an error that names the task and the field, so one bad task
+never sinks a batch. The flow has one owner, this module: a fully cached item is answered by driving the same
+coroutine from the cache alone (`label_from_cache`), and the Batch API runner awaits its steps through the
+engine's blocking `run`.
 """
 
 from __future__ import annotations
@@ -110,8 +112,12 @@ class Labeler:
         return truncate(text, self.engine.settings.prelabel_max_input_chars)
 
     def label_task(self, task: Any) -> LabelOutcome:
+        """`label`, waited for: for callers outside the engine's loop."""
+        return self.engine.label_task(self, task)
+
+    async def label(self, task: Any) -> LabelOutcome:
         try:
-            return self._label(task)
+            return await self._label(task)
         except InputError as error:
             return self.failed(task, f"bad input: {error}")
         except ProviderError as error:
@@ -126,8 +132,8 @@ class Labeler:
         """The outcome when every call it needs is already cached, else None (label_task then does the work
         and reports any error the usual way)."""
         try:
-            return self.engine.from_cache(lambda: self._label(task))
-        except Exception:  # bad input and the like: label_task reports it with the task and the field
+            return self.engine.answer_from_cache(self._label(task))
+        except Exception:  # bad input and the like: label reports it with the task and the field
             return None
 
     def begin(self, task: Any) -> tuple[str, LabelOutcome]:
@@ -140,11 +146,11 @@ class Labeler:
             outcome.warnings.append(self.engine.family_warning)
         return text, outcome
 
-    def _label(self, task: Any) -> LabelOutcome:
+    async def _label(self, task: Any) -> LabelOutcome:
         text, outcome = self.begin(task)
-        outcome.label = self._annotate(text)
+        outcome.label = await self._annotate(text)
         if self.uses_judge:
-            self._judge(text, outcome)
+            await self.rate(self.judge_prompt(text, outcome.label or ""), outcome)
         return outcome
 
     def annotator_prompt(self, text: str) -> str:
@@ -160,20 +166,20 @@ class Labeler:
             return self._parse_class_label(completion)
         return _parse_free_text(completion)
 
-    def _annotate(self, text: str) -> str:
+    async def _annotate(self, text: str) -> str:
         prompt = self.annotator_prompt(text)
         try:
-            _, label = self.engine.call(
+            _, label = await self.engine.call(
                 "annotator", self.engine.annotator, prompt, self.annotator_params, self.parse_label
             )
         except ValueError as first:
-            label = self.annotate_again(prompt, first)
+            label = await self.annotate_again(prompt, first)
         return label
 
-    def annotate_again(self, prompt: str, first: Exception) -> str:
+    async def annotate_again(self, prompt: str, first: Exception) -> str:
         """The second and last try after an unusable answer, asked afresh (ProviderError if unusable again)."""
         try:
-            _, label = self.engine.call(
+            _, label = await self.engine.call(
                 "annotator", self.engine.annotator, prompt, self.annotator_params, self.parse_label, read_cache=False
             )
         except ValueError as second:
@@ -193,10 +199,7 @@ class Labeler:
                     return label
         raise ValueError(f"answer {answer!r} is not one of the labels {self.config.class_labels}")
 
-    def _judge(self, text: str, outcome: LabelOutcome) -> None:
-        self.rate(self.judge_prompt(text, outcome.label or ""), outcome)
-
-    def rate(self, prompt: str, outcome: LabelOutcome, earlier: JudgeParseError | None = None) -> None:
+    async def rate(self, prompt: str, outcome: LabelOutcome, earlier: JudgeParseError | None = None) -> None:
         """Ask the judge (twice at most); `earlier` is a first answer that did not parse, so one try is left."""
         errors: list[str] = []
         if earlier is not None:
@@ -204,7 +207,7 @@ class Labeler:
             outcome.judge_raw = getattr(earlier, "raw", None)
         for attempt in range(len(errors), 2):
             try:
-                completion, verdict = self.engine.call(
+                completion, verdict = await self.engine.call(
                     "judge", self.engine.judge, prompt, self.judge_params, parse_judge, read_cache=attempt == 0
                 )
             except ProviderError as error:

@@ -2,7 +2,10 @@
 
 A provider answers 429 once its own limiter is exceeded; pacing the calls here keeps a large run under the
 limit instead of burning retries. Each role (annotator, judge) gets a request bucket and a token bucket;
-`RateLimitedClient` wraps any `LLMClient` and acquires from both before each call.
+`RateLimitedClient` wraps any `LLMClient` and waits for both before each call. The wait is awaited on the
+engine's loop (`wait_for`): a bucket operation never sleeps, and a shared bucket's file lock is only tried
+(`try_spend` answers "try again shortly" while another process holds it), so a process paused while holding
+the lock delays this one's calls without freezing its loop.
 
 The provider counts every call of the account, not of one process: the backend's workers and a `prelabel label`
 run on the same machine must draw on one budget. `SharedTokenBucket` keeps the bucket's level in a small
@@ -12,6 +15,7 @@ shares it.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import math
@@ -30,6 +34,14 @@ from prelabel.providers import CallParams, Completion, LLMClient
 
 if TYPE_CHECKING:
     from prelabel.settings import Settings
+
+
+# How soon a spend is tried again when another process holds a shared bucket's lock.
+BUSY_RETRY_S = 0.002
+
+
+class BucketBusy(Exception):
+    """Another process holds a shared bucket's lock (it is not waited for: the caller tries again shortly)."""
 
 
 @dataclass
@@ -67,6 +79,7 @@ class TokenBucket:
         self._sleep = sleep
         self._state = BucketState(level=self.capacity, updated=clock())
         self._lock = threading.Lock()
+        self._unsettled = 0.0  # a settle that found the shared lock held, charged with the next spend
         self.waited_s = 0.0
 
     @contextmanager
@@ -80,33 +93,63 @@ class TokenBucket:
         state.level = min(self.capacity, state.level + max(0.0, now - state.updated) * self.rate)
         state.updated = now
 
-    def acquire(self, amount: float = 1.0) -> float:
-        """Block until `amount` units may be spent, spend them, and return the seconds waited."""
+    def try_spend(self, amount: float = 1.0) -> float:
+        """Spend `amount` units if they may be spent now (returns 0.0), else spend nothing and return the
+        seconds to wait before trying again. Never sleeps; waits for another process's lock only briefly."""
         needed = min(float(amount), self.capacity)
-        waited = 0.0
-        while True:
+        try:
             with self._locked() as state:
                 self._refill(state, self._clock())
+                state.level -= self._unsettled
+                self._unsettled = 0.0
                 if state.level >= needed - 1e-9:  # float refill may fall short by a rounding error
                     state.level -= amount
-                    self.waited_s += waited
-                    return waited
-                delay = max((needed - state.level) / self.rate, 0.001)
+                    return 0.0
+                return max((needed - state.level) / self.rate, 0.001)
+        except BucketBusy:
+            return BUSY_RETRY_S
+
+    def acquire(self, amount: float = 1.0) -> float:
+        """Block until `amount` units may be spent, spend them, and return the seconds waited."""
+        waited = 0.0
+        while True:
+            delay = self.try_spend(amount)
+            if delay == 0.0:
+                self.waited_s += waited
+                return waited
             # Sleep outside the lock; another thread (or process) may take the units first, so check again.
             self._sleep(delay)
             waited += delay
 
     def settle(self, difference: float) -> None:
-        """Charge (positive) or refund (negative) units after the real usage is known."""
-        with self._locked() as state:
-            self._refill(state, self._clock())
-            state.level = min(self.capacity, state.level - difference)
+        """Charge (positive) or refund (negative) units after the real usage is known. When another process
+        holds a shared bucket's lock, the difference is kept and charged with this process's next spend."""
+        try:
+            with self._locked() as state:
+                self._refill(state, self._clock())
+                state.level = min(self.capacity, state.level - difference - self._unsettled)
+                self._unsettled = 0.0
+        except BucketBusy:
+            self._unsettled += difference
+
+
+async def wait_for(bucket: TokenBucket, amount: float) -> float:
+    """`bucket.acquire` awaited, for the engine's loop: the seconds waited."""
+    waited = 0.0
+    while True:
+        delay = bucket.try_spend(amount)
+        if delay == 0.0:
+            bucket.waited_s += waited
+            return waited
+        await asyncio.sleep(delay)
+        waited += delay
 
 
 class SharedTokenBucket(TokenBucket):
     """A `TokenBucket` whose state is a 16-byte file shared by every process (and thread) that opens it.
 
-    Each read-modify-write holds an exclusive flock on the file. The file is opened for every operation: a
+    Each read-modify-write holds an exclusive flock on the file, tried without waiting (BucketBusy when another
+    process holds it: the operation is tried again shortly). The file is opened for every operation: a
     descriptor inherited across fork() would share its lock with the parent, and a closed descriptor leaves
     no lock behind when a process dies. The default clock is the wall clock: a time written to the file
     by one process (or container, or boot) means the same to the next reader.
@@ -130,7 +173,10 @@ class SharedTokenBucket(TokenBucket):
     def _locked(self) -> Iterator[BucketState]:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # also excludes other threads: each holds its own descriptor
+            try:  # also excludes other threads: each holds its own descriptor
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BucketBusy(str(self.path)) from None
             state = self._read(fd)
             yield state
             os.pwrite(fd, self._FORMAT.pack(state.level, state.updated), 0)
@@ -153,7 +199,7 @@ def estimate_prompt_tokens(prompt: str) -> int:
 
 
 class RateLimitedClient:
-    """An `LLMClient` that waits for its role's request and token budget before each call."""
+    """An `LLMClient` that waits (awaited) for its role's request and token budget before each call."""
 
     def __init__(self, inner: LLMClient, requests: TokenBucket | None = None, tokens: TokenBucket | None = None):
         self.inner = inner
@@ -161,19 +207,22 @@ class RateLimitedClient:
         self.requests = requests
         self.tokens = tokens
 
-    def complete(self, prompt: str, params: CallParams) -> Completion:
+    async def complete(self, prompt: str, params: CallParams) -> Completion:
         estimate = estimate_prompt_tokens(prompt) + params.max_tokens
         if self.requests is not None:
-            self.requests.acquire(1)
+            await wait_for(self.requests, 1)
         if self.tokens is not None:
-            self.tokens.acquire(estimate)
+            await wait_for(self.tokens, estimate)
         # A failed call keeps its tokens spent: the provider may have counted it too.
-        completion = self.inner.complete(prompt, params)
+        completion = await self.inner.complete(prompt, params)
         if self.tokens is not None:
             used = completion.usage.input_tokens + completion.usage.output_tokens
             if used:
                 self.tokens.settle(used - estimate)
         return completion
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def bucket_path(shared_dir: Path, role: str, kind: str, ref: ModelRef) -> Path:

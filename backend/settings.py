@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from prelabel.concurrency import MAX_CONCURRENCY
 from prelabel.families import ModelRef
 from prelabel.redact import remember_secrets
 
@@ -39,7 +41,10 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(None, alias="ANTHROPIC_BASE_URL")
 
     # Call behaviour
-    prelabel_concurrency: int = Field(16, alias="PRELABEL_CONCURRENCY", ge=1, le=512)
+    # Calls in flight at once per process (README: choosing the concurrency); each costs a coroutine, not a thread.
+    prelabel_concurrency: int = Field(16, alias="PRELABEL_CONCURRENCY", ge=1, le=MAX_CONCURRENCY)
+    # The live calls' HTTP transport: aiohttp driven directly, or the SDKs' own request path (prelabel.providers.http).
+    prelabel_http: Literal["aiohttp", "sdk"] = Field("aiohttp", alias="PRELABEL_HTTP")
     prelabel_timeout: float = Field(60.0, alias="PRELABEL_TIMEOUT", gt=0)
     prelabel_max_retries: int = Field(2, alias="PRELABEL_MAX_RETRIES", ge=0)
     prelabel_predict_deadline: float = Field(85.0, alias="PRELABEL_PREDICT_DEADLINE", gt=0)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prelabel.faults import StoreUnavailable, lock_contention, storage_fault, store_fault_message
-from prelabel.providers import Completion
+from prelabel.providers import SCRUBBED, Completion
 from prelabel.schema import connect
 
 log = logging.getLogger("prelabel")
@@ -77,6 +77,10 @@ def call_row(
         (completion.latency_s * 1000) if completion else 0.0,
         error,
     )
+
+
+class StoreBusy(Exception):
+    """A read found the store locked by another process and was asked not to wait."""
 
 
 class Store:
@@ -132,8 +136,9 @@ class Store:
             db = self._local.db = connect(self.path)
         return db
 
-    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """A read on this thread's connection; a lock (WAL recovery, a migration) is waited for, not raised."""
+    def _read(self, query: Callable[[sqlite3.Connection], T], wait: bool = True) -> T:
+        """A read on this thread's connection; a lock (WAL recovery, a migration) is waited for, not raised,
+        unless `wait` is False (an event loop must not sleep): StoreBusy then."""
         deadline = time.monotonic() + self._deadline_s
         delay = 0.005
         while True:
@@ -142,6 +147,8 @@ class Store:
             except sqlite3.OperationalError as error:
                 if not lock_contention(error) or time.monotonic() > deadline:
                     raise
+                if not wait:
+                    raise StoreBusy(str(self.path)) from error
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 
@@ -159,11 +166,14 @@ class Store:
 
     # -- LLM cache and usage -------------------------------------------------------------------------
 
-    def cached_completion(self, key: str) -> Completion | None:
+    def cached_completion(self, key: str, wait: bool = True) -> Completion | None:
         """The cached answer, or None; None too when the store cannot be read (its fault is then set, so the
-        engine makes no paid call in its place)."""
+        engine makes no paid call in its place). With `wait` False a lock held by another process raises
+        StoreBusy instead of being waited for."""
         try:
-            row = self._read(lambda db: db.execute("SELECT completion FROM llm_cache WHERE key = ?", (key,)).fetchone())
+            row = self._read(
+                lambda db: db.execute("SELECT completion FROM llm_cache WHERE key = ?", (key,)).fetchone(), wait
+            )
         except (sqlite3.Error, OSError) as error:
             if storage_fault(error) is None:
                 raise
@@ -171,9 +181,7 @@ class Store:
             return None
         if row is None:
             return None
-        completion = Completion.model_validate_json(row["completion"])
-        completion.cached, completion.latency_s = True, 0.0  # a fresh object: nothing else holds it
-        return completion
+        return cached_entry(row["completion"])
 
     def save_completion(self, key: str, provider: str, model: str, completion: Completion) -> Completion | None:
         """Cache an answer unless one is there already; returns that earlier answer, or None if this one was saved.
@@ -182,30 +190,38 @@ class Store:
         was stored first, so one item never carries two different labels. Raises when the write failed (then
         `fault` is set); the caller still holds the answer.
         """
+        earlier = self._write(_save_entry(key, provider, model, completion))
+        return None if earlier is None else cached_entry(earlier)
+
+    def save_completion_later(
+        self,
+        key: str,
+        provider: str,
+        model: str,
+        completion: Completion,
+        done: Callable[[Completion | None, BaseException | None], None],
+    ) -> None:
+        """`save_completion` without waiting, for an event loop: `done(earlier, error)` runs on the writer
+        thread once the write is committed (`earlier` as save_completion returns it) or has failed."""
+
+        def finished(job: _Job) -> None:
+            if job.error is not None:
+                done(None, job.error)
+            else:
+                done(None if job.result is None else cached_entry(job.result), None)
+
+        self._writer.submit(_save_entry(key, provider, model, completion), finished)
+
+    def queue_replace_completion(self, key: str, provider: str, model: str, completion: Completion) -> None:
+        """Overwrite a cached answer that no longer parses (e.g. after the label set changed), without waiting:
+        the answer in hand is served either way, and a failed write sets the store's fault."""
         entry = (key, provider, model, completion.model_dump_json(), time.time())
-
-        def save(db: sqlite3.Connection) -> str | None:
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO llm_cache (key, provider, model, completion, created_at) VALUES (?,?,?,?,?)",
-                entry,
-            ).rowcount
-            if inserted:
-                return None
-            return str(db.execute("SELECT completion FROM llm_cache WHERE key = ?", (key,)).fetchone()["completion"])
-
-        earlier = self._write(save)
-        if earlier is None:
-            return None
-        return Completion.model_validate_json(earlier).model_copy(update={"cached": True})
-
-    def replace_completion(self, key: str, provider: str, model: str, completion: Completion) -> None:
-        """Overwrite a cached answer that no longer parses (e.g. after the label set changed)."""
-        entry = (key, provider, model, completion.model_dump_json(), time.time())
-        self._write(
+        self._writer.submit(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO llm_cache (key, provider, model, completion, created_at) VALUES (?,?,?,?,?)",
                 entry,
-            )
+            ),
+            _ignore,
         )
 
     def log_call(
@@ -224,6 +240,13 @@ class Store:
             self._write(lambda db: db.execute(INSERT_CALL, row))
         except Exception as failure:  # the usage log must never fail an item
             self.note_fault(failure)
+
+    def queue_log_call(
+        self, *, role: str, provider: str, model: str, key: str, completion: Completion | None, error: str | None = None
+    ) -> None:
+        """Log one call without waiting for its commit (an event loop must not): the row goes with the writer's
+        next transaction, at most the store's log interval later."""
+        self._writer.log_rows([call_row(role, provider, model, key, completion, error)])
 
     def usage_totals(self) -> list[dict[str, Any]]:
         rows = self._read(
@@ -358,6 +381,37 @@ class Store:
         return [dict(row) for row in self._read(lambda db: db.execute(query, args).fetchall())]
 
 
+def cached_entry(raw: str | bytes) -> Completion:
+    """A cache entry as the answer it holds. Its text was scrubbed of keys before it was saved, so it is not
+    scrubbed again (the redaction is most of the cost of a cache read)."""
+    completion = Completion.model_validate_json(raw, context=SCRUBBED)
+    completion.cached, completion.latency_s = True, 0.0  # a fresh object: nothing else holds it
+    return completion
+
+
+def _save_entry(
+    key: str, provider: str, model: str, completion: Completion
+) -> Callable[[sqlite3.Connection], str | None]:
+    """The write of one cache entry: None when it was saved, else the earlier entry's JSON (the first wins, so
+    two processes asking the same question at once serve one answer)."""
+    entry = (key, provider, model, completion.model_dump_json(), time.time())
+
+    def save(db: sqlite3.Connection) -> str | None:
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO llm_cache (key, provider, model, completion, created_at) VALUES (?,?,?,?,?)",
+            entry,
+        ).rowcount
+        if inserted:
+            return None
+        return str(db.execute("SELECT completion FROM llm_cache WHERE key = ?", (key,)).fetchone()["completion"])
+
+    return save
+
+
+def _ignore(job: _Job) -> None:
+    return None
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -367,15 +421,16 @@ def _nothing(db: sqlite3.Connection) -> None:
 
 
 class _Job:
-    """One queued write: `work(db)` inside the writer's transaction, then `done` is set."""
+    """One queued write: `work(db)` inside the writer's transaction, then `done` is set and `callback` called."""
 
-    __slots__ = ("work", "done", "result", "error")
+    __slots__ = ("work", "done", "result", "error", "callback")
 
-    def __init__(self, work: Callable[[sqlite3.Connection], Any]):
+    def __init__(self, work: Callable[[sqlite3.Connection], Any], callback: Callable[[_Job], None] | None = None):
         self.work = work
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.callback = callback  # runs on the writer thread (an event loop's call_soon_threadsafe)
 
 
 class _Writer:
@@ -412,6 +467,12 @@ class _Writer:
         if job.error is not None:
             raise job.error
         return job.result
+
+    def submit(self, work: Callable[[sqlite3.Connection], Any], callback: Callable[[_Job], None]) -> None:
+        """Queue `work` without waiting: `callback(job)` runs on the writer thread once it is done."""
+        with self._cond:
+            self._jobs.append(_Job(work, callback))
+            self._wake()
 
     def log_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Queue usage rows without waiting for them."""
@@ -490,6 +551,11 @@ class _Writer:
                 break
         for job in jobs:
             job.done.set()
+            if job.callback is not None:
+                try:
+                    job.callback(job)
+                except Exception:  # e.g. the loop it reports to is closed: never the writer's end
+                    log.exception("a store write's callback failed")
 
     def _reopen(self) -> sqlite3.Connection:
         self._db = connect(self._store.path)

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from prelabel.concurrency import MAX_CONCURRENCY
 from prelabel.scripts.common import console, fail, label_config_path, ls_client, print_tally, settings_or_exit
 from prelabel.scripts.table_layout import Table
 
@@ -38,7 +39,8 @@ def label(
         label_config_path("summarization")
     ),
     concurrency: Annotated[
-        int | None, typer.Option(min=1, max=1024, help="items in flight (default PRELABEL_CONCURRENCY)")
+        int | None,
+        typer.Option(min=1, max=MAX_CONCURRENCY, help="items in flight (default PRELABEL_CONCURRENCY)"),
     ] = None,
     input_field: Annotated[str | None, typer.Option(help="field of the input (default: the config's)")] = None,
     retry_failed: Annotated[
@@ -286,6 +288,8 @@ def _print_summary(summary: BulkSummary) -> None:
         console.print(
             f'every failure is in {summary.output} with "error" set; rerun the same command to try them again'
         )
+    for note in summary.notes:
+        console.print(f"[yellow]note: {escape(note)}[/yellow]", highlight=False)
     for problem in summary.problems:
         console.print(f"[red]{escape(problem)}[/red]", highlight=False)
     if summary.stop_reason is not None:

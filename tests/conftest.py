@@ -3,13 +3,15 @@ settings that point prelabel at them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from werkzeug.serving import make_server
@@ -21,6 +23,8 @@ from prelabel.judge import LEVELS
 from prelabel.labelstudio import LabelStudioClient
 from prelabel.settings import Settings
 from prelabel.testing import FakeProvider, FakeReply, FakeRequest
+
+Result = TypeVar("Result")
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +118,32 @@ class ScriptedLLM:
                 logprobs=[{"token": t, "logprob": lp, "top_logprobs": top} for t, lp, top in tokens],
             )
         return FakeReply(content=content)
+
+
+def run_async(coroutine: Coroutine[Any, Any, Result]) -> Result:
+    """A coroutine run to its end on a fresh event loop, in a thread of its own: the browser tests' Playwright
+    keeps a loop in the main thread for the whole session, where asyncio.run would be refused."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
+
+
+@pytest.fixture(autouse=True)
+def close_engines(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every engine a test builds is closed after it (its event loop thread and HTTP sessions), whether or not
+    the test closed it: many tests build one in a line and only read its results."""
+    from prelabel.engine import Engine
+
+    built: list[Engine] = []
+    original = Engine.__init__
+
+    def recording(self: Engine, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(Engine, "__init__", recording)
+    yield
+    for engine in built:
+        engine.close()
 
 
 @pytest.fixture

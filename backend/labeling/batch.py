@@ -466,12 +466,12 @@ class BatchRun:
         except ValueError as first:
             self.summary.live_retries += 1
             try:
-                outcome.label = self.labeler.annotate_again(prompt, first)
+                outcome.label = self.engine.run(self.labeler.annotate_again(prompt, first))
             except ProviderError as error:
                 self._write(self.labeler.failed(item.task, f"annotator call failed: {error}"), sid)
                 return
             if self.labeler.uses_judge:  # the live label may not be cached (PRELABEL_CACHE=0): judge it live
-                self.labeler.rate(self.labeler.judge_prompt(text, outcome.label), outcome)
+                self.engine.run(self.labeler.rate(self.labeler.judge_prompt(text, outcome.label), outcome))
             self._write(outcome, sid)
             return
         self._to_judge(sid, text, outcome, judge)
@@ -508,7 +508,7 @@ class BatchRun:
             completion, verdict = self._accept("judge", prompt, result.completion, parse_judge)
         except JudgeParseError as first:
             self.summary.live_retries += 1
-            self.labeler.rate(prompt, outcome, earlier=first)
+            self.engine.run(self.labeler.rate(prompt, outcome, earlier=first))
         else:
             self.labeler.accept_verdict(outcome, completion, verdict)
         self._write(outcome, sid)

@@ -1,10 +1,13 @@
 """Labeling a whole pool: streamed input, bounded concurrency, one output line per finished item, resumable.
 
-The input is read one record at a time and at most `window` items are in flight, so memory does not grow
-with the pool (only the set of source ids seen does). Each finished item is appended to the output JSONL at
-once with a single write. Rerunning the same command reads the output first: items labeled before are
-skipped, failed ones (and ones a passing judge failure left unrated) are dropped from the file and tried again,
-and a last line cut short by a kill is removed, so every source id ends up in the output exactly once.
+The run is one coroutine on the engine's event loop: the input is read one record at a time and an item
+becomes a task only when one of the `concurrency` slots is free, so memory does not grow with the pool (only
+the set of source ids seen does), and an item answered wholly from the call cache is written at once, never
+scheduled. The calling thread only waits, so Ctrl-C and SIGTERM reach StopOnSignal's handler at once. Each
+finished item is appended to the output JSONL at once with a single write. Rerunning the same command reads
+the output first: items labeled before are skipped, failed ones (and ones a passing judge failure left
+unrated) are dropped from the file and tried again, and a last line cut short by a kill is removed, so every
+source id ends up in the output exactly once.
 
 Every item read is accounted for (labeled, failed with its reason, or not done because the run was stopped),
 and a fault that more calls cannot fix (the output cannot be written, MODEL_DIR is full) stops the run: no
@@ -13,18 +16,19 @@ new item starts and the engine makes no further paid call.
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from prelabel.concurrency import clamp_to_rate_limits
 from prelabel.costs import RoleUsage, UsageMeter
 from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.label_interface import LabelConfig
@@ -42,7 +46,13 @@ from prelabel.settings import Settings
 from prelabel.store import BatchedLogStore
 from prelabel.tally import Tally
 
+log = logging.getLogger("prelabel")
+
 MAX_LISTED_FAILURES = 20
+# A long stretch of cached items yields to the items in flight this often, so their answers are not held up.
+CACHED_STRETCH = 256
+# How often a reader waiting for a free slot looks at the stop flag.
+SLOT_POLL_S = 0.05
 
 
 class Progress(BaseModel):
@@ -77,6 +87,7 @@ class BulkSummary(BaseModel):
     stop_reason: str | None = None  # a fault stopped the run: no paid call was made after it
     input_finished: bool = False  # the whole input was read
     problems: list[str] = []  # faults besides the items' own (a progress display that raised)
+    notes: list[str] = []  # what the run chose for the user (a concurrency lowered to the rate limits)
     elapsed_s: float = 0.0
     failures: list[str] = []  # the first few "source id: reason"
     usage: list[RoleUsage] = []
@@ -99,7 +110,7 @@ class BulkSummary(BaseModel):
 
 
 class BulkRun:
-    """Labels the items of an input file into an output JSONL with bounded concurrency."""
+    """Labels the items of an input file into an output JSONL with bounded concurrency, on the engine's loop."""
 
     def __init__(
         self,
@@ -117,14 +128,11 @@ class BulkRun:
         self.labeler = labeler
         self.output = output
         self.concurrency = max(1, concurrency)
-        # Twice the workers, so a worker never waits for the reader; the bound keeps memory flat.
-        self.window = self.concurrency * 2
         self.meter = meter
         self.retry_failed = retry_failed
         self.relabel = relabel
         self.on_progress = on_progress
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(self.window)
+        self._lock = threading.Lock()  # the summary is also read by the waiting thread
         self._summary = BulkSummary(output=str(output), model_version=labeler.model_version)
         self._writer: OutputWriter | None = None
 
@@ -142,50 +150,14 @@ class BulkRun:
         summary.rerated = state.rerating
         summary.relabeled = state.relabeling
         summary.dropped_partial_line = state.dropped_partial_line
-        done_before = state.done
-        submitted: set[str] = set()  # an id repeated in the input is labeled once
-        writer = self._writer = OutputWriter(self.output)
+        self._writer = OutputWriter(self.output)
         started = time.perf_counter()
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="prelabel-bulk")
         try:
             with StopOnSignal() as signalled:
-                for item in items:
-                    if signalled.is_set() or self._stopped():
-                        break
-                    if item.source_id in done_before:
-                        continue
-                    if item.source_id in submitted:
-                        summary.duplicates += 1
-                        continue
-                    submitted.add(item.source_id)
-                    with self._lock:
-                        summary.seen += 1
-                    if item.error is not None:
-                        record = BulkRecord(
-                            source_id=item.source_id, error=item.error, model_version=self.labeler.model_version
-                        )
-                        self._finish(record)
-                        continue
-                    cached = self.labeler.label_from_cache(item.task)
-                    if cached is not None:  # nothing to wait for: no worker hand-off
-                        self._finish(BulkRecord.from_outcome(item.source_id, cached))
-                        continue
-                    if not self._take_slot(signalled):  # stopped while waiting for a worker
-                        with self._lock:
-                            summary.not_done += 1
-                        break
-                    future = pool.submit(self._work, item.source_id, item.task)
-                    future.add_done_callback(functools.partial(self._settled, item.source_id))
-                else:
-                    summary.input_finished = True
-                # Ctrl-C or a fault: items not started yet are given back (the next run does them); the
-                # ones in flight finish and are written.
-                stopping = signalled.is_set() or self._stopped()
-                pool.shutdown(wait=True, cancel_futures=stopping)
+                self.engine.run(self._drive(items, state.done, signalled))
                 summary.interrupted = signalled.is_set()
         finally:
-            pool.shutdown(wait=True)
-            writer.close()
+            self._writer.close()
             summary.stop_reason = self.engine.stop_reason
             summary.elapsed_s = time.perf_counter() - started
             if self.meter is not None:
@@ -193,46 +165,93 @@ class BulkRun:
                 summary.cost_usd = self.meter.cost_usd
         return summary
 
+    def note(self, text: str) -> None:
+        """Something the run chose for the user, printed with its summary."""
+        self._summary.notes.append(text)
+
     def _stopped(self) -> bool:
         """A fault stopped the run (the output could not be written, MODEL_DIR is full or read-only): no new
         item is started; the engine refuses any further paid call."""
         return self.engine.stop_reason is not None
 
-    def _take_slot(self, signalled: threading.Event) -> bool:
-        while not self._slots.acquire(timeout=0.05):
+    async def _drive(self, items: Iterator[Item], done_before: set[str], signalled: threading.Event) -> None:
+        """Read the input, write what the cache answers at once, and keep up to `concurrency` items in flight.
+        On Ctrl-C or a fault no new item starts; the items in flight finish and are written."""
+        summary = self._summary
+        slots = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        submitted: set[str] = set()  # an id repeated in the input is labeled once
+        since_yield = 0
+        try:
+            for item in items:
+                if signalled.is_set() or self._stopped():
+                    break
+                if item.source_id in done_before:
+                    continue
+                if item.source_id in submitted:
+                    summary.duplicates += 1
+                    continue
+                submitted.add(item.source_id)
+                with self._lock:
+                    summary.seen += 1
+                if item.error is not None:
+                    record = BulkRecord(
+                        source_id=item.source_id, error=item.error, model_version=self.labeler.model_version
+                    )
+                    self._finish(record)
+                    continue
+                cached = self.labeler.label_from_cache(item.task)
+                if cached is not None:  # nothing to wait for: written now
+                    self._finish(BulkRecord.from_outcome(item.source_id, cached))
+                    since_yield += 1
+                    if since_yield >= CACHED_STRETCH:
+                        since_yield = 0
+                        await asyncio.sleep(0)
+                    continue
+                if not await self._take_slot(slots, signalled):  # stopped while waiting for a slot
+                    with self._lock:
+                        summary.not_done += 1
+                    break
+                task = asyncio.create_task(self._work(item.source_id, item.task, slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            else:
+                summary.input_finished = True
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _take_slot(self, slots: asyncio.Semaphore, signalled: threading.Event) -> bool:
+        while True:
             if signalled.is_set() or self._stopped():
                 return False
+            if not slots.locked():
+                await slots.acquire()
+                break
+            try:
+                await asyncio.wait_for(slots.acquire(), SLOT_POLL_S)
+                break
+            except TimeoutError:
+                continue
         if signalled.is_set() or self._stopped():
-            self._slots.release()
+            slots.release()
             return False
         return True
 
-    def _work(self, sid: str, task: Any) -> None:
-        """One item in a worker: label it and write its line. Never raises: every item ends labeled, failed
-        with its reason, or (when the output fails) listed as not written."""
+    async def _work(self, sid: str, task: Any, slots: asyncio.Semaphore) -> None:
+        """One item: label it and write its line. Never raises: every item ends labeled, failed with its
+        reason, or (when the output fails) listed as not written."""
         try:
-            if self._stopped():  # waiting in the queue when a fault stopped the run: the next run does it
+            if self._stopped():  # a fault stopped the run since this item was read: the next run does it
                 with self._lock:
                     self._summary.not_done += 1
                 return
-            try:
-                outcome = self.labeler.label_task(task)
-            except Exception as error:  # label_task reports its own errors; this is a bug, kept to its item
-                outcome = self.labeler.failed(task, f"internal error: {type(error).__name__}: {error}")
+            outcome = await self.labeler.label(task)
             self._finish(BulkRecord.from_outcome(sid, outcome))
-        except Exception as error:
+        except Exception as error:  # label reports its own errors; this is a bug, kept to its item
             self._count_failed(sid, f"internal error: {type(error).__name__}: {error}")
         finally:
-            self._slots.release()
-
-    def _settled(self, sid: str, future: Future[None]) -> None:
-        # _work never raises; a future cancelled before it started (Ctrl-C, a fault) is counted here.
-        if future.cancelled():
-            with self._lock:
-                self._summary.not_done += 1
-            self._slots.release()
-        elif future.exception() is not None:
-            self._count_failed(sid, f"internal error: {future.exception()}")
+            slots.release()
 
     def _finish(self, record: BulkRecord) -> None:
         """Write the item's line and count it; a failing output stops the run."""
@@ -257,6 +276,8 @@ class BulkRun:
             else:
                 summary.labeled += 1
                 summary.unrated += record.unrated_reason is not None
+            if self.on_progress is None:
+                return
             snapshot = Progress(
                 done=summary.labeled + summary.failed,
                 labeled=summary.labeled,
@@ -323,16 +344,23 @@ def label_file(
     engine = engine or build_engine(settings, meter)
     try:
         labeler = engine.labeler(config)
+        roles = ["annotator", "judge"] if labeler.uses_judge else ["annotator"]
+        concurrency, note = clamp_to_rate_limits(
+            concurrency or settings.prelabel_concurrency, {role: settings.rate_limits(role)[0] for role in roles}
+        )
         run = BulkRun(
             engine,
             labeler,
             output,
-            concurrency=concurrency or settings.prelabel_concurrency,
+            concurrency=concurrency,
             meter=meter,
             retry_failed=retry_failed,
             relabel=relabel,
             on_progress=on_progress,
         )
+        if note is not None:
+            log.warning("%s", note)
+            run.note(note)
         return run.run(iter_items(input_path, input_field or config.data_key))
     finally:
         if isinstance(engine.store, BatchedLogStore):

@@ -1,8 +1,8 @@
-"""LLM providers: one client per role, built once and shared by every thread.
+"""LLM providers: one client per role, built once per engine and awaited on its event loop.
 
 `openai` covers OpenAI and any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, gateways); `anthropic`
 covers Claude. Structured output is a JSON schema on OpenAI-compatible endpoints and a forced tool on
-Anthropic. Retries on 408/409/429/5xx with Retry-After are the SDKs' own.
+Anthropic. Retries on 408/409/429/5xx with Retry-After follow the SDKs' own policy (prelabel.providers.http).
 
 This module holds what every provider shares and imports no SDK: the call's parameters, its answer, the
 errors and the client protocol. Each provider's client, request bodies and batch adapter live in
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pydantic import BaseModel, SecretStr, field_validator
+from pydantic import BaseModel, SecretStr, ValidationInfo, field_validator
 
 from prelabel.families import ModelRef
 from prelabel.redact import redact
@@ -22,6 +22,9 @@ from prelabel.redact import redact
 TopLogprobs = list[tuple[str, float]]
 
 NO_KEY_PLACEHOLDER = "not-needed"  # local OpenAI-compatible servers ignore the key, the SDK wants one
+
+# The validation context of text prelabel scrubbed itself before storing it (a cache entry): not scrubbed again.
+SCRUBBED: dict[str, bool] = {"scrubbed": True}
 
 
 class ProviderError(RuntimeError):
@@ -46,21 +49,29 @@ class Completion(BaseModel):
     cached: bool = False
 
     # A model's answer is provider text too: whatever it repeats of a key is scrubbed before it is parsed,
-    # cached, logged or written anywhere.
+    # cached, logged or written anywhere. A cache entry (validated with context SCRUBBED) was scrubbed then.
     @field_validator("text")
     @classmethod
-    def _scrub_text(cls, text: str) -> str:
-        return redact(text)
+    def _scrub_text(cls, text: str, info: ValidationInfo) -> str:
+        return text if _scrubbed(info) else redact(text)
 
     @field_validator("tokens")
     @classmethod
-    def _scrub_tokens(cls, tokens: list[str] | None) -> list[str] | None:
-        return [redact(token) for token in tokens] if tokens else tokens
+    def _scrub_tokens(cls, tokens: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if not tokens or _scrubbed(info):
+            return tokens
+        return [redact(token) for token in tokens]
 
     @field_validator("top_logprobs")
     @classmethod
-    def _scrub_alternatives(cls, top: list[TopLogprobs] | None) -> list[TopLogprobs] | None:
-        return [[(redact(token), p) for token, p in position] for position in top] if top else top
+    def _scrub_alternatives(cls, top: list[TopLogprobs] | None, info: ValidationInfo) -> list[TopLogprobs] | None:
+        if not top or _scrubbed(info):
+            return top
+        return [[(redact(token), p) for token, p in position] for position in top]
+
+
+def _scrubbed(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("scrubbed"))
 
 
 class CallParams(BaseModel, frozen=True):
@@ -78,9 +89,13 @@ class CallParams(BaseModel, frozen=True):
 
 
 class LLMClient(Protocol):
+    """A live client of one role, awaited on the engine's event loop (prelabel.event_loop)."""
+
     ref: ModelRef
 
-    def complete(self, prompt: str, params: CallParams) -> Completion: ...
+    async def complete(self, prompt: str, params: CallParams) -> Completion: ...
+
+    async def aclose(self) -> None: ...
 
 
 def secret_value(value: SecretStr | None) -> str | None:
@@ -106,13 +121,14 @@ def make_client(
     anthropic_base_url: str | None,
     timeout: float,
     max_retries: int,
+    transport: str = "aiohttp",
 ) -> LLMClient:
     # The provider's module, and with it its SDK, is imported here, when its first client is built: importing
     # this package (as the store, the pipeline and every command do) loads neither SDK.
     if ref.provider == "anthropic":
         from prelabel.providers.anthropic import AnthropicClient
 
-        return AnthropicClient(ref, anthropic_api_key, anthropic_base_url, timeout, max_retries)
+        return AnthropicClient(ref, anthropic_api_key, anthropic_base_url, timeout, max_retries, transport)
     from prelabel.providers.openai import OpenAIClient
 
-    return OpenAIClient(ref, openai_api_key, openai_base_url, timeout, max_retries)
+    return OpenAIClient(ref, openai_api_key, openai_base_url, timeout, max_retries, transport)

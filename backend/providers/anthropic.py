@@ -1,5 +1,5 @@
-"""Anthropic (Claude): the SDK client, the messages request body and answer, the live client, and the Message
-Batches adapter (the same bodies and answers, in batches)."""
+"""Anthropic (Claude): the messages request body and answer, the live client (async, on the engine's loop), and
+the Message Batches adapter (the same bodies and answers, in batches, through the SDK's blocking client)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic  # the SDK: absolute imports never resolve to this module
+from anthropic.types import Message
 from pydantic import SecretStr
 
 from prelabel.families import ModelRef
@@ -22,19 +23,25 @@ from prelabel.providers import (
     secret_value,
 )
 from prelabel.providers.batch import BatchAPI, BatchJob, BatchLimits, JobStatus, RequestResult
+from prelabel.providers.http import JSON_CONTENT, FastPost, json_bytes
+from prelabel.redact import redact
+
+
+def anthropic_credentials(ref: ModelRef, api_key: SecretStr | None, base_url: str | None) -> tuple[str, str | None]:
+    """The key and endpoint a role's clients use (ProviderError when there is neither)."""
+    key = secret_value(api_key)
+    endpoint = ref.base_url or base_url
+    if not key and not endpoint:
+        raise ProviderError(f"{ref.spec}: ANTHROPIC_API_KEY is not set")
+    return key or NO_KEY_PLACEHOLDER, endpoint
 
 
 def anthropic_sdk(
     ref: ModelRef, api_key: SecretStr | None, base_url: str | None, timeout: float, max_retries: int
 ) -> anthropic.Anthropic:
-    """The SDK client for a role (live calls and Message Batches share it)."""
-    key = secret_value(api_key)
-    endpoint = ref.base_url or base_url
-    if not key and not endpoint:
-        raise ProviderError(f"{ref.spec}: ANTHROPIC_API_KEY is not set")
-    return anthropic.Anthropic(
-        api_key=key or NO_KEY_PLACEHOLDER, base_url=endpoint, timeout=timeout, max_retries=max_retries
-    )
+    """The SDK's (blocking) client for a role's Message Batches."""
+    key, endpoint = anthropic_credentials(ref, api_key, base_url)
+    return anthropic.Anthropic(api_key=key, base_url=endpoint, timeout=timeout, max_retries=max_retries)
 
 
 def anthropic_message_body(ref: ModelRef, prompt: str, params: CallParams) -> dict[str, Any]:
@@ -70,22 +77,43 @@ def anthropic_completion(response: Any, latency: float = 0.0) -> Completion:
 
 
 class AnthropicClient:
+    """Live messages, awaited on the engine's loop (see prelabel.providers.http for the transport)."""
+
     def __init__(
-        self, ref: ModelRef, api_key: SecretStr | None, base_url: str | None, timeout: float, max_retries: int
+        self,
+        ref: ModelRef,
+        api_key: SecretStr | None,
+        base_url: str | None,
+        timeout: float,
+        max_retries: int,
+        transport: str = "aiohttp",
     ):
         self.ref = ref
-        self._client = anthropic_sdk(ref, api_key, base_url, timeout, max_retries)
+        key, endpoint = anthropic_credentials(ref, api_key, base_url)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=key, base_url=endpoint, timeout=timeout, max_retries=max_retries
+        )
+        self._fast = FastPost(self._client, timeout, max_retries) if transport == "aiohttp" else None
 
-    def complete(self, prompt: str, params: CallParams) -> Completion:
-        request = anthropic_message_body(self.ref, prompt, params)
+    async def complete(self, prompt: str, params: CallParams) -> Completion:
+        body = json_bytes(anthropic_message_body(self.ref, prompt, params))
         started = time.perf_counter()
         try:
-            response = self._client.messages.create(**request)
+            if self._fast is not None:
+                data = await self._fast.post("/v1/messages", body)
+            else:
+                data = await self._client.post("/v1/messages", content=body, options=JSON_CONTENT, cast_to=object)
+            response = Message.model_validate(data)  # validated once, at the boundary
         except anthropic.APIError as error:
             raise ProviderError(describe_error(self.ref, error)) from None
-        except ValueError as error:  # a 200 whose body is not the API's JSON
-            raise ProviderError(f"{self.ref.spec}: malformed response body: {error}") from None
+        except ValueError as error:  # a 200 whose body is not JSON, or not a message
+            raise ProviderError(f"{self.ref.spec}: malformed response body: {redact(str(error))[:300]}") from None
         return anthropic_completion(response, time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        if self._fast is not None:
+            await self._fast.aclose()
+        await self._client.close()
 
 
 class AnthropicBatches(BatchAPI):

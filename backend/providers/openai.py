@@ -1,5 +1,6 @@
-"""OpenAI and OpenAI-compatible endpoints: the SDK client, the chat completions request body and answer, the
-live client, and the Batch API adapter (the same bodies and answers, as JSONL lines)."""
+"""OpenAI and OpenAI-compatible endpoints: the chat completions request body and answer, the live client (async,
+on the engine's loop), and the Batch API adapter (the same bodies and answers, as JSONL lines, through the
+SDK's blocking client)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from prelabel.providers import (
     secret_value,
 )
 from prelabel.providers.batch import BatchAPI, BatchJob, BatchLimits, JobStatus, RequestResult, custom_id
+from prelabel.providers.http import JSON_CONTENT, FastPost, json_bytes
 from prelabel.redact import redact
 
 CHAT_ENDPOINT: Final = "/v1/chat/completions"
@@ -31,10 +33,8 @@ CHAT_ENDPOINT: Final = "/v1/chat/completions"
 log = logging.getLogger("prelabel")
 
 
-def openai_sdk(
-    ref: ModelRef, api_key: SecretStr | None, base_url: str | None, timeout: float, max_retries: int
-) -> openai.OpenAI:
-    """The SDK client for a role (live calls and the Batch API share it)."""
+def openai_credentials(ref: ModelRef, api_key: SecretStr | None, base_url: str | None) -> tuple[str, str | None]:
+    """The key and endpoint a role's clients use (ProviderError when there is neither)."""
     key = secret_value(api_key)
     endpoint = ref.base_url or base_url
     if not key and not endpoint:
@@ -42,7 +42,15 @@ def openai_sdk(
             f"{ref.spec}: OPENAI_API_KEY is not set (set it, or point PRELABEL_*_BASE_URL at an "
             "OpenAI-compatible server)"
         )
-    return openai.OpenAI(api_key=key or NO_KEY_PLACEHOLDER, base_url=endpoint, timeout=timeout, max_retries=max_retries)
+    return key or NO_KEY_PLACEHOLDER, endpoint
+
+
+def openai_sdk(
+    ref: ModelRef, api_key: SecretStr | None, base_url: str | None, timeout: float, max_retries: int
+) -> openai.OpenAI:
+    """The SDK's (blocking) client for a role's Batch API jobs."""
+    key, endpoint = openai_credentials(ref, api_key, base_url)
+    return openai.OpenAI(api_key=key, base_url=endpoint, timeout=timeout, max_retries=max_retries)
 
 
 def openai_chat_body(ref: ModelRef, prompt: str, params: CallParams) -> dict[str, Any]:
@@ -98,25 +106,35 @@ REFUSED_PARAMETER_STATUSES = frozenset({400, 422, 501})
 
 
 class OpenAIClient:
+    """Live chat completions, awaited on the engine's loop (see prelabel.providers.http for the transport)."""
+
     def __init__(
-        self, ref: ModelRef, api_key: SecretStr | None, base_url: str | None, timeout: float, max_retries: int
+        self,
+        ref: ModelRef,
+        api_key: SecretStr | None,
+        base_url: str | None,
+        timeout: float,
+        max_retries: int,
+        transport: str = "aiohttp",
     ):
         self.ref = ref
-        self._client = openai_sdk(ref, api_key, base_url, timeout, max_retries)
+        key, endpoint = openai_credentials(ref, api_key, base_url)
+        self._client = openai.AsyncOpenAI(api_key=key, base_url=endpoint, timeout=timeout, max_retries=max_retries)
+        self._fast = FastPost(self._client, timeout, max_retries) if transport == "aiohttp" else None
         # Set once this endpoint refused log-probabilities: the judge then asks for the plain level only.
         self.logprobs_refused: str | None = None
 
-    def complete(self, prompt: str, params: CallParams) -> Completion:
+    async def complete(self, prompt: str, params: CallParams) -> Completion:
         if params.logprobs and self.logprobs_refused is not None:
             params = params.model_copy(update={"logprobs": False})
         try:
-            return self._complete(prompt, params)
+            return await self._complete(prompt, params)
         except openai.APIStatusError as error:
             if not params.logprobs or error.status_code not in REFUSED_PARAMETER_STATUSES:
                 raise ProviderError(describe_error(self.ref, error)) from None
             refusal = describe_error(self.ref, error)
         # Asked once more without log-probabilities; only if that works are they refused for good.
-        completion = self._complete(prompt, params.model_copy(update={"logprobs": False}), fail=refusal)
+        completion = await self._complete(prompt, params.model_copy(update={"logprobs": False}), fail=refusal)
         if self.logprobs_refused is None:
             self.logprobs_refused = refusal
             log.warning(
@@ -127,11 +145,15 @@ class OpenAIClient:
             )
         return completion
 
-    def _complete(self, prompt: str, params: CallParams, fail: str | None = None) -> Completion:
-        request = openai_chat_body(self.ref, prompt, params)
+    async def _complete(self, prompt: str, params: CallParams, fail: str | None = None) -> Completion:
+        body = json_bytes(openai_chat_body(self.ref, prompt, params))
         started = time.perf_counter()
         try:
-            response = self._client.chat.completions.create(**request)
+            if self._fast is not None:
+                data = await self._fast.post("/chat/completions", body)
+            else:
+                data = await self._client.post("/chat/completions", content=body, options=JSON_CONTENT, cast_to=object)
+            response = ChatCompletion.model_validate(data)  # validated once, at the boundary
         except openai.APIStatusError as error:
             if fail is not None:  # the retry without log-probabilities failed too: the first refusal was not theirs
                 second = describe_error(self.ref, error)
@@ -139,9 +161,14 @@ class OpenAIClient:
             raise
         except openai.APIError as error:
             raise ProviderError(describe_error(self.ref, error)) from None
-        except ValueError as error:  # a 200 whose body is not the API's JSON
-            raise ProviderError(f"{self.ref.spec}: malformed response body: {error}") from None
+        except ValueError as error:  # a 200 whose body is not JSON, or not a chat completion
+            raise ProviderError(f"{self.ref.spec}: malformed response body: {redact(str(error))[:300]}") from None
         return openai_completion(self.ref, response, time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        if self._fast is not None:
+            await self._fast.aclose()
+        await self._client.close()
 
 
 class OpenAIBatches(BatchAPI):

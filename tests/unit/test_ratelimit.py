@@ -14,14 +14,17 @@ import pytest
 from prelabel.families import ModelRef
 from prelabel.providers import CallParams, Completion, Usage
 from prelabel.ratelimit import (
+    BUSY_RETRY_S,
     RateLimitedClient,
     SharedTokenBucket,
     TokenBucket,
     bucket_path,
     estimate_prompt_tokens,
     limited,
+    wait_for,
 )
 from prelabel.settings import Settings
+from tests.conftest import run_async
 
 
 class Clock:
@@ -86,9 +89,12 @@ class EchoClient:
     def __init__(self) -> None:
         self.calls = 0
 
-    def complete(self, prompt: str, params: CallParams) -> Completion:
+    async def complete(self, prompt: str, params: CallParams) -> Completion:
         self.calls += 1
         return Completion(text="ok", usage=Usage(input_tokens=10, output_tokens=2))
+
+    async def aclose(self) -> None:
+        return None
 
 
 def test_settings_and_wrapping(monkeypatch):
@@ -102,7 +108,7 @@ def test_settings_and_wrapping(monkeypatch):
     annotator = limited(inner, "annotator", settings)
     assert isinstance(annotator, RateLimitedClient) and annotator.requests and annotator.tokens is None
     assert annotator.ref is inner.ref
-    assert annotator.complete("hello", CallParams(max_tokens=5)).text == "ok" and inner.calls == 1
+    assert run_async(annotator.complete("hello", CallParams(max_tokens=5))).text == "ok" and inner.calls == 1
     monkeypatch.setenv("PRELABEL_ANNOTATOR_RPM", "0")
     assert limited(inner, "annotator", Settings()) is inner  # 0 means no limit
 
@@ -281,7 +287,7 @@ def test_limited_with_a_directory_shares_buckets_per_role_kind_and_model(tmp_pat
     assert bucket_path(tmp_path, "annotator", "rpm", EchoClient.ref) == annotator.requests.path
     other_model = ModelRef.parse("openai:gpt-4o")
     assert bucket_path(tmp_path, "annotator", "rpm", other_model) != annotator.requests.path
-    assert annotator.complete("hello", CallParams(max_tokens=5)).text == "ok"
+    assert run_async(annotator.complete("hello", CallParams(max_tokens=5))).text == "ok"
     assert annotator.requests.path.stat().st_size == 16
     assert not isinstance(limited(EchoClient(), "annotator", settings).requests, SharedTokenBucket)  # type: ignore[union-attr]
 
@@ -312,3 +318,33 @@ def test_the_engine_of_the_backend_and_the_cli_uses_shared_limits(tmp_path, monk
         assert engine.annotator.requests.path.parent == rate_limit_dir(settings) == tmp_path / "model" / "ratelimit"
     finally:
         close_engine(engine)
+
+
+def test_a_shared_bucket_held_by_another_process_never_blocks_the_caller(tmp_path):
+    """A process paused while holding a bucket's lock (SIGSTOP, a debugger) must not freeze the event loop that
+    every call of this process runs on: a spend says "try again shortly", a settle is charged with the next
+    spend, and the awaited wait goes on once the lock is free."""
+    import fcntl
+    import os
+
+    path = tmp_path / "b.bucket"
+    bucket = SharedTokenBucket(600, path)  # 10 units of burst
+    holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another descriptor: to flock, another process
+    try:
+        started = time.monotonic()
+        assert bucket.try_spend(1) == BUSY_RETRY_S
+        bucket.settle(4)  # kept, not lost
+        assert time.monotonic() - started < 0.5
+    finally:
+        os.close(holder)
+    assert bucket.try_spend(1) == 0.0  # the deferred 4 and this 1 are both charged now
+    assert bucket.try_spend(5) == 0.0
+    assert bucket.try_spend(1) > 0  # 10 spent: empty
+
+
+def test_the_awaited_wait_spends_like_the_blocking_one(tmp_path):
+    bucket = SharedTokenBucket(600, tmp_path / "b.bucket")  # 10 units of burst, 9.8 a second after
+    assert run_async(wait_for(bucket, 10)) == 0.0
+    waited = run_async(wait_for(bucket, 2))
+    assert 0.1 < waited < 1.0 and bucket.waited_s == waited
