@@ -123,9 +123,10 @@ class UsageMeter:
         self.prices = prices if prices is not None else load_prices()
         self._lock = threading.Lock()
         self._roles: dict[str, RoleUsage] = {}
+        self._prices_by_model: dict[str, Price | None] = {}
 
     def add(self, role: str, model: str, completion: Completion) -> None:
-        price = price_for(model, self.prices)
+        price = self._price(model)
         with self._lock:
             usage = self._roles.setdefault(role, RoleUsage(role=role, model=model, cost_usd=0.0 if price else None))
             usage.calls += 1
@@ -133,6 +134,11 @@ class UsageMeter:
             usage.output_tokens += completion.usage.output_tokens
             if price is not None and usage.cost_usd is not None:
                 usage.cost_usd += price.cost(completion.usage.input_tokens, completion.usage.output_tokens)
+
+    def _price(self, model: str) -> Price | None:
+        if model not in self._prices_by_model:  # looked up once per model: add runs for every paid call
+            self._prices_by_model[model] = price_for(model, self.prices)
+        return self._prices_by_model[model]
 
     def roles(self) -> list[RoleUsage]:
         with self._lock:

@@ -5,6 +5,8 @@ only sets a flag runs at once, because the main thread waits in short slices), a
 threads have no loop to give. Both hand coroutines to this loop and wait for their results; thousands of calls
 can then be in flight at once without a thread each.
 
+While a loop runs, the garbage collector is tuned for many short-lived calls (prelabel.gc_policy).
+
 A loop does not survive fork(): a child would hand coroutines to a loop no thread runs, and hang. `submit`
 refuses in a process other than the one that built the loop, with an error saying to build the engine after
 the fork (as `prelabel serve` does, per worker).
@@ -19,6 +21,8 @@ import threading
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from prelabel import gc_policy
 
 T = TypeVar("T")
 
@@ -37,6 +41,7 @@ class EngineLoop:
         self._pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self._closed = False
+        gc_policy.hold()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -109,3 +114,4 @@ class EngineLoop:
             self._thread.join(timeout=timeout)
             if not self._thread.is_alive():
                 self.loop.close()
+            gc_policy.release()

@@ -115,9 +115,11 @@ class Labeler:
         """`label`, waited for: for callers outside the engine's loop."""
         return self.engine.label_task(self, task)
 
-    async def label(self, task: Any) -> LabelOutcome:
+    async def label(self, task: Any, read: tuple[str, bool] | None = None) -> LabelOutcome:
+        """The task labeled and rated. Never raises. `read`: its `read_input`, when the caller has it already."""
         try:
-            return await self._label(task)
+            text, truncated = read if read is not None else self.read_input(task)
+            return await self._label(task, text, truncated)
         except InputError as error:
             return self.failed(task, f"bad input: {error}")
         except ProviderError as error:
@@ -128,26 +130,36 @@ class Labeler:
             log.exception("unexpected error labeling task %s", task.get("id") if isinstance(task, dict) else None)
             return self.failed(task, f"internal error: {type(error).__name__}: {error}")
 
-    def label_from_cache(self, task: Any) -> LabelOutcome | None:
-        """The outcome when every call it needs is already cached, else None (label_task then does the work
-        and reports any error the usual way)."""
+    def readable(self, task: Any) -> tuple[str, bool] | None:
+        """`read_input`, or None for a task it refuses (`label` then reports why, naming the field)."""
         try:
-            return self.engine.answer_from_cache(self._label(task))
-        except Exception:  # bad input and the like: label reports it with the task and the field
+            return self.read_input(task)
+        except InputError:
+            return None
+
+    def label_from_cache(self, task: Any, read: tuple[str, bool]) -> LabelOutcome | None:
+        """The outcome when every call it needs is already cached, else None (`label` then does the work and
+        reports any error the usual way). `read`: the task's `read_input`."""
+        try:
+            return self.engine.answer_from_cache(self._label(task, *read))
+        except Exception:  # anything unexpected: label reports it with the task
             return None
 
     def begin(self, task: Any) -> tuple[str, LabelOutcome]:
         """The task's input text and an outcome holding its warnings (InputError for a bad task)."""
         text, truncated = self.read_input(task)
+        return text, self._outcome(task, truncated)
+
+    def _outcome(self, task: Any, truncated: bool) -> LabelOutcome:
         outcome = LabelOutcome(task_id=task.get("id"), model_version=self.model_version, truncated=truncated)
         if truncated:
             outcome.warnings.append(f"input truncated to {self.engine.settings.prelabel_max_input_chars} characters")
         if self.engine.family_warning:
             outcome.warnings.append(self.engine.family_warning)
-        return text, outcome
+        return outcome
 
-    async def _label(self, task: Any) -> LabelOutcome:
-        text, outcome = self.begin(task)
+    async def _label(self, task: Any, text: str, truncated: bool) -> LabelOutcome:
+        outcome = self._outcome(task, truncated)
         outcome.label = await self._annotate(text)
         if self.uses_judge:
             await self.rate(self.judge_prompt(text, outcome.label or ""), outcome)

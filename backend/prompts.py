@@ -12,6 +12,7 @@ its text under MODEL_DIR/prompts/<name>.txt and a row in the store, so `evaluate
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import sqlite3
@@ -85,19 +86,30 @@ def render(template: str, *, input: str, label: str = "", labels: list[str] | No
     """The prompt for one item. The input and the label are data: each is fenced (backend/fencing.py), so
     nothing inside them reads as the template's headings or instructions."""
     values = {"input": fence(input), "label": fence(label), "labels": ", ".join(labels or [])}
-    # The article's positional form: the first {} is the input, the second the label, any more are text.
-    positional = iter([values["input"], values["label"]] if "input" not in placeholders(template) else [])
+    # The template is split once (_parts); the data is put in its slots, never scanned for placeholders.
+    return "".join(part if name is None else values[name] for part, name in _parts(template))
 
-    def substitute(match: re.Match[str]) -> str:
+
+@functools.lru_cache(maxsize=256)
+def _parts(template: str) -> tuple[tuple[str, str | None], ...]:
+    """The template as literal text and slots: (text, None) or ("", name). Escaped braces lose one level; the
+    article's positional form maps the first {} to the input and the second to the label, any more are text."""
+    positional = iter(["input", "label"] if "input" not in placeholders(template) else [])
+    parts: list[tuple[str, str | None]] = []
+    at = 0
+    for match in _BRACED.finditer(template):
+        parts.append((template[at : match.start()], None))
+        at = match.end()
         name = _placeholder(match)
         if name is None:
-            return _unescaped(match)
-        if name == "":
-            return next(positional, "{}")
-        return values[name]
-
-    # One pass over the template, so a placeholder that appears inside the data stays as it is.
-    return _BRACED.sub(substitute, template)
+            parts.append((_unescaped(match), None))
+        elif name == "":
+            slot = next(positional, None)
+            parts.append(("{}", None) if slot is None else ("", slot))
+        else:
+            parts.append(("", name))
+    parts.append((template[at:], None))
+    return tuple(parts)
 
 
 def read_template(path: Path, role: str, needs_label: bool) -> str:

@@ -130,10 +130,16 @@ class Store:
                 log.error("%s", self.fault)
             return self.fault
 
-    def _connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
+    def _connection(self, wait: bool = True) -> sqlite3.Connection:
+        """This thread's read connection. The one for reads that must not wait (an event loop's) has SQLite's
+        own busy handler off as well: it would sleep inside SQLite, holding up every call on the loop."""
+        name = "db" if wait else "db_nowait"
+        db = getattr(self._local, name, None)
         if db is None:
-            db = self._local.db = connect(self.path)
+            db = connect(self.path)
+            if not wait:
+                db.execute("PRAGMA busy_timeout=0")
+            setattr(self._local, name, db)
         return db
 
     def _read(self, query: Callable[[sqlite3.Connection], T], wait: bool = True) -> T:
@@ -143,7 +149,7 @@ class Store:
         delay = 0.005
         while True:
             try:
-                return query(self._connection())
+                return query(self._connection(wait))
             except sqlite3.OperationalError as error:
                 if not lock_contention(error) or time.monotonic() > deadline:
                     raise

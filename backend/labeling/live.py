@@ -51,8 +51,8 @@ log = logging.getLogger("prelabel")
 MAX_LISTED_FAILURES = 20
 # A long stretch of cached items yields to the items in flight this often, so their answers are not held up.
 CACHED_STRETCH = 256
-# How often a reader waiting for a free slot looks at the stop flag.
-SLOT_POLL_S = 0.05
+# How often the run looks at the stop flag while its reader waits for a free slot.
+STOP_POLL_S = 0.05
 
 
 class Progress(BaseModel):
@@ -182,6 +182,8 @@ class BulkRun:
         running: set[asyncio.Task[None]] = set()
         submitted: set[str] = set()  # an id repeated in the input is labeled once
         since_yield = 0
+        probe = CacheProbe()
+        watcher = asyncio.create_task(self._watch(slots, signalled))
         try:
             for item in items:
                 if signalled.is_set() or self._stopped():
@@ -200,7 +202,11 @@ class BulkRun:
                     )
                     self._finish(record)
                     continue
-                cached = self.labeler.label_from_cache(item.task)
+                read = self.labeler.readable(item.task)  # read once, for the cache and the live path alike
+                cached = None
+                if read is not None and probe.worth_trying():
+                    cached = self.labeler.label_from_cache(item.task, read)
+                    probe.record(hit=cached is not None)
                 if cached is not None:  # nothing to wait for: written now
                     self._finish(BulkRecord.from_outcome(item.source_id, cached))
                     since_yield += 1
@@ -212,33 +218,31 @@ class BulkRun:
                     with self._lock:
                         summary.not_done += 1
                     break
-                task = asyncio.create_task(self._work(item.source_id, item.task, slots))
+                task = asyncio.create_task(self._work(item.source_id, item.task, read, slots))
                 running.add(task)
                 task.add_done_callback(running.discard)
             else:
                 summary.input_finished = True
         finally:
+            watcher.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
     async def _take_slot(self, slots: asyncio.Semaphore, signalled: threading.Event) -> bool:
-        while True:
-            if signalled.is_set() or self._stopped():
-                return False
-            if not slots.locked():
-                await slots.acquire()
-                break
-            try:
-                await asyncio.wait_for(slots.acquire(), SLOT_POLL_S)
-                break
-            except TimeoutError:
-                continue
+        await slots.acquire()  # _watch frees one when a stop comes, so this never outwaits it
         if signalled.is_set() or self._stopped():
             slots.release()
             return False
         return True
 
-    async def _work(self, sid: str, task: Any, slots: asyncio.Semaphore) -> None:
+    async def _watch(self, slots: asyncio.Semaphore, signalled: threading.Event) -> None:
+        """Wake the reader waiting for a slot as soon as Ctrl-C or a fault asks the run to stop (the flag is
+        set by a signal handler in another thread: polled, not awaited)."""
+        while not (signalled.is_set() or self._stopped()):
+            await asyncio.sleep(STOP_POLL_S)
+        slots.release()
+
+    async def _work(self, sid: str, task: Any, read: tuple[str, bool] | None, slots: asyncio.Semaphore) -> None:
         """One item: label it and write its line. Never raises: every item ends labeled, failed with its
         reason, or (when the output fails) listed as not written."""
         try:
@@ -246,7 +250,7 @@ class BulkRun:
                 with self._lock:
                     self._summary.not_done += 1
                 return
-            outcome = await self.labeler.label(task)
+            outcome = await self.labeler.label(task, read)
             self._finish(BulkRecord.from_outcome(sid, outcome))
         except Exception as error:  # label reports its own errors; this is a bug, kept to its item
             self._count_failed(sid, f"internal error: {type(error).__name__}: {error}")
@@ -367,6 +371,39 @@ def label_file(
             engine.store.flush()
         if own_engine:
             close_engine(engine)
+
+
+class CacheProbe:
+    """Whether to try the next item from the cache alone before scheduling it.
+
+    A cached item answered in place costs a fraction of a scheduled one, but the try costs a prompt render, a
+    key and a lookup when it misses. After a streak of misses (a pool labeled for the first time), tries are
+    spaced out, doubling up to every MAX_SPACING-th item, until one hits again. Skipped items lose nothing: the
+    scheduled path reads the cache too.
+    """
+
+    MISS_STREAK = 32
+    MAX_SPACING = 1024
+
+    def __init__(self) -> None:
+        self._streak = 0
+        self._spacing = 0
+        self._skip = 0
+
+    def worth_trying(self) -> bool:
+        if self._skip:
+            self._skip -= 1
+            return False
+        return True
+
+    def record(self, hit: bool) -> None:
+        if hit:
+            self._streak = self._spacing = 0
+            return
+        self._streak += 1
+        if self._streak >= self.MISS_STREAK:
+            self._spacing = min(max(2 * self._spacing, self.MISS_STREAK), self.MAX_SPACING)
+            self._skip = self._spacing
 
 
 class StopOnSignal:

@@ -23,13 +23,15 @@ import importlib
 import json
 from typing import Any
 
+import pydantic_core
+
 # The SDK's own request path (PRELABEL_HTTP=sdk) is given the body already serialized, with this option.
 JSON_CONTENT: Any = {"headers": {"Content-Type": "application/json"}}
 
 
 def json_bytes(body: dict[str, Any]) -> bytes:
-    """A request body serialized once."""
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    """A request body serialized once, as UTF-8 JSON (pydantic-core's encoder: a third of json.dumps's time)."""
+    return pydantic_core.to_json(body)
 
 
 class _Answer:
@@ -68,15 +70,25 @@ class FastPost:
         self._retries = _RetryBudget(max_retries)
         self._errors = importlib.import_module(type(sdk).__module__.split(".")[0])  # openai or anthropic
         self._session: Any = None
+        self._proxy: dict[str, Any] = {}
 
     def _open(self) -> Any:
         import aiohttp
+        from aiohttp.helpers import get_env_proxy_for_url
+        from yarl import URL
 
+        # HTTP(S)_PROXY and NO_PROXY, as the SDK's own transport honours them, read once for the one endpoint:
+        # aiohttp's trust_env would look them up (and netrc) in a worker thread on every call.
+        try:
+            proxy, proxy_auth = get_env_proxy_for_url(URL(self._base))
+            self._proxy = {"proxy": proxy, "proxy_auth": proxy_auth}
+        except LookupError:
+            self._proxy = {}
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=self._timeout),
             cookie_jar=aiohttp.DummyCookieJar(),  # no state carried between calls
-            trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as the SDK's own transport honours them
+            headers=self._headers,
         )
         return self._session
 
@@ -89,7 +101,7 @@ class FastPost:
         remaining = self._retries.max_retries
         while True:
             try:
-                async with session.post(url, data=body, headers=self._headers) as response:
+                async with session.post(url, data=body, **self._proxy) as response:
                     raw = await response.read()
                     if response.status < 300:
                         return json.loads(raw)
