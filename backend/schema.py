@@ -117,20 +117,21 @@ _MIGRATIONS_TABLE = (
 )
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     """A connection to the store's file (created if missing) with its schema up to date.
 
-    WAL mode with a 30 s busy timeout, autocommit (callers open their own BEGIN IMMEDIATE transactions), rows as
-    sqlite3.Row; usable from another thread than the one that opened it.
+    WAL mode with a 30 s busy timeout (0 for a connection that must never wait: "database is locked" at once),
+    autocommit (callers open their own BEGIN IMMEDIATE transactions), rows as sqlite3.Row; usable from another
+    thread than the one that opened it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
         _checked_version(db, SCHEMA_VERSION)  # a newer prelabel's file is refused before anything is written
-        enable_wal(db)
+        enable_wal(db, busy_timeout_s)
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=30000")
+        db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         db.row_factory = sqlite3.Row
         migrate(db)
     except BaseException:

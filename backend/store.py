@@ -136,9 +136,7 @@ class Store:
         name = "db" if wait else "db_nowait"
         db = getattr(self._local, name, None)
         if db is None:
-            db = connect(self.path)
-            if not wait:
-                db.execute("PRAGMA busy_timeout=0")
+            db = connect(self.path, busy_timeout_s=30.0 if wait else 0.0)
             setattr(self._local, name, db)
         return db
 
