@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prelabel.concurrency import clamp_to_rate_limits
 from prelabel.costs import UsageMeter
 from prelabel.event_loop import EngineLoop
 from prelabel.families import ModelRef, check_families
@@ -82,6 +83,12 @@ class Engine:
         self.annotator = annotator_client or make_client(self.annotator_ref, **client_options)
         self.judge = judge_client or make_client(self.judge_ref, **client_options)
         self.meter = meter  # every answer a provider was paid for is counted here
+        # At most this many calls in flight for run_batch and label_task (a bulk run sets its own, clamped alike).
+        self.concurrency, self.concurrency_note = clamp_to_rate_limits(
+            settings.prelabel_concurrency, {role: settings.rate_limits(role)[0] for role in ("annotator", "judge")}
+        )
+        if self.concurrency_note:
+            log.warning("PRELABEL_CONCURRENCY: %s", self.concurrency_note)
         self._labelers: dict[str, Labeler] = {}
         self._in_flight: dict[str, asyncio.Future[None]] = {}  # touched on the loop only
         self._lock = threading.Lock()
@@ -105,7 +112,7 @@ class Engine:
     def run_batch(
         self, labeler: Labeler, tasks: list[dict[str, Any]], deadline_s: float | None = None
     ) -> list[LabelOutcome]:
-        """Label tasks concurrently (at most PRELABEL_CONCURRENCY in flight); answers in input order. Tasks
+        """Label tasks concurrently (at most `concurrency` in flight); answers in input order. Tasks
         unfinished at the deadline fail: those not started are dropped, those started finish in the background
         and fill the cache, so a retry of the request is answered from it."""
         return self.run(self.label_batch(labeler, tasks, deadline_s))
@@ -139,9 +146,9 @@ class Engine:
         return outcomes
 
     async def gated(self, labeler: Labeler, task: Any, on_start: Callable[[], None] | None = None) -> LabelOutcome:
-        """`labeler.label(task)` once one of the engine's PRELABEL_CONCURRENCY slots is free."""
+        """`labeler.label(task)` once one of the engine's `concurrency` slots is free."""
         if self._gate is None:
-            self._gate = asyncio.Semaphore(self.settings.prelabel_concurrency)
+            self._gate = asyncio.Semaphore(self.concurrency)
         async with self._gate:
             if on_start is not None:
                 on_start()

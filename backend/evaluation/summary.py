@@ -221,7 +221,7 @@ def run_version(
     check_version_name(name)
     config = labeler.config
     field = input_field or config.data_key
-    chunk = chunk_size or max(4 * engine.settings.prelabel_concurrency, 1)
+    chunk = chunk_size or max(4 * engine.concurrency, 1)
     if prices is None:
         prices = load_prices(engine.settings.prelabel_prices)
     start_id = engine.store.last_call_id()

@@ -170,3 +170,13 @@ def test_a_store_locked_by_another_process_holds_up_no_call_on_the_loop(make_set
         assert provider.count == 2  # and then asked the provider, once per role
     finally:
         close_engine(engine)
+
+
+def test_the_engines_own_concurrency_is_clamped_alike_for_predict_push_and_evaluate(make_settings, provider, dialogsum):
+    provider.latency = 0.2
+    engine = Engine(make_settings(PRELABEL_CONCURRENCY="50", PRELABEL_JUDGE_RPM="6000", PRELABEL_ANNOTATOR_RPM="4"))
+    assert engine.concurrency == 4 and engine.concurrency_note and "PRELABEL_ANNOTATOR_RPM" in engine.concurrency_note
+    unlimited = Engine(make_settings(PRELABEL_CONCURRENCY="50"))
+    assert unlimited.concurrency == 50 and unlimited.concurrency_note is None
+    outcomes = unlimited.run_batch(unlimited.labeler(SUMMARY), [ls_task(i, dialogsum[i]) for i in range(30)])
+    assert all(outcome.ok for outcome in outcomes) and provider.max_in_flight >= 25
