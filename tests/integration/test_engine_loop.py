@@ -176,7 +176,7 @@ def test_the_engines_own_concurrency_is_clamped_alike_for_predict_push_and_evalu
     provider.latency = 0.2
     engine = Engine(make_settings(PRELABEL_CONCURRENCY="50", PRELABEL_JUDGE_RPM="6000", PRELABEL_ANNOTATOR_RPM="4"))
     assert engine.concurrency == 4 and engine.concurrency_note and "PRELABEL_ANNOTATOR_RPM" in engine.concurrency_note
-    unlimited = Engine(make_settings(PRELABEL_CONCURRENCY="50"))
+    unlimited = Engine(make_settings(PRELABEL_CONCURRENCY="50", PRELABEL_ANNOTATOR_RPM="0", PRELABEL_JUDGE_RPM="0"))
     assert unlimited.concurrency == 50 and unlimited.concurrency_note is None
     outcomes = unlimited.run_batch(unlimited.labeler(SUMMARY), [ls_task(i, dialogsum[i]) for i in range(30)])
     assert all(outcome.ok for outcome in outcomes) and provider.max_in_flight >= 25
