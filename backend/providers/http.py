@@ -21,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 from typing import Any
 
 import pydantic_core
+
+log = logging.getLogger("prelabel")
 
 # The SDK's own request path (PRELABEL_HTTP=sdk) is given the body already serialized, with this option.
 JSON_CONTENT: Any = {"headers": {"Content-Type": "application/json"}}
@@ -104,17 +107,22 @@ class FastPost:
                 async with session.post(url, data=body, **self._proxy) as response:
                     raw = await response.read()
                     if response.status < 300:
+                        if log.isEnabledFor(logging.DEBUG):
+                            log.debug("POST %s: HTTP %d, %d bytes", url, response.status, len(raw))
                         return json.loads(raw)
                     if remaining > 0 and self._sdk._should_retry(_Answer(response.status, response.headers)):
                         delay = self._sdk._calculate_retry_timeout(remaining, self._retries, response.headers)
                         remaining -= 1
+                        log.debug("POST %s: HTTP %d, retrying in %.2f s", url, response.status, delay)
                         await asyncio.sleep(delay)
                         continue
+                    log.debug("POST %s: HTTP %d, not retried", url, response.status)
                     raise self._status_error(url, response.status, response.headers, raw)
             except (TimeoutError, aiohttp.ClientError) as failure:
                 if remaining > 0:
                     delay = self._sdk._calculate_retry_timeout(remaining, self._retries, None)
                     remaining -= 1
+                    log.debug("POST %s: %s, retrying in %.2f s", url, type(failure).__name__, delay)
                     await asyncio.sleep(delay)
                     continue
                 raise self._connection_error(url, isinstance(failure, TimeoutError)) from None

@@ -128,5 +128,6 @@ def test_no_key_or_token_in_any_output(ls_client, label_studio, backend_factory,
         [record.getMessage() for record in caplog.records] + [str(r.args) for r in caplog.records] + outputs,
         secrets,
     )
-    assert {"openai._base_client", "anthropic._base_client"} <= {r.name for r in caplog.records}  # DEBUG reached
+    # DEBUG reached the provider calls (the transport logs each one)
+    assert any(r.levelname == "DEBUG" and r.getMessage().startswith("POST ") for r in caplog.records)
     assert leaks == []
