@@ -44,6 +44,11 @@ Result = TypeVar("Result")
 _CACHE_ONLY: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "prelabel_cache_only", default=None
 )
+# Set by a caller that wants to know which cache entries a labeling flow was answered from (the item memo of bulk
+# runs, prelabel.labeling.memo): every call that returns a usable answer records its role's cache key there.
+ANSWER_KEYS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "prelabel_answer_keys", default=None
+)
 
 
 class CacheMiss(Exception):
@@ -309,6 +314,7 @@ class Engine:
             parsed = parse(hit)
         except ValueError:
             return None  # an entry that no longer parses (e.g. a changed label set): ask again
+        _note_answer(role, key)
         row: dict[str, Any] = dict(role=role, provider=ref.provider, model=ref.model, key=key, completion=hit)
         deferred = _CACHE_ONLY.get()
         if deferred is None:
@@ -341,6 +347,7 @@ class Engine:
             self.meter.add(role, ref.model, completion)
         self.store.queue_log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=completion)
         parsed = parse(completion)  # ValueError for the caller: not cached, so a retry asks afresh
+        _note_answer(role, key)
         if not self.settings.prelabel_cache:
             return completion, parsed
         loop = asyncio.get_running_loop()
@@ -402,6 +409,12 @@ class Engine:
         except ValueError:
             self.store.queue_replace_completion(key, ref.provider, ref.model, completion)
             return completion, parsed
+
+
+def _note_answer(role: str, key: str) -> None:
+    answered = ANSWER_KEYS.get()
+    if answered is not None:
+        answered[role] = key
 
 
 def _settle(future: asyncio.Future[Result], value: Result) -> None:

@@ -107,6 +107,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX IF NOT EXISTS prompt_versions_content ON prompt_versions (kind, content_hash)",
         ),
     ),
+    # The item memo of bulk runs (prelabel.labeling.memo): an item's finished output record, found by one key made
+    # of its input and everything that shapes its record, with the two call cache entries it was answered from.
+    Migration(
+        2,
+        "item memo: finished bulk records by input and labeler fingerprint",
+        (
+            """CREATE TABLE IF NOT EXISTS item_memo (
+    key TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    annotator_key TEXT NOT NULL,
+    judge_key TEXT,
+    created_at REAL NOT NULL
+) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].number

@@ -17,6 +17,7 @@ migrations are backend/schema.py's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -383,6 +384,73 @@ class Store:
         )
         args: tuple[int, ...] = (after_id,) if upto_id is None else (after_id, upto_id)
         return [dict(row) for row in self._read(lambda db: db.execute(query, args).fetchall())]
+
+    # -- the item memo of bulk runs (prelabel.labeling.memo) ------------------------------------------------
+    # A cached rerun reads a block of items with one query and never waits for a write. Its writes insert many
+    # rows per statement: the writer thread then takes the GIL once per statement, not once per row, and leaves
+    # the event loop's thread alone.
+
+    def memo_records(self, keys: Sequence[str]) -> dict[str, tuple[str, str, str | None]]:
+        """The item memo's rows for `keys` as key -> (record, annotator_key, judge_key), read MEMO_READ_BATCH
+        keys per `WHERE key IN (...)`. Never waits (an event loop reads it): a store another process holds
+        locked, or one that cannot be read (its fault is then set), answers with no rows, and the items take
+        the per-item path."""
+        found: dict[str, tuple[str, str, str | None]] = {}
+        for start in range(0, len(keys), MEMO_READ_BATCH):
+            chunk = list(keys[start : start + MEMO_READ_BATCH])
+            try:
+                rows = self._read(functools.partial(_memo_rows, chunk), wait=False)
+            except StoreBusy:
+                return found
+            except (sqlite3.Error, OSError) as error:
+                if storage_fault(error) is None:
+                    raise
+                self.note_fault(error)
+                return found
+            for key, record, annotator_key, judge_key in rows:
+                found[key] = (record, annotator_key, judge_key)
+        return found
+
+    def queue_memo_records(self, rows: Sequence[tuple[str, str, str, str | None]]) -> None:
+        """Queue item memo rows (key, record, annotator_key, judge_key) for the writer's next transaction, without
+        waiting. A row replaces an earlier one for its key."""
+        now = time.time()
+        stamped = [(*row, now) for row in rows]
+        self._writer.submit(lambda db: _insert_rows(db, _MEMO_INSERT, 5, stamped), _ignore)
+
+    def queue_cache_hits(self, hits: Sequence[tuple[str, str, str, str]]) -> None:
+        """Queue usage-log rows for calls answered from the cache, (role, provider, model, key) each, as the
+        engine logs a cache hit (no tokens, no latency), for the writer's next transaction, without waiting."""
+        now = time.time()
+        rows = [(now, role, provider, model, key, 1, 0, 0, 0.0, None) for role, provider, model, key in hits]
+        self._writer.submit(lambda db: _insert_rows(db, _CALLS_INSERT, 10, rows), _ignore)
+
+
+# At most this many keys per memo read (SQLite's limit on a statement's variables is 32,766; before 3.32, 999).
+MEMO_READ_BATCH = 512
+# At most this many rows per multi-row INSERT (fewer when the variable limit is lower).
+MAX_ROWS_PER_INSERT = 256
+_MEMO_SELECT = (
+    "SELECT m.key, m.record, m.annotator_key, m.judge_key FROM item_memo m"
+    " WHERE EXISTS (SELECT 1 FROM llm_cache c WHERE c.key = m.annotator_key)"
+    " AND (m.judge_key IS NULL OR EXISTS (SELECT 1 FROM llm_cache c WHERE c.key = m.judge_key))"
+    " AND m.key IN ("
+)
+_MEMO_INSERT = "INSERT OR REPLACE INTO item_memo (key, record, annotator_key, judge_key, created_at) VALUES "
+_CALLS_INSERT = INSERT_CALL.partition(" VALUES ")[0] + " VALUES "
+
+
+def _memo_rows(keys: list[str], db: sqlite3.Connection) -> list[Any]:
+    return db.execute(_MEMO_SELECT + ",".join("?" * len(keys)) + ")", keys).fetchall()
+
+
+def _insert_rows(db: sqlite3.Connection, head: str, width: int, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`rows` inserted with `head` ("INSERT ... VALUES "), as many rows per statement as SQLite allows."""
+    per = max(1, min(MAX_ROWS_PER_INSERT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    one = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        db.execute(head + ",".join([one] * len(chunk)), [value for row in chunk for value in row])
 
 
 def cached_entry(raw: str | bytes) -> Completion:

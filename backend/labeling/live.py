@@ -33,6 +33,7 @@ from prelabel.costs import RoleUsage, UsageMeter
 from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.label_interface import LabelConfig
 from prelabel.labeling.items import Item, iter_items
+from prelabel.labeling.memo import ItemMemo, Labeling
 from prelabel.labeling.output import (
     BulkRecord,
     OutputWriter,
@@ -183,9 +184,10 @@ class BulkRun:
         submitted: set[str] = set()  # an id repeated in the input is labeled once
         since_yield = 0
         probe = CacheProbe()
+        memo = ItemMemo(self.engine, self.labeler)  # items labeled before: one lookup per block, written at once
         watcher = asyncio.create_task(self._watch(slots, signalled))
         try:
-            for item in items:
+            for item, entry in memo.read_ahead(items, done_before):
                 if signalled.is_set() or self._stopped():
                     break
                 if item.source_id in done_before:
@@ -202,13 +204,15 @@ class BulkRun:
                     )
                     self._finish(record)
                     continue
-                read = self.labeler.readable(item.task)  # read once, for the cache and the live path alike
-                cached = None
-                if read is not None and probe.worth_trying():
-                    cached = self.labeler.label_from_cache(item.task, read)
-                    probe.record(hit=cached is not None)
+                cached = memo.answer(item.source_id, entry)
+                read = None
+                if cached is None:
+                    read = self.labeler.readable(item.task)  # read once, for the cache and the live path alike
+                    if read is not None and probe.worth_trying():
+                        cached = memo.label_from_cache(item, read, entry)
+                        probe.record(hit=cached is not None)
                 if cached is not None:  # nothing to wait for: written now
-                    self._finish(BulkRecord.from_outcome(item.source_id, cached))
+                    self._finish(cached)
                     since_yield += 1
                     if since_yield >= CACHED_STRETCH:
                         since_yield = 0
@@ -218,7 +222,7 @@ class BulkRun:
                     with self._lock:
                         summary.not_done += 1
                     break
-                task = asyncio.create_task(self._work(item.source_id, item.task, read, slots))
+                task = asyncio.create_task(self._work(item.source_id, item.task, read, slots, memo.labeling(entry)))
                 running.add(task)
                 task.add_done_callback(running.discard)
             else:
@@ -227,6 +231,7 @@ class BulkRun:
             watcher.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+            memo.close()
 
     async def _take_slot(self, slots: asyncio.Semaphore, signalled: threading.Event) -> bool:
         await slots.acquire()  # _watch frees one when a stop comes, so this never outwaits it
@@ -242,15 +247,23 @@ class BulkRun:
             await asyncio.sleep(STOP_POLL_S)
         slots.release()
 
-    async def _work(self, sid: str, task: Any, read: tuple[str, bool] | None, slots: asyncio.Semaphore) -> None:
-        """One item: label it and write its line. Never raises: every item ends labeled, failed with its
-        reason, or (when the output fails) listed as not written."""
+    async def _work(
+        self,
+        sid: str,
+        task: Any,
+        read: tuple[str, bool] | None,
+        slots: asyncio.Semaphore,
+        label: Labeling | None = None,
+    ) -> None:
+        """One item: label it (with `label` when given: the memo's, which remembers it) and write its line.
+        Never raises: every item ends labeled, failed with its reason, or (when the output fails) listed as not
+        written."""
         try:
             if self._stopped():  # a fault stopped the run since this item was read: the next run does it
                 with self._lock:
                     self._summary.not_done += 1
                 return
-            outcome = await self.labeler.label(task, read)
+            outcome = await (label or self.labeler.label)(task, read)
             self._finish(BulkRecord.from_outcome(sid, outcome))
         except Exception as error:  # label reports its own errors; this is a bug, kept to its item
             self._count_failed(sid, f"internal error: {type(error).__name__}: {error}")

@@ -131,11 +131,32 @@ def test_a_store_from_before_migrations_is_migrated_and_reads_back(old_model_dir
 
 def test_migration_1_is_the_layout_from_before_migrations(old_model_dir: Path, tmp_path: Path) -> None:
     before = layout(old_model_dir / "prelabel.sqlite3")
+    first_only = tmp_path / "first.sqlite3"
+    db = sqlite3.connect(first_only, isolation_level=None)
+    assert migrate(db, MIGRATIONS[:1]) == [1]
+    db.close()
+    bookkeeping = [row for row in layout(first_only) if row[1] == "schema_migrations"]
+    assert layout(first_only) == sorted(before + bookkeeping, key=lambda row: row[1])
+
+    # Brought up to date, the old file and a fresh one are laid out alike: the later migrations' tables added.
     Store(old_model_dir / "prelabel.sqlite3")
     Store(tmp_path / "fresh.sqlite3")
-    bookkeeping = [row for row in layout(tmp_path / "fresh.sqlite3") if row[1] == "schema_migrations"]
-    assert layout(old_model_dir / "prelabel.sqlite3") == sorted(before + bookkeeping, key=lambda row: row[1])
+    added = {row[1] for row in layout(tmp_path / "fresh.sqlite3")} - {row[1] for row in layout(first_only)}
+    assert added == {"item_memo"}
     assert layout(tmp_path / "fresh.sqlite3") == layout(old_model_dir / "prelabel.sqlite3")
+
+
+def test_a_store_from_before_migrations_gains_the_item_memo(old_model_dir: Path) -> None:
+    path = old_model_dir / "prelabel.sqlite3"
+    store = Store(path)
+    assert recorded(path)[1][-1] == 2
+    served, orphan, record = "a" * 64, "b" * 64, '{"label": "x"}'
+    assert store.memo_records([served]) == {}  # the table is there, and empty
+    store.queue_memo_records([(served, record, SUMMARY_KEY, RATING_KEY), (orphan, record, "no-such-entry", None)])
+    store.flush()
+    # A row counts while the call cache holds the answers it was made from (the fixture's two entries).
+    assert store.memo_records([served, orphan]) == {served: (record, SUMMARY_KEY, RATING_KEY)}
+    store.close()
 
 
 def test_a_fresh_store_gets_the_latest_version(tmp_path: Path) -> None:
@@ -143,9 +164,10 @@ def test_a_fresh_store_gets_the_latest_version(tmp_path: Path) -> None:
     Store(path)
     assert recorded(path) == (SCHEMA_VERSION, [migration.number for migration in MIGRATIONS])
     with sqlite3.connect(path) as db:
-        [(description, applied_at)] = db.execute("SELECT description, applied_at FROM schema_migrations").fetchall()
+        rows = db.execute("SELECT description, applied_at FROM schema_migrations ORDER BY number").fetchall()
     db.close()
-    assert description == MIGRATIONS[0].description and abs(applied_at - time.time()) < 60
+    assert [description for description, _ in rows] == [migration.description for migration in MIGRATIONS]
+    assert all(abs(applied_at - time.time()) < 60 for _, applied_at in rows)
 
     # the prompt registry alone creates the same file
     other = tmp_path / "other" / "prelabel.sqlite3"
