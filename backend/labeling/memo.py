@@ -312,7 +312,8 @@ class ItemMemo:
             self.store.queue_cache_hits(rows)
         if self._memo_rows:
             memo_rows, self._memo_rows = self._memo_rows, []
-            self.store.queue_memo_records(memo_rows)
+            if self.store.fault is None:  # a store that cannot write (disk full) is not given more to write
+                self.store.queue_memo_records(memo_rows)
 
     def close(self) -> None:
         """Queue what is left (the run's end)."""
