@@ -430,12 +430,7 @@ class Store:
 MEMO_READ_BATCH = 512
 # At most this many rows per multi-row INSERT (fewer when the variable limit is lower).
 MAX_ROWS_PER_INSERT = 256
-_MEMO_SELECT = (
-    "SELECT m.key, m.record, m.annotator_key, m.judge_key FROM item_memo m"
-    " WHERE EXISTS (SELECT 1 FROM llm_cache c WHERE c.key = m.annotator_key)"
-    " AND (m.judge_key IS NULL OR EXISTS (SELECT 1 FROM llm_cache c WHERE c.key = m.judge_key))"
-    " AND m.key IN ("
-)
+_MEMO_SELECT = "SELECT key, record, annotator_key, judge_key FROM item_memo WHERE key IN ("
 _MEMO_INSERT = "INSERT OR REPLACE INTO item_memo (key, record, annotator_key, judge_key, created_at) VALUES "
 _CALLS_INSERT = INSERT_CALL.partition(" VALUES ")[0] + " VALUES "
 

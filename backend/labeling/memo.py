@@ -11,8 +11,10 @@ order: the very line labeling would write, one cache-hit row per call in the usa
 
 Kept: an item whose record came wholly from answers (cached or paid for) and is final: labeled and rated,
 labeled where no judge is asked, or unrated for a reason a rerun does not change (the judge's answer did not
-parse twice). Never a failure, never an item a passing judge fault left unrated. A row counts only while the
-call cache still holds the answers it was made from. With PRELABEL_CACHE=0 the memo is neither read nor written.
+parse twice). Never a failure, never an item a passing judge fault left unrated. A row is kept only once the
+answers it was made from are in the call cache, and is part of it: nothing in prelabel removes cache entries, and
+whoever clears llm_cache by hand clears item_memo with it. (Checking each hit's two entries would cost a sixth of
+a cached rerun's time.) With PRELABEL_CACHE=0 the memo is neither read nor written.
 """
 
 from __future__ import annotations

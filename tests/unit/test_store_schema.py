@@ -150,12 +150,17 @@ def test_a_store_from_before_migrations_gains_the_item_memo(old_model_dir: Path)
     path = old_model_dir / "prelabel.sqlite3"
     store = Store(path)
     assert recorded(path)[1][-1] == 2
-    served, orphan, record = "a" * 64, "b" * 64, '{"label": "x"}'
-    assert store.memo_records([served]) == {}  # the table is there, and empty
-    store.queue_memo_records([(served, record, SUMMARY_KEY, RATING_KEY), (orphan, record, "no-such-entry", None)])
+    rated, unjudged, record = "a" * 64, "b" * 64, '{"label": "x"}'
+    assert store.memo_records([rated, unjudged]) == {}  # the table is there, and empty
+    store.queue_memo_records([(rated, record, SUMMARY_KEY, RATING_KEY), (unjudged, record, SUMMARY_KEY, None)])
     store.flush()
-    # A row counts while the call cache holds the answers it was made from (the fixture's two entries).
-    assert store.memo_records([served, orphan]) == {served: (record, SUMMARY_KEY, RATING_KEY)}
+    assert store.memo_records([rated, "c" * 64, unjudged]) == {
+        rated: (record, SUMMARY_KEY, RATING_KEY),
+        unjudged: (record, SUMMARY_KEY, None),
+    }
+    store.queue_memo_records([(rated, '{"label": "y"}', SUMMARY_KEY, RATING_KEY)])  # a later record replaces it
+    store.flush()
+    assert store.memo_records([rated]) == {rated: ('{"label": "y"}', SUMMARY_KEY, RATING_KEY)}
     store.close()
 
 
