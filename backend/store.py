@@ -555,7 +555,10 @@ class _Writer:
         with self._cond:
             if self._db is None and self._thread is None and not self._rows:
                 return  # closed already
-        self.run(_nothing)  # what is queued is written
+        try:
+            self.run(_nothing)  # what is queued is written
+        except Exception:  # it could not be (the store's fault is set and logged): the thread stops all the same
+            pass
         with self._cond:
             thread, self._thread = self._thread, None
             db, self._db = self._db, None

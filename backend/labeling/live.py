@@ -381,7 +381,10 @@ def label_file(
         return run.run(iter_items(input_path, input_field or config.data_key))
     finally:
         if isinstance(engine.store, BatchedLogStore):
-            engine.store.flush()
+            try:
+                engine.store.flush()
+            except Exception as error:  # the last usage rows met a full disk: the store says so, once; the
+                engine.store.note_fault(error)  # output lines, written already, are what counts
         if own_engine:
             close_engine(engine)
 
