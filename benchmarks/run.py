@@ -6,7 +6,8 @@
     backend (task after task, annotator then judge, a fresh openai client per call, as the Label Studio
     LLM example backend does), and against the ideal ceil(100 / concurrency) x 2 x latency;
 (b) `label` on 5,000 distinct items at concurrency 64 against the ideal ceil(n / 64) x 2 x latency;
-(c) the same pool again into a fresh output: every call is a cache hit;
+(c) the same pool again into a fresh output, three times (the median is judged): every item is answered from
+    the item memo;
 (d) peak RSS labeling 100,000 items (DialogSum dialogues repeated with distinct ids);
 (e) start-up: `prelabel --help` in a fresh process beside `python -c pass`, and the heavy modules the help
     screens load (benchmarks.startup);
@@ -54,6 +55,7 @@ THROUGHPUT_LATENCY = 1.0
 CPU_PER_CALL_TARGET_MS = 1.0
 THROUGHPUT_RSS_TARGET_MB = 400
 CACHED_RERUN_TARGET = 20_000  # items/s of (c)
+CACHED_RERUNS = 3
 # The thread-per-call engine's figures (README of 2026-12-02), which the event-loop engine must not fall behind.
 THREAD_ENGINE = {"predict_vs_ideal": 1.07, "label_vs_ideal": 1.043, "cached_items_per_s": 7693}
 # The fake is the limit when its one event loop is this busy (share of one core over the run).
@@ -303,8 +305,17 @@ def bench_label(url: str, latency: float, work: Path, items: int, concurrency: i
     ideal = math.ceil(items / concurrency) * 2 * latency
     ratio = first.elapsed_s / ideal
     overhead_ms = (first.elapsed_s - ideal) / items * 1000
-    second = run_label(url, work / "label-store", pool, work / "second.jsonl", concurrency)
-    complete = first.labeled == items and second.labeled == items
+    # The cached rerun takes a fraction of a second, so one run says more about the other processes on the
+    # cores than about prelabel: the median of CACHED_RERUNS, each into a fresh output, is judged.
+    reruns = sorted(
+        (
+            run_label(url, work / "label-store", pool, work / f"rerun-{i}.jsonl", concurrency)
+            for i in range(CACHED_RERUNS)
+        ),
+        key=lambda report: report.items_per_s,
+    )
+    second = reruns[len(reruns) // 2]
+    complete = first.labeled == items and all(rerun.labeled == items for rerun in reruns)
     # The targets hold for a pool of TARGET_ITEMS: on a smaller one (--quick) a run's fixed start-up costs
     # (connections, SQLite connections per thread, first-use work in the SDKs) weigh more, so a miss there
     # says nothing about the target and is shown, not judged.
@@ -328,8 +339,9 @@ def bench_label(url: str, latency: float, work: Path, items: int, concurrency: i
             reference=f"{1000 * ideal * 0.15 / items:.2f} ms at 1.15x",
         ),
         Row(
-            figure=f"(c) cached rerun of the {items:,} items",
-            measured=f"{second.items_per_s:,.0f} items/s ({second.elapsed_s:.2f} s)",
+            figure=f"(c) cached rerun of the {items:,} items (median of {CACHED_RERUNS})",
+            measured=f"{second.items_per_s:,.0f} items/s ({second.elapsed_s:.2f} s; runs from "
+            f"{reruns[0].items_per_s:,.0f} to {reruns[-1].items_per_s:,.0f} items/s)",
             reference=f"> {CACHED_RERUN_TARGET:,} items/s (the thread engine {THREAD_ENGINE['cached_items_per_s']:,})"
             + note,
             ok=(second.items_per_s > CACHED_RERUN_TARGET and complete) if judged else None,
