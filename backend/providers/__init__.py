@@ -102,6 +102,16 @@ def secret_value(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value else None
 
 
+def credentials(ref: ModelRef, api_key: SecretStr | None, base_url: str | None, missing: str) -> tuple[str, str | None]:
+    """The key and endpoint a role's clients use: ProviderError saying `missing` when there is neither (a local
+    server needs no key, but the SDKs want one: it gets a placeholder)."""
+    key = secret_value(api_key)
+    endpoint = ref.base_url or base_url
+    if not key and not endpoint:
+        raise ProviderError(f"{ref.spec}: {missing}")
+    return key or NO_KEY_PLACEHOLDER, endpoint
+
+
 def describe_error(ref: ModelRef, error: Exception) -> str:
     """A short, key-free description of an SDK error."""
     status = getattr(error, "status_code", None)

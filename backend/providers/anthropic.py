@@ -14,13 +14,12 @@ from pydantic import SecretStr
 
 from prelabel.families import ModelRef
 from prelabel.providers import (
-    NO_KEY_PLACEHOLDER,
     CallParams,
     Completion,
     ProviderError,
     Usage,
+    credentials,
     describe_error,
-    secret_value,
 )
 from prelabel.providers.batch import BatchAPI, BatchJob, BatchLimits, JobStatus, RequestResult
 from prelabel.providers.http import JSON_CONTENT, FastPost, json_bytes
@@ -29,11 +28,7 @@ from prelabel.redact import redact
 
 def anthropic_credentials(ref: ModelRef, api_key: SecretStr | None, base_url: str | None) -> tuple[str, str | None]:
     """The key and endpoint a role's clients use (ProviderError when there is neither)."""
-    key = secret_value(api_key)
-    endpoint = ref.base_url or base_url
-    if not key and not endpoint:
-        raise ProviderError(f"{ref.spec}: ANTHROPIC_API_KEY is not set")
-    return key or NO_KEY_PLACEHOLDER, endpoint
+    return credentials(ref, api_key, base_url, "ANTHROPIC_API_KEY is not set")
 
 
 def anthropic_sdk(

@@ -16,13 +16,12 @@ from pydantic import SecretStr, ValidationError
 
 from prelabel.families import ModelRef
 from prelabel.providers import (
-    NO_KEY_PLACEHOLDER,
     CallParams,
     Completion,
     ProviderError,
     Usage,
+    credentials,
     describe_error,
-    secret_value,
 )
 from prelabel.providers.batch import BatchAPI, BatchJob, BatchLimits, JobStatus, RequestResult, custom_id
 from prelabel.providers.http import JSON_CONTENT, FastPost, json_bytes
@@ -35,14 +34,8 @@ log = logging.getLogger("prelabel")
 
 def openai_credentials(ref: ModelRef, api_key: SecretStr | None, base_url: str | None) -> tuple[str, str | None]:
     """The key and endpoint a role's clients use (ProviderError when there is neither)."""
-    key = secret_value(api_key)
-    endpoint = ref.base_url or base_url
-    if not key and not endpoint:
-        raise ProviderError(
-            f"{ref.spec}: OPENAI_API_KEY is not set (set it, or point PRELABEL_*_BASE_URL at an "
-            "OpenAI-compatible server)"
-        )
-    return key or NO_KEY_PLACEHOLDER, endpoint
+    missing = "OPENAI_API_KEY is not set (set it, or point PRELABEL_*_BASE_URL at an OpenAI-compatible server)"
+    return credentials(ref, api_key, base_url, missing)
 
 
 def openai_sdk(

@@ -19,9 +19,8 @@ from prelabel.labeling.live import BulkSummary, Progress, label_file
 from prelabel.labeling.memo import ItemMemo, memo_line, stored_record
 from prelabel.labeling.output import BulkRecord
 from prelabel.pipeline import Labeler
-from prelabel.testing import FakeRequest
-from tests.conftest import ScriptedLLM
 from tests.integration.test_bulk import SUMMARY, read_output, write_pool
+from tests.integration.test_bulk_integrity import JudgeTrouble
 
 # A classification with nowhere to show a rating: no judge is asked.
 UNJUDGED_CONFIG = """<View>
@@ -257,18 +256,6 @@ def test_whatever_shapes_a_record_misses_the_memo(change, make_settings, provide
 
 
 # -- what is kept ------------------------------------------------------------------------------------------
-
-
-class JudgeTrouble:
-    """The scripted LLM; the judge answers a made-up level for items whose dialogue says "Unratable"."""
-
-    def __init__(self, llm: ScriptedLLM):
-        self.llm = llm
-
-    def __call__(self, request: FakeRequest) -> Any:
-        if self.llm.is_judge(request) and "Unratable" in request.prompt_text:
-            return {"rating": "superb", "reason": "made up."}
-        return self.llm(request)
 
 
 def test_failed_and_transiently_unrated_items_are_not_kept_and_a_rerun_asks_again(
