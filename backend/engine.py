@@ -372,18 +372,16 @@ class Engine:
         key: str,
         completion: Completion,
         parse: Callable[[Completion], Parsed],
-        save: bool,
     ) -> tuple[Completion, Parsed]:
         """A provider's answer that came another way (a Batch API result): logged, parsed (ValueError for the
-        caller) and, if it parses and `save`, cached. Blocking: for callers outside the loop.
+        caller) and, if it parses, cached (always: the batch runner's judge stage reads labels there). Blocking:
+        for callers outside the loop.
 
         An answer the store cannot save (disk full, read-only MODEL_DIR, anything) is still returned: it was
         paid for. The store's fault is then set, so the engine makes no further paid call.
         """
         self.store.log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=completion)
         parsed = parse(completion)
-        if not save:
-            return completion, parsed
         try:
             earlier = self.store.save_completion(key, ref.provider, ref.model, completion)
         except Exception as error:

@@ -393,7 +393,7 @@ class BatchRun:
         ref = self._ref(role)
         self.batch_meter.add(f"{role} (batch)", ref.model, completion)
         key = self.engine.key_for(ref, prompt, self._params(role))
-        return self.engine.accept(role, ref, key, completion, parse, save=True)
+        return self.engine.accept(role, ref, key, completion, parse)
 
     def _merge(self, job: JobRecord, status: JobStatus) -> None:
         api = self.apis[job.role]
