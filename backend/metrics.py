@@ -26,6 +26,7 @@ __all__ = [
     "ROUGE_RULE",
     "BleuScore",
     "BootstrapCI",
+    "CorrelationCI",
     "MeanCI",
     "ClassScores",
     "ClassificationReport",
@@ -49,6 +50,7 @@ __all__ = [
     "rouge_n",
     "rouge_scores",
     "spearman",
+    "spearman_interval",
     "tokenize",
     "within_one_agreement",
 ]
@@ -96,6 +98,16 @@ class MeanCI(NamedTuple):
     """A mean with its Student-t confidence interval."""
 
     mean: float
+    low: float
+    high: float
+    n: int
+    confidence: float
+
+
+class CorrelationCI(NamedTuple):
+    """A rank correlation with its confidence interval."""
+
+    rho: float
     low: float
     high: float
     n: int
@@ -300,6 +312,25 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     from scipy.stats import spearmanr
 
     return _finite_or_none(spearmanr(a, b).statistic)
+
+
+def spearman_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> CorrelationCI | None:
+    """Spearman's rho with its Fisher-z interval, using Fieller, Hartley and Pearson's (1957) variance
+    1.06 / (n - 3) for rank correlations (the plain 1 / (n - 3) is Pearson's and too narrow for ranks).
+    None with fewer than five pairs or a constant side; the interval is closed to [-1, 1]."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rho = spearman(a, b)
+    n = len(a)
+    if rho is None or n < 5:
+        return None
+    from scipy.stats import norm
+
+    # atanh is infinite at |rho| = 1: a perfect ordering keeps its end of the interval at the bound.
+    clipped = max(-0.999999, min(0.999999, rho))
+    half = float(norm.ppf(0.5 + confidence / 2)) * math.sqrt(1.06 / (n - 3))
+    centre = math.atanh(clipped)
+    return CorrelationCI(rho, math.tanh(centre - half), math.tanh(centre + half), n, confidence)
 
 
 # -- classification --------------------------------------------------------------------------------

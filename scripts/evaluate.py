@@ -147,6 +147,7 @@ def _print_report(data: ReportData, html_path: Path, md_path: Path) -> None:
         calibration_table,
         classification_tables,
         comparisons_table,
+        length_bias_table,
         movers_table,
         versions_table,
         worst_slices_table,
@@ -155,6 +156,9 @@ def _print_report(data: ReportData, html_path: Path, md_path: Path) -> None:
     if data.run.family_warning:
         console.print(f"[yellow]same-family judge: {data.run.family_warning}[/yellow]")
     console.print(versions_table(data.run))
+    length_bias = length_bias_table(data.run)
+    if length_bias is not None:
+        console.print(length_bias)
     baselines = baselines_table(data.run)
     if baselines is not None:
         console.print(baselines)

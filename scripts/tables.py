@@ -13,7 +13,16 @@ from rich.text import Text
 from prelabel.evaluation import rules
 from prelabel.evaluation.calibration import Calibration
 from prelabel.evaluation.compare import Comparison
-from prelabel.evaluation.formatting import ci_text, money, num, one_line, share, signed
+from prelabel.evaluation.formatting import (
+    LENGTH_BIAS_HEADERS,
+    ci_text,
+    length_bias_rows,
+    money,
+    num,
+    one_line,
+    share,
+    signed,
+)
 from prelabel.evaluation.runs import RunSummary
 from prelabel.export.options import ExportReport
 from prelabel.judge import LEVELS
@@ -40,6 +49,19 @@ def versions_table(run: RunSummary) -> Table:
             f"{v.tokens_full:,}",
             money(v.full_cost_usd),
         )
+    return table
+
+
+def length_bias_table(run: RunSummary) -> Table | None:
+    rows = length_bias_rows(run.versions.values())
+    if not rows:
+        return None
+    table = Table(title="the judge and label length", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.caption = rules.LENGTH_BIAS
+    for header in LENGTH_BIAS_HEADERS:
+        table.add_column(header, justify="right" if header == "n" else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*map(str, row))
     return table
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from prelabel.evaluation.compare import Comparison
+    from prelabel.evaluation.summary import VersionSummary
 
 
 def esc(value: object) -> str:
@@ -48,6 +50,35 @@ def ci_text(c: Comparison) -> str:
     if c.ci_low is None or c.ci_high is None:
         return "-"
     return f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
+
+
+def rho_text(rho: float | None, low: float | None, high: float | None) -> str:
+    """A correlation with its interval: "+0.31 [+0.12, +0.48]", or "-" when undefined."""
+    if rho is None or low is None or high is None:
+        return "-"
+    return f"{rho:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def length_bias_rows(versions: Iterable[VersionSummary]) -> list[list[object]]:
+    """One row per version with a length-bias figure: version, n, plain rho, relative rho, verdict."""
+    rows: list[list[object]] = []
+    for v in versions:
+        bias = v.length_bias
+        if bias is None or bias.rho is None:
+            continue
+        rows.append(
+            [
+                v.name,
+                bias.n,
+                rho_text(bias.rho, bias.low, bias.high),
+                rho_text(bias.relative_rho, bias.relative_low, bias.relative_high),
+                "favours length" if bias.favours_length else "no clear preference",
+            ]
+        )
+    return rows
+
+
+LENGTH_BIAS_HEADERS = ["version", "n", "ρ level vs length", "ρ level vs length ÷ input", "judge"]
 
 
 def one_line(text: str, limit: int) -> str:

@@ -16,7 +16,18 @@ from prelabel.evaluation import rules
 from prelabel.evaluation.calibration import Calibration
 from prelabel.evaluation.charts import distribution_chart, heatmap, slice_chart
 from prelabel.evaluation.compare import Comparison
-from prelabel.evaluation.formatting import ci_text, esc, md, money, num, one_line, share, signed
+from prelabel.evaluation.formatting import (
+    LENGTH_BIAS_HEADERS,
+    ci_text,
+    esc,
+    length_bias_rows,
+    md,
+    money,
+    num,
+    one_line,
+    share,
+    signed,
+)
 from prelabel.evaluation.runs import RunSummary
 from prelabel.evaluation.summary import VersionSummary
 from prelabel.judge import LEVELS
@@ -141,6 +152,12 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
     if versions:
         parts.append("<h3>Rating distribution</h3>")
         parts.append(distribution_chart(versions))
+
+    bias_rows = length_bias_rows(versions)
+    if bias_rows:
+        parts.append("<h3>The judge and label length</h3>")
+        parts.append(_table(LENGTH_BIAS_HEADERS, bias_rows, css_class="length-bias"))
+        parts.append(_rule(rules.LENGTH_BIAS))
 
     text_rows = _text_metric_rows(versions)
     if text_rows:
@@ -303,6 +320,11 @@ def render_markdown(data: ReportData, title: str = "prelabel evaluation") -> str
     lines += [md(rules.RANKING), ""]
     lines += ["Distribution (very bad / bad / moderate / good / excellent):", ""]
     lines += [f"- {md(v.name)}: " + " / ".join(map(str, v.distribution)) for v in run.versions.values()] + [""]
+    bias_rows = length_bias_rows(run.versions.values())
+    if bias_rows:
+        lines += ["The judge and label length:", ""]
+        lines += _md_table(LENGTH_BIAS_HEADERS, bias_rows)
+        lines += [md(rules.LENGTH_BIAS), ""]
     text_rows = _text_metric_rows(run.versions.values())
     if text_rows:
         lines += [f"String-matching baselines against {md(run.reference_field)} (not the verdict):", ""]

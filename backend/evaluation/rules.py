@@ -23,6 +23,12 @@ CALIBRATION = (
     "five levels (scikit-learn), exact and within-one shares, Spearman's rho (scipy)."
 )
 
+LENGTH_BIAS = (
+    "Length bias: Spearman's rho (scipy) between the judge's level and the label's length in characters, and "
+    "its length divided by the input's, with 95% Fisher-z intervals (variance 1.06/(n-3)); “favours length” when "
+    "the interval of the relative measure lies above 0. Longer can also mean more complete: reviewers decide."
+)
+
 
 def slices(min_n: int) -> str:
     return (

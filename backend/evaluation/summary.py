@@ -60,6 +60,27 @@ class ClassificationMetrics(BaseModel):
     confusion: list[list[int]]  # rows true, columns predicted, in `labels` order
 
 
+class LengthBias(BaseModel):
+    """How the judge's level moves with the label's length (Spearman's rho, 95% interval): judges are known to
+    favour longer answers. `relative_*` divide the label's length by its input's, so that long inputs with
+    long summaries do not count as a preference for length. A positive rho is a warning, not proof: a longer
+    summary can also be a more complete one; reviewers' ratings settle which."""
+
+    n: int  # rated items with a label
+    rho: float | None = None  # level vs label characters
+    low: float | None = None
+    high: float | None = None
+    relative_rho: float | None = None  # level vs label characters / input characters
+    relative_low: float | None = None
+    relative_high: float | None = None
+
+    @property
+    def favours_length(self) -> bool:
+        """The interval of the relative measure (else the plain one) lies wholly above zero."""
+        low = self.relative_low if self.relative_low is not None else self.low
+        return low is not None and low > 0
+
+
 class VersionSummary(BaseModel):
     name: str
     model_version: str
@@ -88,6 +109,7 @@ class VersionSummary(BaseModel):
     family_warning: str | None = None
     seconds: float | None = None
     evaluated_at: float | None = None
+    length_bias: LengthBias | None = None
 
 
 def _reason_category(text: str) -> str:
@@ -145,6 +167,7 @@ def summarize_version(
         seconds=seconds,
         evaluated_at=time.time(),
     )
+    summary.length_bias = length_bias(items)
     with_reference = [item for item in items if item.reference is not None]
     if reference_field and with_reference:
         if kind == "classification":
@@ -152,6 +175,27 @@ def summarize_version(
         else:
             summary.text_metrics = text_metrics(with_reference)
     return summary
+
+
+def length_bias(items: Sequence[ItemResult]) -> LengthBias:
+    """The judge's level against the label's length in characters (script-neutral, unlike word counts)."""
+    rated = [item for item in items if item.level is not None and item.label is not None]
+    levels = [float(item.level) for item in rated if item.level is not None]
+    lengths = [float(len((item.label or "").strip())) for item in rated]
+    bias = LengthBias(n=len(rated))
+    plain = metrics.spearman_interval(levels, lengths)
+    if plain is not None:
+        bias.rho, bias.low, bias.high = plain.rho, plain.low, plain.high
+    relative = [
+        (level, length / item.features["chars"])
+        for level, length, item in zip(levels, lengths, rated)
+        if isinstance(item.features.get("chars"), int) and item.features["chars"] > 0
+    ]
+    if len(relative) == len(rated):  # every item's input length is known: otherwise the two figures mix sets
+        ratio = metrics.spearman_interval([r[0] for r in relative], [r[1] for r in relative])
+        if ratio is not None:
+            bias.relative_rho, bias.relative_low, bias.relative_high = ratio.rho, ratio.low, ratio.high
+    return bias
 
 
 def _total(values: Sequence[float | None]) -> float | None:

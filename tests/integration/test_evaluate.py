@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scipy import stats
 import typer
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
 from typer.testing import CliRunner
@@ -205,6 +206,15 @@ def check_summary_matches_items(summary, items: list[ItemResult]) -> None:
     assert text.rouge2 == pytest.approx(metrics.mean([metrics.rouge_n(c, r, 2).f1 for c, r in zip(labels, references)]))
     assert text.rougeL == pytest.approx(metrics.mean([metrics.rouge_l(c, r).f1 for c, r in zip(labels, references)]))
     assert text.bleu == pytest.approx(metrics.corpus_bleu(labels, references).score)
+    # The judge's length bias, against scipy on the same pairs.
+    rated = [i for i in items if i.level is not None and i.label is not None]
+    bias = summary.length_bias
+    assert bias.n == len(rated)
+    lengths = [len(i.label.strip()) for i in rated]
+    assert bias.rho == pytest.approx(stats.spearmanr([i.level for i in rated], lengths).statistic)
+    assert bias.low < bias.rho < bias.high
+    relative = [length / i.features["chars"] for length, i in zip(lengths, rated)]
+    assert bias.relative_rho == pytest.approx(stats.spearmanr([i.level for i in rated], relative).statistic)
 
 
 def test_classification_against_ground_truth_matches_sklearn(make_settings, provider, tmp_path):
@@ -499,8 +509,10 @@ def test_compare_and_report_rebuild_the_complete_report_from_the_run(make_settin
             "rouge-score, Porter stemming on",
             "tok:13a",
             "quadratic weights",
+            "Fisher-z intervals",
         ):
             assert rule in html, rule
+        assert "The judge and label length" in html and "The judge and label length" in markdown
         assert "## Judge calibration" in markdown and "## Comparisons" in markdown and "## Worst slices" in markdown
 
     first_html, first_md = (out / "report.html").read_text(), (out / "report.md").read_text()
