@@ -33,7 +33,7 @@ from prelabel.costs import RoleUsage, UsageMeter
 from prelabel.engine import Engine, build_engine, close_engine
 from prelabel.label_interface import LabelConfig
 from prelabel.labeling.items import Item, iter_items
-from prelabel.labeling.memo import ItemMemo, Labeling
+from prelabel.labeling.memo import ItemMemo, Labeling, MemoHit
 from prelabel.labeling.output import (
     BulkRecord,
     OutputWriter,
@@ -204,7 +204,7 @@ class BulkRun:
                     )
                     self._finish(record)
                     continue
-                cached = memo.answer(item.source_id, entry)
+                cached: BulkRecord | MemoHit | None = memo.answer(item.source_id, entry)
                 read = None
                 if cached is None:
                     read = self.labeler.readable(item.task)  # read once, for the cache and the live path alike
@@ -270,7 +270,7 @@ class BulkRun:
         finally:
             slots.release()
 
-    def _finish(self, record: BulkRecord) -> None:
+    def _finish(self, record: BulkRecord | MemoHit) -> None:
         """Write the item's line and count it; a failing output stops the run."""
         assert self._writer is not None
         try:
@@ -283,9 +283,7 @@ class BulkRun:
             return
         with self._lock:
             summary = self._summary
-            summary.outcomes.add(
-                error=record.error, unrated_reason=record.unrated_reason, rated=record.level is not None
-            )
+            summary.outcomes.add(error=record.error, unrated_reason=record.unrated_reason, rated=record.rated)
             if record.error is not None:
                 summary.failed += 1
                 if len(summary.failures) < MAX_LISTED_FAILURES:

@@ -29,8 +29,6 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from prelabel.engine import ANSWER_KEYS
 from prelabel.fencing import RENDER_FORMAT
 from prelabel.labeling.output import LINE_START, BulkRecord
@@ -75,17 +73,21 @@ class MemoEntry:
         self.hit = hit
 
 
-class MemoRecord(BulkRecord):
-    """A record read back from the memo: its line is the stored one with the item's source id, not made again
-    (a field left out of dumps rather than a private attribute: built without validation, it costs less)."""
+class MemoHit:
+    """A record read back from the memo, as much of it as a run needs: its line (the stored one with the item's
+    source id, not made again) and what the summary counts. Not a model: a cached rerun makes one per item."""
 
-    memo_line: bytes = Field(b"", exclude=True)
+    __slots__ = ("source_id", "_line", "error", "unrated_reason", "rated")
+
+    def __init__(self, source_id: str, line: bytes, fields: dict[str, Any]):
+        self.source_id = source_id
+        self._line = line
+        self.error: str | None = fields.get("error")
+        self.unrated_reason: str | None = fields.get("unrated_reason")
+        self.rated = fields.get("level") is not None
 
     def line(self) -> bytes:
-        return self.memo_line
-
-
-_MEMO_RECORD_FIELDS = frozenset(MemoRecord.model_fields)
+        return self._line
 
 
 @functools.lru_cache(maxsize=1)
@@ -228,7 +230,7 @@ class ItemMemo:
 
     # -- answering ------------------------------------------------------------------------------------------
 
-    def answer(self, source_id: str, entry: MemoEntry | None) -> BulkRecord | None:
+    def answer(self, source_id: str, entry: MemoEntry | None) -> MemoHit | None:
         """The record of a memo hit, its calls logged as the cache hits they stand for; None for a miss."""
         if entry is None or entry.hit is None:
             return None
@@ -239,7 +241,7 @@ class ItemMemo:
         except Exception:  # a row that does not read back (changed by hand): labeled the usual way
             log.debug("item %s: its memo row does not read back", source_id, exc_info=True)
             return None
-        record = MemoRecord.model_construct(set(_MEMO_RECORD_FIELDS), source_id=source_id, memo_line=line, **fields)
+        record = MemoHit(source_id, line, fields)
         self._hit_rows.append((*self._annotator, annotator_key))
         if judge_key is not None:
             self._hit_rows.append((*self._judge, judge_key))

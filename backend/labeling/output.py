@@ -42,6 +42,10 @@ class BulkRecord(BaseModel):
     model_version: str | None = None
     warnings: list[str] | None = None
 
+    @property
+    def rated(self) -> bool:
+        return self.level is not None
+
     @classmethod
     def from_outcome(cls, sid: str, outcome: LabelOutcome) -> BulkRecord:
         verdict = outcome.verdict

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scipy import stats
 import typer
+from scipy import stats
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
 from typer.testing import CliRunner
 
