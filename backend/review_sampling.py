@@ -288,7 +288,7 @@ def draw_round(
         raise ValueError("the sample size must not be negative")
     wanted = count if size is None else min(size, count)
     rng = random.Random(seed)
-    if strategy == "random" or wanted == count:
+    if strategy == "random" or wanted in (0, count):
         draw = random_draw(count, wanted, rng)
         return draw.model_copy(update={"strategy": strategy})
     assert ratings is not None and len(ratings) == count

@@ -122,6 +122,7 @@ def test_a_seed_reproduces_the_draw_and_a_sample_of_everything_is_certain():
         everything = draw_round(strategy, ratings, 30, None, seed=1)
         assert sorted(everything.chosen) == list(range(30)) and set(everything.probabilities) == {1.0}
         assert sorted(draw_round(strategy, ratings, 30, 99, seed=1).chosen) == list(range(30))
+        assert draw_round(strategy, ratings, 30, 0, seed=1).chosen == []
 
 
 # -- stratified -------------------------------------------------------------------------------------------------
