@@ -1,12 +1,12 @@
-"""Pushing a random sample of an unlabeled pool to a Label Studio project as a review round.
+"""Pushing a sample of an unlabeled pool to a Label Studio project as a review round.
 
-Every task records its stable source id and its round, so each round draws items never pushed before and
-every exported example traces back to its source.
+Every task records its stable source id, its round, the design that drew it and the probability with which it
+was drawn among the round's candidates (prelabel.review_sampling), so each round draws items never pushed
+before, every exported example traces back to its source, and estimates from the reviews can weight each one.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,22 @@ from prelabel.labeling.items import IdTypeError, content_digest, iter_items, sou
 from prelabel.labeling.output import BulkRecord
 from prelabel.pipeline import LabelOutcome
 from prelabel.predictions import UNRATED_PREFIX, prediction_for, split_prompt_control
-from prelabel.records import ROUND_FIELD, SOURCE_ID_FIELD, reason_text
+from prelabel.records import (
+    INCLUSION_PROBABILITY_FIELD,
+    ROUND_FIELD,
+    SOURCE_ID_FIELD,
+    STRATEGY_FIELD,
+    reason_text,
+    reviewed_tasks,
+)
+from prelabel.review_sampling import (
+    DEFAULT_THRESHOLD,
+    Calibration,
+    JudgeRating,
+    calibration_from_reviews,
+    check_strategy,
+    draw_round,
+)
 from prelabel.review_tabs import PREVIEW_FIELD, ReviewTabs, dialogue_preview, set_up_review_tabs
 from prelabel.tally import Tally
 from prelabel.tasks_io import TaskFileError, numbered_records, record_unit
@@ -41,6 +56,11 @@ class PushPlan(BaseModel):
     pool_size: int
     already_pushed: int
     skipped: list[str] = []  # "source id: problem" for records that cannot become tasks
+    strategy: str = "random"
+    probabilities: list[float] = []  # each item's inclusion probability, in the order of `items`
+    candidates: int = 0  # the items never pushed before, the draw's population
+    unrated_candidates: int = 0  # candidates without a judge's rating in the labels file (the floor or "unrated")
+    basis: str = ""  # where the uncertain design's probabilities came from
 
 
 def read_pool(path: Path, input_field: str) -> list[PoolItem]:
@@ -70,14 +90,82 @@ def read_pool(path: Path, input_field: str) -> list[PoolItem]:
 
 
 def plan_round(
-    pool: list[PoolItem], pushed: set[str], sample: int | None, seed: int | None, round_name: str
+    pool: list[PoolItem],
+    pushed: set[str],
+    sample: int | None,
+    seed: int | None,
+    round_name: str,
+    *,
+    strategy: str = "random",
+    ratings: dict[str, JudgeRating | None] | None = None,
+    threshold: int = DEFAULT_THRESHOLD,
+    calibration: Calibration | None = None,
 ) -> PushPlan:
-    """Draw `sample` random items of the pool that were never pushed (all of them when sample is None)."""
+    """Draw `sample` items of the pool that were never pushed (all of them when sample is None) by `strategy`;
+    `ratings` (the judge's rating per source id, None for an unrated or failed label) feed the designs that
+    need them, and a candidate missing from them counts as unrated."""
     fresh = [item for item in pool if item.source_id not in pushed]
-    if sample is not None and sample < len(fresh):
-        fresh = random.Random(seed).sample(fresh, sample)
+    candidate_ratings = None if ratings is None else [ratings.get(item.source_id) for item in fresh]
+    draw = draw_round(
+        strategy, candidate_ratings, len(fresh), sample, seed, threshold=threshold, calibration=calibration
+    )
     already = sum(1 for item in pool if item.source_id in pushed)
-    return PushPlan(round=round_name, items=fresh, pool_size=len(pool), already_pushed=already)
+    return PushPlan(
+        round=round_name,
+        items=[fresh[i] for i in draw.chosen],
+        pool_size=len(pool),
+        already_pushed=already,
+        strategy=strategy,
+        probabilities=[draw.probabilities[i] for i in draw.chosen],
+        candidates=len(fresh),
+        unrated_candidates=0 if candidate_ratings is None else sum(r is None for r in candidate_ratings),
+        basis=draw.basis,
+    )
+
+
+def read_labels(path: Path) -> dict[str, BulkRecord]:
+    """A `prelabel label` output file, by source id (a later line for the same id wins, as a rerun's does). A
+    line that is not one of its records refuses the file, naming the line; a last line without its newline (a
+    run still writing) is left out."""
+    records: dict[str, BulkRecord] = {}
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as error:
+        raise TaskFileError(f"--labels {path}: {error.strerror or error}") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = BulkRecord.model_validate_json(line)
+            except ValueError:
+                if not line.endswith("\n"):
+                    break
+                raise TaskFileError(
+                    f"--labels {path} line {number}: not a line of `prelabel label` output (source_id, label, "
+                    "level, score, ...)"
+                ) from None
+            records[record.source_id] = record
+    return records
+
+
+def judge_rating(record: BulkRecord) -> JudgeRating | None:
+    """The judge's rating in a labels line: None for a failed or unrated label."""
+    outcome = outcome_from_record(record)
+    if not outcome.ok or outcome.verdict is None:
+        return None
+    return JudgeRating(level=outcome.verdict.level, expected_level=outcome.verdict.expected_level)
+
+
+def review_calibration(client: LabelStudioClient, project_id: int, config: LabelConfig, threshold: int) -> Calibration:
+    """The project's earlier reviews as (judge level, reviewer level) pairs per judge level."""
+    tasks = reviewed_tasks(config, client.export(project_id, title="prelabel push calibration"))
+    pairs = [
+        (task.llm_level, task.human_level)
+        for task in tasks
+        if task.reviewed and task.llm_level is not None and task.human_level is not None
+    ]
+    return calibration_from_reviews(pairs, threshold)
 
 
 def task_data(
@@ -129,6 +217,17 @@ class PushResult(BaseModel):
     model_version: str | None = None
     tabs: ReviewTabs | None = None
     outcomes: Tally = Tally()  # the round's predictions: rated, unrated with reasons, failed
+    strategy: str = "random"
+    inclusion_probabilities: list[float] = []  # per task, in the order of task_ids
+    candidates: int = 0
+    unrated_candidates: int = 0
+    basis: str = ""
+    from_labels: int = 0  # predictions taken from the labels file
+
+    @property
+    def probability_range(self) -> tuple[float, float] | None:
+        values = self.inclusion_probabilities
+        return (min(values), max(values)) if values else None
 
 
 def push_round(
@@ -145,24 +244,55 @@ def push_round(
     engine: Engine | None = None,
     backend_url: str | None = None,
     basic_auth: tuple[str, str] | None = None,
+    strategy: str = "random",
+    labels_path: Path | None = None,
+    threshold: int = DEFAULT_THRESHOLD,
 ) -> PushResult:
-    """Create or reuse the project, draw a fresh sample, import it (with locally computed predictions when
-    an engine is given), and optionally connect the ML backend and ask Label Studio for predictions. The Data
-    Manager's tabs show the score, weakest first and unrated apart (prelabel.review_tabs)."""
+    """Create or reuse the project, draw a fresh sample by `strategy`, import it (with locally computed
+    predictions when an engine is given), and optionally connect the ML backend and ask Label Studio for
+    predictions. The Data Manager's tabs show the score, weakest first and unrated apart (prelabel.review_tabs).
+
+    `labels_path`, a `prelabel label` output of the pool, gives the judge's ratings the uncertain and stratified
+    designs draw by; a task whose item has a label there gets that label as its prediction, so reviewers rate
+    exactly the label that will be exported. The uncertain design is calibrated by the project's earlier reviews.
+    """
+    check_strategy(strategy, labels_path is not None)  # before any call to Label Studio
+    labels = read_labels(labels_path) if labels_path is not None else None
     project = client.ensure_project(project_title, label_config_xml)
     config = parse_label_config(project.label_config or label_config_xml)
     pool = read_pool(pool_path, input_field or config.data_key)
     pushed = client.task_data_values(project.id, SOURCE_ID_FIELD)
     rounds = client.task_data_values(project.id, ROUND_FIELD)
-    plan = plan_round(pool, pushed, sample, seed, round_name or next_round_name(rounds))
+    calibration = None
+    if strategy == "uncertain" and pushed:
+        calibration = client.guarded(
+            "read the earlier reviews", review_calibration, project.id, config, threshold, idempotent=True
+        )
+    plan = plan_round(
+        pool,
+        pushed,
+        sample,
+        seed,
+        round_name or next_round_name(rounds),
+        strategy=strategy,
+        ratings=None if labels is None else {sid: judge_rating(record) for sid, record in labels.items()},
+        threshold=threshold,
+        calibration=calibration,
+    )
 
     tasks: list[dict[str, Any]] = []
+    probabilities: list[float] = []
     skipped: list[str] = []
-    for item in plan.items:
+    for item, probability in zip(plan.items, plan.probabilities):
         try:
-            tasks.append({"data": task_data(item, config, plan.round, input_field, keep_fields)})
+            data = task_data(item, config, plan.round, input_field, keep_fields)
         except InputError as error:
             skipped.append(str(error))
+            continue
+        data[INCLUSION_PROBABILITY_FIELD] = probability
+        data[STRATEGY_FIELD] = plan.strategy
+        tasks.append({"data": data})
+        probabilities.append(probability)
 
     result = PushResult(
         project_id=project.id,
@@ -172,14 +302,22 @@ def push_round(
         pool_size=plan.pool_size,
         already_pushed=plan.already_pushed,
         skipped=skipped,
+        strategy=plan.strategy,
+        inclusion_probabilities=probabilities,
+        candidates=plan.candidates,
+        unrated_candidates=plan.unrated_candidates,
+        basis=plan.basis,
     )
-    if engine is not None and tasks:
+    if labels is not None:
+        result.model_version = _labels_predictions(tasks, labels, config, result)
+    to_predict = [task for task in tasks if "predictions" not in task]
+    if engine is not None and to_predict:
         labeler = engine.labeler(config)
-        result.model_version = labeler.model_version
+        result.model_version = result.model_version or labeler.model_version
         outcomes = engine.run_batch(
-            labeler, [{"id": f"source {task['data'][SOURCE_ID_FIELD]}", **task} for task in tasks]
+            labeler, [{"id": f"source {task['data'][SOURCE_ID_FIELD]}", **task} for task in to_predict]
         )
-        for task, outcome in zip(tasks, outcomes):
+        for task, outcome in zip(to_predict, outcomes):
             result.outcomes.add(
                 error=outcome.error, unrated_reason=outcome.unrated_reason, rated=outcome.verdict is not None
             )
@@ -191,9 +329,10 @@ def push_round(
     result.task_ids = client.import_tasks(project.id, tasks) if tasks else []
     if backend_url:
         client.connect_backend(project.id, backend_url, basic_auth=basic_auth)
-        if engine is None and result.task_ids:
-            client.retrieve_predictions(project.id, result.task_ids)
-            result.model_version = client.backend_model_version(project.id, backend_url)
+        unpredicted = [task_id for task_id, task in zip(result.task_ids, tasks) if "predictions" not in task]
+        if engine is None and unpredicted:
+            client.retrieve_predictions(project.id, unpredicted)
+            result.model_version = result.model_version or client.backend_model_version(project.id, backend_url)
             result.outcomes = client.guarded(
                 "read the stored predictions", tally_stored, project.id, result.task_ids, config, idempotent=True
             )
@@ -201,6 +340,27 @@ def push_round(
         client.set_model_version(project.id, result.model_version)
     result.tabs = set_up_review_tabs(client, project.id, config)
     return result
+
+
+def _labels_predictions(
+    tasks: list[dict[str, Any]], labels: dict[str, BulkRecord], config: LabelConfig, result: PushResult
+) -> str | None:
+    """Give each task whose item has a label in the labels file that label as its prediction; the most common
+    model_version among them (the project's, which the Data Manager's score column counts)."""
+    versions: dict[str, int] = {}
+    for task in tasks:
+        record = labels.get(task["data"][SOURCE_ID_FIELD])
+        if record is None:
+            continue
+        outcome = outcome_from_record(record)
+        if not outcome.ok:
+            continue  # a failed label: predicted here or by the backend, as an item without a line
+        task["predictions"] = [prediction_for(outcome, config)]
+        result.outcomes.add(error=None, unrated_reason=outcome.unrated_reason, rated=outcome.verdict is not None)
+        result.predicted += 1
+        result.from_labels += 1
+        versions[outcome.model_version] = versions.get(outcome.model_version, 0) + 1
+    return max(versions, key=lambda version: versions[version]) if versions else None
 
 
 # -- labeled items into a project as predictions (evaluate --push-project, label --project) -------------

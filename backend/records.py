@@ -4,15 +4,21 @@ reviewer's latest annotation. Pull statistics and the fine-tuning export both st
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from prelabel.dialogue import InputError, parse_dialogue, render_dialogue
 from prelabel.label_interface import LabelConfig, ResultError, annotation_result
+from prelabel.review_sampling import STRATEGIES
 
 SOURCE_ID_FIELD = "source_id"
 ROUND_FIELD = "prelabel_round"
+# Written by push (prelabel.review_sampling): the probability with which the task's item was drawn into its round
+# among the round's candidates (a number in (0, 1]), and the design that drew it.
+INCLUSION_PROBABILITY_FIELD = "prelabel_inclusion_probability"
+STRATEGY_FIELD = "prelabel_strategy"
 
 ReviewContribution = Literal["unreviewed", "edited", "unchanged", "rating_only", "empty"]
 
@@ -39,6 +45,8 @@ class ReviewedTask(BaseModel):
     human_level: int | None = None
     annotation_id: int | None = None
     annotated_at: str | None = None
+    inclusion_probability: float | None = None  # None: pushed before push recorded it, or not a probability
+    strategy: str | None = None
     # Results of the wrong shape that were left out (the task then reads as if they were absent), each
     # naming the task and the field, for pull and export to report.
     problems: list[str] = []
@@ -113,6 +121,8 @@ def reviewed_task(config: LabelConfig, task: dict[str, Any]) -> ReviewedTask:
         input_text=input_text(config, data),
         data=data,
         problems=problems,
+        inclusion_probability=_probability(data.get(INCLUSION_PROBABILITY_FIELD), where, problems),
+        strategy=_strategy(data.get(STRATEGY_FIELD), where, problems),
     )
     if prediction is not None:
         result = prediction["result"]
@@ -150,6 +160,33 @@ def _readable(entries: Any, what: str, problems: list[str]) -> list[dict[str, An
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
+
+
+def _probability(value: Any, where: str, problems: list[str]) -> float | None:
+    """The recorded inclusion probability; a value that is not a number in (0, 1] is named in `problems`."""
+    if value is None:
+        return None
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):  # a task imported from CSV holds its data as text
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number) or not 0 < number <= 1:
+        problems.append(f"{where} data.{INCLUSION_PROBABILITY_FIELD}: {value!r} is not a probability in (0, 1]")
+        return None
+    return number
+
+
+def _strategy(value: Any, where: str, problems: list[str]) -> str | None:
+    if value is None:
+        return None
+    if value not in STRATEGIES:
+        problems.append(f"{where} data.{STRATEGY_FIELD}: {value!r} is not one of {', '.join(STRATEGIES)}")
+        return None
+    return str(value)
 
 
 def _optional_str(value: Any) -> str | None:

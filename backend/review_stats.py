@@ -240,6 +240,9 @@ def correction_row(task: ReviewedTask) -> dict[str, Any]:
         "review": review_contribution(task),
         "accepted_unchanged": task.accepted_unchanged,
         "edit_distance": edit_distance(task),
+        "round": task.round,
+        "inclusion_probability": task.inclusion_probability,
+        "strategy": task.strategy,
     }
 
 

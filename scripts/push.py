@@ -1,4 +1,5 @@
-"""`prelabel push`: a fresh random sample of the pool into a Label Studio project, as one review round."""
+"""`prelabel push`: a fresh sample of the pool into a Label Studio project, as one review round, each task
+recording the probability with which it was drawn."""
 
 from __future__ import annotations
 
@@ -26,7 +27,22 @@ def push(
     label_config: Annotated[Path, typer.Option("--label-config", "-c", help="Label Studio config XML")] = (
         label_config_path("summarization")
     ),
-    sample: Annotated[int | None, typer.Option(help="draw N random items never pushed before")] = None,
+    sample: Annotated[int | None, typer.Option(help="draw N items never pushed before (default: all of them)")] = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="random: every candidate alike; uncertain: favour labels the judge is least sure are at least "
+            "--threshold; stratified: by the judge's level, over-sampling the rarer levels (these two need --labels)"
+        ),
+    ] = "random",
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="`prelabel label` output of the pool: the judge's ratings the draw uses, and the labels pushed "
+            "as predictions"
+        ),
+    ] = None,
+    threshold: Annotated[str, typer.Option(help="the level uncertain routing asks about (name or 0..4)")] = "good",
     seed: Annotated[int | None, typer.Option(help="random seed of the draw")] = None,
     round_name: Annotated[str | None, typer.Option("--round", help="round name (default round-<n>)")] = None,
     input_field: Annotated[str | None, typer.Option(help="field of the input in the pool records")] = None,
@@ -39,11 +55,17 @@ def push(
     url: Annotated[str | None, typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
     api_key: Annotated[str | None, typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
 ) -> None:
-    """Push a random sample of unlabeled items to Label Studio, pre-labelled and rated."""
+    """Push a sample of unlabeled items to Label Studio, pre-labelled and rated."""
     from prelabel.dialogue import InputError
     from prelabel.labelstudio import LabelStudioError
     from prelabel.push import push_round
+    from prelabel.review_sampling import check_strategy, threshold_level
 
+    try:
+        check_strategy(strategy, labels is not None)
+        threshold_value = threshold_level(threshold)
+    except ValueError as error:
+        raise fail(str(error)) from None
     settings = settings_or_exit()
     client = ls_client(settings, url, api_key)
     engine = engine_or_exit(settings) if predict else None
@@ -65,6 +87,9 @@ def push(
                 engine=engine,
                 backend_url=backend_url,
                 basic_auth=auth,
+                strategy=strategy,
+                labels_path=labels,
+                threshold=threshold_value,
             )
     except (LabelStudioError, InputError, OSError, ValueError) as error:
         raise fail(str(error)) from None
@@ -73,11 +98,30 @@ def push(
             engine.close()
 
     table = Table(title=f"{project}: {result.round}")
-    for column in ("task", "source", "predicted"):
+    for column in ("task", "source", "predicted", "inclusion probability"):
         table.add_column(column)
-    for task_id, source in zip(result.task_ids, result.source_ids):
-        table.add_row(str(task_id), source, "yes" if predict else "by backend")
+    for task_id, source, probability in zip(result.task_ids, result.source_ids, result.inclusion_probabilities):
+        table.add_row(str(task_id), source, "yes" if predict else "by backend", f"{probability:.4g}")
     console.print(table)
+    span = result.probability_range
+    if span is not None:
+        low, high = span
+        where = f" ({result.basis})" if result.basis else ""
+        console.print(
+            f"strategy {result.strategy}{where}: {len(result.task_ids)} of {result.candidates} candidates, "
+            + (
+                f"inclusion probability {low:.4g}"
+                if low == high
+                else f"inclusion probabilities {low:.4g} to {high:.4g}"
+            )
+        )
+    if result.unrated_candidates:
+        console.print(
+            f"[yellow]{result.unrated_candidates} candidates have no judge's rating in {escape(str(labels))}: "
+            "they count as unrated[/yellow]"
+        )
+    if result.from_labels:
+        console.print(f"{result.from_labels} predictions are the labels of {escape(str(labels))}")
     console.print(
         f"pushed {len(result.task_ids)} tasks ({result.pool_size} in the pool, {result.already_pushed} pushed before); "
         f"{result.predicted} with predictions"
