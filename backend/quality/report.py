@@ -196,31 +196,25 @@ def build_report(
             f"({', '.join(str(s.name or '-') for s in dropped[:3])}); their items still count as reviewed"
         )
 
-    share_reviewed = stats.combine(share_rounds, big_n)
-    share_combined = stats.combine(share_rounds, big_n, share_hat)
-    mean_reviewed = stats.combine(mean_rounds, big_n)
-    mean_combined = stats.combine(mean_rounds, big_n, mean_hat)
+    share_estimates = stats.estimate(share_rounds, share_hat, big_n, share=True)
+    mean_estimates = stats.estimate(mean_rounds, mean_hat, big_n, share=False)
     weighted = any(not s.uniform for s in summaries)
     method = WEIGHTED_METHOD if weighted else COMBINED_METHOD
-    if len([s for s in summaries if s.used]) > 1:
-        method += f"; {len([s for s in summaries if s.used])} rounds combined with design-based inverse-variance weights"
+    used_rounds = len([s for s in summaries if s.used])
+    if used_rounds > 1:
+        method += f"; {used_rounds} rounds combined with design-based inverse-variance weights"
 
-    def combined_interval(result: stats.Combined | None, high: float) -> CombinedInterval | None:
-        if result is None:
-            return None
-        interval = stats.normal_interval(result, 0.0, high)
-        return CombinedInterval(**interval.model_dump(), method=method)
+    def figures(judge_only: float | None, estimates: stats.Estimates) -> TargetFigures:
+        combined = estimates.combined_interval
+        return TargetFigures(
+            judge_only=judge_only,
+            reviewed_only=estimates.reviewed_interval,
+            combined=None if combined is None else CombinedInterval(**combined.model_dump(), method=method),
+        )
 
-    share = TargetFigures(
-        judge_only=judge_share,
-        reviewed_only=stats.share_interval(share_reviewed) if share_reviewed else None,
-        combined=combined_interval(share_combined, 1.0),
-    )
-    mean = TargetFigures(
-        judge_only=judge_mean,
-        reviewed_only=stats.normal_interval(mean_reviewed, 0.0, float(len(LEVELS) - 1)) if mean_reviewed else None,
-        combined=combined_interval(mean_combined, float(len(LEVELS) - 1)),
-    )
+    share = figures(judge_share, share_estimates)
+    mean = figures(judge_mean, mean_estimates)
+    share_reviewed, share_combined = share_estimates.reviewed, share_estimates.combined
 
     # -- agreement and calibration -------------------------------------------------------------------------
     pairs = [(int(levels[i]), int(r.reviewer_level or 0)) for i, r in matched if levels[i] >= 0]
