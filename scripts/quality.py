@@ -32,9 +32,7 @@ def _threshold(value: str) -> int:
 
 def quality(
     labels: Annotated[Path, typer.Option(help="the labeled items: a `prelabel label` output (JSONL)")],
-    reviews: Annotated[
-        Path, typer.Option(help="the reviews: pull's corrections JSONL, or a Label Studio JSON export")
-    ],
+    reviews: Annotated[Path, typer.Option(help="the reviews: pull's corrections JSONL, or a Label Studio JSON export")],
     threshold: Annotated[
         str, typer.Option(help="the level a reviewer's rating must reach to count (very bad .. excellent)")
     ] = "good",
@@ -65,9 +63,7 @@ def quality(
         labeled = read_labels(labels)
         reviewed = read_reviews(reviews, label_config)
         with console.status("estimating..."):
-            report = build_report(
-                labeled, reviewed, level, assume_random=assume_random, target_width=target_width
-            )
+            report = build_report(labeled, reviewed, level, assume_random=assume_random, target_width=target_width)
     except QualityInputError as error:
         raise fail(str(error)) from None
     if html is not None:
@@ -171,7 +167,8 @@ def _print_report(report: QualityReport) -> None:
             text = f"the interval is already at most {needed.target_width:.1%} wide"
         else:
             alone = (
-                "" if needed.reviewed_only_additional is None
+                ""
+                if needed.reviewed_only_additional is None
                 else f" (without the judge: {needed.reviewed_only_additional:,} more)"
             )
             text = (

@@ -28,7 +28,7 @@ Rules:
   weighted sum of the rounds' variances. The weights are design-based inverse variances, n_eff_r * (N / N_r)^2
   with n_eff_r the Kish effective size of the round's weights: they do not depend on what reviewers said (an
   outcome-based inverse variance gives all the weight to a small round whose reviewers happened to agree).
-  A round with fewer than 2 matched reviews gives no variance: it is left out of the estimate (its items still
+  A round with fewer than 3 matched reviews gives no variance: it is left out of the estimate (its items still
   count as known for later rounds) and a warning says so. Pushed items that nobody reviewed are not seen here;
   the reviews are taken to be the drawn sample (skipping hard items would bias every figure).
 - Matching. A review counts for a labeled item when the source ids match and it rated the same label text
@@ -43,9 +43,12 @@ Rules:
 - Agreement: quadratic-weighted kappa of the judge's level vs the reviewer's on the reviewed items, with a
   seeded percentile bootstrap interval; calibration is the reviewers' mean level and share at least the
   threshold per judge level, on the reviewed items (unweighted: a routed sample over-represents hard items).
-- Reviews needed: the reviews' part of the combined variance shrinks as 1/n, the judge's part (its spread over
-  the N items) does not; assuming new reviews are drawn the way the current ones were and the judge does not
-  change, n' = n * V_reviews / ((width / 2z)^2 - V_judge).
+- The target is the figure over these N labeled items, whose judge ratings are all known: ppi-python's term
+  for a judge mean estimated from a sample of a larger population is left out; the rest of its variance is
+  kept whole (no finite-population correction: on the safe side). In small rounds the prediction-powered
+  variance gets n/(n-2) and Student's t (lambda is fitted on the same reviews).
+- Reviews needed: the variance shrinks as 1/n; assuming new reviews are drawn the way the current ones were
+  and the judge does not change, n' = n * variance / (width / 2z)^2.
 """
 
 from prelabel.quality.inputs import QualityInputError, read_labels, read_reviews

@@ -14,8 +14,8 @@ from prelabel.quality.stats import Interval
 def reliability_chart(report: QualityReport) -> str:
     """The reviewers' mean level per judge level (dots sized by how many reviews) against the diagonal a
     perfectly calibrated judge would sit on."""
-    size, left, top, bottom = 360, 70, 20, 50
-    plot = size - left - 20
+    size, left, top, bottom = 380, 70, 20, 50
+    plot = size - left - 40  # room for the last level's name
     height = top + plot + bottom
 
     def x(level: float) -> float:
@@ -107,7 +107,9 @@ def render_html(report: QualityReport, title: str = "prelabel quality") -> str:
     for warning in report.warnings:
         parts.append(f'<p class="warning">{esc(warning)}</p>')
     parts.append(f"<h2>Share rated {esc(name)} or better</h2>")
-    parts.append(_table(["figure", "estimate", "95% interval"], _figures(report.share_at_least, True), css_class="share"))
+    parts.append(
+        _table(["figure", "estimate", "95% interval"], _figures(report.share_at_least, True), css_class="share")
+    )
     parts.append("<h2>Mean level (0 very bad .. 4 excellent)</h2>")
     parts.append(_table(["figure", "estimate", "95% interval"], _figures(report.mean_level, False), css_class="mean"))
     if combined is not None:

@@ -166,19 +166,21 @@ def build_report(
 
     # -- rounds ----------------------------------------------------------------------------------------------
     groups: dict[tuple[str | None, bool], list[tuple[int, Review]]] = {}
-    for index, review in matched:
-        groups.setdefault((review.round, review.inclusion_probability is None), []).append((index, review))
+    for item_index, review in matched:
+        groups.setdefault((review.round, review.inclusion_probability is None), []).append((item_index, review))
     keys = sorted(groups, key=lambda key: (round_order(key[0]), key[1]))
-    share_rounds, mean_rounds, summaries = [], [], []
+    share_rounds: list[stats.Round] = []
+    mean_rounds: list[stats.Round] = []
+    summaries: list[RoundSummary] = []
     for name, unrecorded in keys:
         group = groups[(name, unrecorded)]
-        index = np.array([i for i, _ in group])
+        members = np.array([i for i, _ in group])
         reviewer = np.array([float(r.reviewer_level or 0) for _, r in group])
         pi = None if unrecorded else np.array([float(r.inclusion_probability or 1.0) for _, r in group])
         # Reviews without pi beside recorded ones of the same round are a separate uniform sample.
         label = f"{name or '-'} (no pi)" if unrecorded and (name, False) in groups else name
-        share_rounds.append(stats.Round(label or "-", index, (reviewer >= threshold).astype(float), pi))
-        mean_rounds.append(stats.Round(label or "-", index, reviewer, pi))
+        share_rounds.append(stats.Round(label or "-", members, (reviewer >= threshold).astype(float), pi))
+        mean_rounds.append(stats.Round(label or "-", members, reviewer, pi))
         summaries.append(
             RoundSummary(
                 name=label,
@@ -251,8 +253,8 @@ def build_report(
             additional=None if total is None else max(0, total - share_combined.n),
             reviewed_only_additional=None if alone is None else max(0, alone - share_reviewed.n),
             assumption=(
-                "new reviews drawn the way the current ones were, the judge unchanged: the reviews' part of the "
-                "variance shrinks as 1/reviews, the judge's part does not"
+                "new reviews drawn the way the current ones were and the judge unchanged, so the variance shrinks "
+                "as 1/reviews (ignoring the gain from reviewing a sizeable part of the items: on the safe side)"
             ),
         )
 
