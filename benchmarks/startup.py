@@ -19,9 +19,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # What a help screen has no use for: the provider SDKs, Arrow, the tokenizer, the Label Studio SDK, the web
 # framework and the statistics stacks. Each costs from tens to hundreds of milliseconds to import.
-HEAVY_MODULES = ("openai", "anthropic", "pyarrow", "tiktoken", "label_studio_sdk", "flask", "sklearn", "scipy")
+HEAVY_MODULES = (
+    "openai",
+    "anthropic",
+    "pyarrow",
+    "tiktoken",
+    "label_studio_sdk",
+    "flask",
+    "sklearn",
+    "scipy",
+    "ppi_py",
+)
 # Of those, the ones no `--help` may load (tests/unit/test_startup.py).
-NEVER_AT_HELP = ("openai", "anthropic", "pyarrow", "tiktoken")
+NEVER_AT_HELP = ("openai", "anthropic", "pyarrow", "tiktoken", "ppi_py")
 STEP_MARK = "prelabel-startup-step: "
 
 # Runs in a fresh `python -X importtime` process: import the CLI, render the top help and every subcommand's, and

@@ -15,6 +15,7 @@ from prelabel.scripts import export as export_command
 from prelabel.scripts import label as label_command
 from prelabel.scripts import pull as pull_command
 from prelabel.scripts import push as push_command
+from prelabel.scripts import quality as quality_command
 from prelabel.scripts.common import console, engine_or_exit, fail, label_config_path, settings_or_exit
 
 app = typer.Typer(help="LLM pre-labelling with a cross-family LLM judge, for Label Studio.", no_args_is_help=True)
@@ -26,6 +27,7 @@ app.command(name="label")(label_command.label)
 app.command(name="evaluate")(evaluate_command.evaluate)
 app.command(name="compare")(evaluate_command.compare)
 app.command(name="report")(evaluate_command.report)
+app.command(name="quality")(quality_command.quality)
 
 
 @app.command()
