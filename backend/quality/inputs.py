@@ -14,8 +14,6 @@ from typing import Any
 from prelabel.judge import MAX_LEVEL
 
 INCLUSION_FIELD = "inclusion_probability"
-TASK_INCLUSION_FIELD = "prelabel_inclusion_probability"  # the task data field push writes (read from an export)
-TASK_STRATEGY_FIELD = "prelabel_strategy"
 
 
 class QualityInputError(Exception):
@@ -202,7 +200,7 @@ def _corrections_reviews(path: Path) -> Reviews:
 def _export_reviews(path: Path, label_config: Path | None) -> Reviews:
     from prelabel import label_config as shipped
     from prelabel.label_interface import LabelConfigError, parse_label_config
-    from prelabel.records import reviewed_tasks
+    from prelabel.records import INCLUSION_PROBABILITY_FIELD, reviewed_tasks
 
     config_path = label_config or shipped.path("summarization")
     try:
@@ -230,10 +228,8 @@ def _export_reviews(path: Path, label_config: Path | None) -> Reviews:
         try:
             if not task.source_id:
                 raise _BadField("field `data.source_id`: missing (tasks pushed by prelabel carry it)")
-            probability = getattr(task, INCLUSION_FIELD, None)
-            if probability is None:
-                probability = task.data.get(TASK_INCLUSION_FIELD)
-            strategy = getattr(task, "strategy", None) or task.data.get(TASK_STRATEGY_FIELD)
+            if task.inclusion_probability is None and task.data.get(INCLUSION_PROBABILITY_FIELD) is not None:
+                continue  # present but unreadable: reviewed_tasks named the task and the field in its problems
             reviews.reviews.append(
                 Review(
                     where=where,
@@ -242,8 +238,8 @@ def _export_reviews(path: Path, label_config: Path | None) -> Reviews:
                     reviewer_level=_level({"reviewer level": task.human_level}, "reviewer level"),
                     judge_level=_level({"judge level": task.llm_level}, "judge level"),
                     round=task.round,
-                    inclusion_probability=_probability(probability, f"data.{TASK_INCLUSION_FIELD}"),
-                    strategy=None if strategy is None else str(strategy),
+                    inclusion_probability=task.inclusion_probability,
+                    strategy=task.strategy,
                     rating_anchored=bool(getattr(task, "rating_anchored", False)),
                 )
             )

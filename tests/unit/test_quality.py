@@ -249,6 +249,6 @@ def test_a_label_studio_export_is_read_as_reviews(tmp_path: Path) -> None:
     report = json.loads(result_.stdout)
     assert report["n_reviewed"] == 19  # 20 reviewed tasks, task 100's probability unreadable
     assert report["problems"] == [
-        f"{path} task 100: field `data.prelabel_inclusion_probability`: expected a probability in (0, 1], got 'often'"
+        f"{path}: task 100 data.prelabel_inclusion_probability: 'often' is not a probability in (0, 1]"
     ]
     assert report["rounds"][0]["name"] == "round-1"
