@@ -24,6 +24,12 @@ def export(
     ] = None,
     validation_fraction: Annotated[float, typer.Option(help="share of examples for validation")] = 0.1,
     seed: Annotated[int, typer.Option(help="seed of the train/validation split")] = 0,
+    assume_random: Annotated[
+        bool,
+        typer.Option(
+            help="take reviews without a recorded inclusion probability as a uniform random sample (quality estimate)"
+        ),
+    ] = False,
     url: Annotated[str | None, typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
     api_key: Annotated[str | None, typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
 ) -> None:
@@ -52,6 +58,7 @@ def export(
             validation_fraction=validation_fraction,
             seed=seed,
             threshold=threshold,
+            assume_random=assume_random,
         )
         with console.status(f"exporting project {project_id} from Label Studio..."):
             records = reviewed_tasks(config, client.export(project_id))
@@ -63,4 +70,11 @@ def export(
         raise fail(str(error)) from None
     warn_result_problems(result_problems(records))
     console.print(export_table(report))
-    console.print(f"dataset written to {report.out_dir} (manifest.json lists every file with its sha256)")
+    if report.quality is not None:
+        console.print(f"quality: {report.quality.statement()}")
+        for warning in report.quality.warnings:
+            console.print(f"[yellow]note: {warning}[/yellow]")
+    console.print(
+        f"dataset written to {report.out_dir} (manifest.json lists every file with its sha256; "
+        "README.md is the dataset card)"
+    )

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from prelabel.records import ReviewedTask
 
 from prelabel.scripts.common import console, fail, ls_client, settings_or_exit, warn_result_problems
 
@@ -18,16 +21,25 @@ def pull(
     ] = Path("corrections.jsonl"),
     report_json: Annotated[Path | None, typer.Option(help="also write the statistics as JSON")] = None,
     worst: Annotated[int, typer.Option(help="how many worst cases to list")] = 10,
+    threshold: Annotated[str, typer.Option(help="the level the dataset's quality is stated at (as export's)")] = "good",
+    assume_random: Annotated[
+        bool, typer.Option(help="take reviews without a recorded inclusion probability as a uniform random sample")
+    ] = False,
     url: Annotated[str | None, typer.Option(help="Label Studio URL (default LABEL_STUDIO_URL)")] = None,
     api_key: Annotated[str | None, typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
 ) -> None:
     """Compare reviewers with the LLM and the judge; list the worst cases; write corrections for the next prompt."""
+    from prelabel.judge import JudgeParseError, level_from_name
     from prelabel.label_interface import LabelConfigError, parse_label_config
     from prelabel.labelstudio import LabelStudioError
     from prelabel.records import result_problems, reviewed_tasks
     from prelabel.review_stats import pull_report, write_corrections_jsonl
     from prelabel.scripts.tables import review_versions_table, worst_cases_table
 
+    try:
+        level = level_from_name(threshold)
+    except JudgeParseError as error:
+        raise fail(f"--threshold: {error}") from None
     settings = settings_or_exit()
     client = ls_client(settings, url, api_key)
     try:
@@ -53,3 +65,18 @@ def pull(
     if report.worst_cases:
         console.print(worst_cases_table(report.worst_cases))
     console.print(f"{report.n_reviewed} of {report.n_tasks} tasks reviewed; {written} corrections in {corrections}")
+    _print_quality(records, level, assume_random)
+
+
+def _print_quality(records: list[ReviewedTask], threshold: int, assume_random: bool) -> None:
+    """The quality of what export would write now, after each review round: the interval narrows as reviews
+    accumulate."""
+    from prelabel.quality.dataset import quality_by_round
+    from prelabel.scripts.tables import quality_rounds_table
+
+    by_round = quality_by_round(records, threshold, assume_random=assume_random)
+    if not by_round:
+        return
+    console.print(quality_rounds_table(by_round))
+    latest = by_round[-1][1]
+    console.print(f"quality: {latest.statement()}")

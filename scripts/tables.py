@@ -26,6 +26,7 @@ from prelabel.evaluation.formatting import (
 from prelabel.evaluation.runs import RunSummary
 from prelabel.export.options import ExportReport
 from prelabel.judge import LEVELS
+from prelabel.quality.dataset import DatasetQuality
 from prelabel.review_stats import NO_VERSION, PullReport, VersionStats, WorstCase, level_name
 from prelabel.scripts.table_layout import Table
 from prelabel.subsets import SliceReport
@@ -293,4 +294,33 @@ def export_table(report: ExportReport) -> Table:
     for split, value in report.splits.items():
         table.add_row(f"  {split}", str(value))
     table.add_row("total tasks", str(counts.total))
+    return table
+
+
+# -- quality ---------------------------------------------------------------------------------------
+
+
+def quality_rounds_table(by_round: Sequence[tuple[str, DatasetQuality]]) -> Table:
+    """The dataset's share at the threshold after each review round, with its interval's width."""
+    first = by_round[0][1]
+    table = Table(
+        title=f"the dataset export would write: share rated {first.threshold_name} or better, round by round",
+        box=box.SIMPLE_HEAD,
+    )
+    for header in ("after", "reviews", "share", "95% CI", "width", "examples"):
+        table.add_column(header, justify="left" if header == "after" else "right")
+    for name, quality in by_round:
+        share = quality.share_at_least
+        if share is None:
+            table.add_row(name, f"{quality.n_reviews:,}", "-", quality.unavailable or "-", "-", f"{quality.examples:,}")
+            continue
+        table.add_row(
+            name,
+            f"{quality.n_reviews:,}",
+            f"{share.estimate:.1%}",
+            f"{share.low:.1%}–{share.high:.1%}",
+            f"{share.high - share.low:.1%}",
+            f"{quality.examples:,}",
+        )
+    table.caption = first.assumption
     return table

@@ -2,7 +2,8 @@
 
 <out>/<format>/train.<ext>, <out>/<format>/validation.<ext>   one pair per format
 <out>/provenance.jsonl                                        one line per example, files' order
-<out>/manifest.json                                           counts, options, sha256 of every file
+<out>/manifest.json                                           counts, options, quality, sha256 of every file
+<out>/README.md                                               the dataset card: origins and quality
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 PROVENANCE = "provenance.jsonl"
+CARD = "README.md"
 MANIFEST_SCHEMA = "prelabel.export/1"
 
 PROVENANCE_KEYS: tuple[str, ...] = (

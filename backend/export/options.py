@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from prelabel.judge import LEVELS, MAX_LEVEL, JudgeParseError, level_from_name
 from prelabel.label_interface import TaskKind
+from prelabel.quality.dataset import DatasetQuality
 
 FormatName = Literal["openai", "bedrock", "alpaca", "sharegpt", "parquet"]
 FORMATS: tuple[FormatName, ...] = ("openai", "bedrock", "alpaca", "sharegpt", "parquet")
@@ -33,6 +34,8 @@ class ExportOptions(BaseModel):
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     seed: int = 0
     threshold: int = DEFAULT_THRESHOLD
+    # Reviews without a recorded inclusion probability taken as a uniform random sample (prelabel.quality).
+    assume_random: bool = False
 
     @field_validator("formats")
     @classmethod
@@ -84,6 +87,7 @@ class ExportOptions(BaseModel):
             "seed": self.seed,
             "threshold": self.threshold,
             "threshold_name": self.threshold_name,
+            "assume_random": self.assume_random,
         }
 
 
@@ -141,3 +145,5 @@ class ExportReport(BaseModel):
     files: dict[str, Path]  # relative name ("openai/train.jsonl") -> absolute path
     manifest: Path
     provenance: Path
+    card: Path | None = None
+    quality: DatasetQuality | None = None

@@ -14,20 +14,24 @@ from typing import Any
 
 from prelabel.export import ExportError
 from prelabel.export.formats import WRITERS, write_jsonl
-from prelabel.export.layout import MANIFEST, MANIFEST_SCHEMA, PROVENANCE, example_id, file_sha256, line_count
+from prelabel.export.layout import CARD, MANIFEST, MANIFEST_SCHEMA, PROVENANCE, example_id, file_sha256, line_count
 from prelabel.export.options import ExportOptions, ExportReport, SelectionCounts, TrainingExample
 from prelabel.export.selection import SPLITS, select_examples, split_examples
 from prelabel.export.validation import validate_export
+from prelabel.quality.dataset import DatasetQuality, dataset_quality
 from prelabel.records import ReviewedTask
 
 
 def export_dataset(tasks: Iterable[ReviewedTask], options: ExportOptions) -> ExportReport:
-    """Select, split and write every requested format, then swap the finished directory into place."""
+    """Select, split and write every requested format, its manifest and its dataset card (with the quality
+    estimate, prelabel.quality.dataset), then swap the finished directory into place."""
+    tasks = list(tasks)
     examples, counts = select_examples(tasks, options.threshold)
     if not examples:
         # An empty export would silently replace a useful one.
         raise ExportError(f"no task qualifies for export: {counts.model_dump()}")
     splits = split_examples(examples, options.validation_fraction, options.seed)
+    quality = dataset_quality(tasks, options.threshold, assume_random=options.assume_random)
 
     target = Path(os.path.abspath(options.out_dir))
     _check_replaceable(target)
@@ -35,7 +39,7 @@ def export_dataset(tasks: Iterable[ReviewedTask], options: ExportOptions) -> Exp
     staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
     staging.mkdir()
     try:
-        written = _write_all(staging, splits, counts, options)
+        written = _write_all(staging, splits, counts, options, quality)
         problems = validate_export(staging)
         if problems:
             raise ExportError("the export failed its own validation:\n" + "\n".join(problems))
@@ -52,6 +56,8 @@ def export_dataset(tasks: Iterable[ReviewedTask], options: ExportOptions) -> Exp
         files={name: target / name for name in written},
         manifest=target / MANIFEST,
         provenance=target / PROVENANCE,
+        card=target / CARD,
+        quality=quality,
     )
 
 
@@ -70,7 +76,11 @@ def _check_replaceable(target: Path) -> None:
 
 
 def _write_all(
-    folder: Path, splits: dict[str, list[TrainingExample]], counts: SelectionCounts, options: ExportOptions
+    folder: Path,
+    splits: dict[str, list[TrainingExample]],
+    counts: SelectionCounts,
+    options: ExportOptions,
+    quality: DatasetQuality,
 ) -> list[str]:
     assert options.instruction is not None
     written: list[Path] = []
@@ -84,6 +94,9 @@ def _write_all(
     provenance = folder / PROVENANCE
     write_jsonl(provenance, _provenance_rows(splits))
     written.append(provenance)
+    card = folder / CARD
+    card.write_text(dataset_card(splits, options, quality), encoding="utf-8")
+    written.append(card)
 
     files = {path.relative_to(folder).as_posix(): _file_entry(path) for path in written}
     all_examples = [e for split in SPLITS for e in splits[split]]
@@ -93,10 +106,51 @@ def _write_all(
         "splits": {split: len(splits[split]) for split in SPLITS},
         "origins": _origins(all_examples),
         "options": options.manifest_options(),
+        "quality": {**quality.model_dump(mode="json"), "statement": quality.statement()},
         "files": files,
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return list(files)
+
+
+def dataset_card(splits: dict[str, list[TrainingExample]], options: ExportOptions, quality: DatasetQuality) -> str:
+    """The dataset card (README.md): what the data is, where each label came from, and its quality with the
+    interval, the number of reviews and the method, so the statement travels with the files."""
+    examples = [e for split in SPLITS for e in splits[split]]
+    origins = _origins(examples)
+    share = quality.share_at_least
+    lines = [
+        f"# Fine-tuning dataset ({options.kind})",
+        "",
+        f"{len(examples):,} examples ({', '.join(f'{split} {len(splits[split]):,}' for split in SPLITS)}), "
+        f"in {', '.join(options.formats)}. Labels: {origins['human']:,} written or accepted by reviewers, "
+        f"{origins['llm']:,} by the LLM annotator and rated at least {options.threshold_name} by the judge or a "
+        "reviewer. `provenance.jsonl` traces every example to its task, source id, prompt version and round; "
+        "`manifest.json` lists every file with its sha256.",
+        "",
+        "## Quality",
+        "",
+        quality.statement() + ".",
+        "",
+    ]
+    if share is not None and quality.unreviewed_share_at_least is not None:
+        part = quality.unreviewed_share_at_least
+        lines += [
+            f"- Unreviewed LLM labels: {part.estimate:.1%} (95% CI {part.low:.1%}-{part.high:.1%}) at "
+            f"{quality.threshold_name} or better; the judge alone says "
+            + (f"{quality.judge_only:.1%} (biased)." if quality.judge_only is not None else "-."),
+            f"- Method: {quality.method}; {quality.n_reviews:,} reviews"
+            + (f" in {', '.join(quality.rounds)}." if quality.rounds else "."),
+            f"- Assumption: {quality.assumption}.",
+        ]
+    lines += [f"- Note: {warning}." for warning in quality.warnings]
+    lines += [
+        "",
+        "A 95% interval means: estimated this way, the true share lies inside it for 95 of 100 datasets. Its "
+        "validity does not rest on the judge being right; the judge only narrows it.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _provenance_rows(splits: dict[str, list[TrainingExample]]) -> Iterable[dict[str, Any]]:

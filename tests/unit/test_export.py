@@ -230,7 +230,7 @@ def test_export_writes_every_format_and_validates(tmp_path):
     assert report.splits == {"train": len(examples) - 3, "validation": 3}
     assert sum(report.origins.values()) == len(examples) and report.origins["human"] == 8
     expected_files = {f"{name}/{split}.jsonl" for name in JSONL_FORMATS for split in ("train", "validation")}
-    expected_files |= {"parquet/train.parquet", "parquet/validation.parquet", "provenance.jsonl"}
+    expected_files |= {"parquet/train.parquet", "parquet/validation.parquet", "provenance.jsonl", "README.md"}
     assert set(report.files) == expected_files
     assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == expected_files | {"manifest.json"}
 
@@ -314,7 +314,7 @@ def test_parquet_is_readable_as_a_string_table(tmp_path):
     validation = pq.read_table(out / "parquet" / "validation.parquet")
     assert train.num_rows == report.splits["train"] and validation.num_rows == report.splits["validation"]
     assert [str(field.type) for field in train.schema] == ["string", "string", "string"]
-    assert set(report.files) == {"parquet/train.parquet", "parquet/validation.parquet", "provenance.jsonl"}
+    assert set(report.files) == {"parquet/train.parquet", "parquet/validation.parquet", "provenance.jsonl", "README.md"}
 
 
 def test_unicode_survives_and_line_separators_do_not_split_lines(tmp_path):
@@ -516,7 +516,7 @@ def test_a_successful_export_replaces_the_old_one(tmp_path):
     out = tmp_path / "dataset"
     export_dataset(pool(), options(out, formats=["openai", "alpaca"]))
     report = export_dataset(pool(60), options(out, formats=["bedrock"]))
-    assert sorted(p.name for p in out.iterdir()) == ["bedrock", "manifest.json", "provenance.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "bedrock", "manifest.json", "provenance.jsonl"]
     assert report.counts.total == 60 and validate_export(out) == []
     assert [p.name for p in tmp_path.iterdir()] == ["dataset"]
 

@@ -1,0 +1,188 @@
+"""The quality of what `export` writes, from a Label Studio project's tasks: the statement that travels with the
+dataset (manifest and dataset card) and that `pull` prints round by round.
+
+An exported example is either a reviewer's label (edited or accepted) or an LLM label: one a reviewer rated at
+least the threshold without editing, or, on an unreviewed task, one the judge rated at least the threshold.
+Reviewers' labels, and LLM labels a reviewer rated at least the threshold, count as meeting it. What is unknown
+is the share of the unreviewed LLM labels a reviewer would rate at least the threshold. It is estimated over
+the stratum the export draws them from (every task whose LLM label the judge rated at least the threshold),
+with the reviews that fell in it, by `build_report` (prediction-powered, weighted by inclusion probability); the
+stratum's figure becomes the unreviewed part's by taking out the reviewed tasks, whose values are known:
+p_unreviewed = (N_s * p_s - reviewed at least the threshold) / unreviewed, interval ends alike (a linear map).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from prelabel.judge import LEVELS
+from prelabel.quality.inputs import LabeledItem, Labels, QualityInputError, Review, Reviews, round_order
+from prelabel.quality.report import build_report
+from prelabel.quality.stats import Interval
+from prelabel.records import ReviewedTask, review_contribution
+
+ASSUMPTION = (
+    "reviewers' labels, and LLM labels a reviewer rated at least the threshold, count as meeting it; the share "
+    "of the other LLM labels is estimated from the judge's ratings of all of them and the reviews among them"
+)
+
+
+class DatasetQuality(BaseModel):
+    """The share of exported examples a reviewer would rate at least `threshold`, with a 95% interval."""
+
+    threshold: int
+    threshold_name: str
+    examples: int
+    known_good: int  # reviewers' labels and LLM labels a reviewer rated at least the threshold
+    estimated: int  # unreviewed LLM labels, whose share is estimated
+    share_at_least: Interval | None = None  # over every exported example
+    unreviewed_share_at_least: Interval | None = None  # over the unreviewed LLM labels
+    judge_only: float | None = None  # the judge's own share over the stratum: biased, for comparison
+    method: str | None = None
+    n_reviews: int = 0  # reviews used (of tasks in the stratum)
+    rounds: list[str] = []
+    assumption: str = ASSUMPTION
+    unavailable: str | None = None  # why there is no interval
+    warnings: list[str] = []
+
+    def statement(self) -> str:
+        """One sentence a user can quote."""
+        share = self.share_at_least
+        if share is None:
+            return f"quality of the {self.examples:,} examples: not estimated ({self.unavailable})"
+        return (
+            f"of the {self.examples:,} examples, {share.estimate:.1%} (95% CI {share.low:.1%}-{share.high:.1%}) "
+            f"would be rated {self.threshold_name} or better by a reviewer ({self.n_reviews:,} reviews; "
+            f"{self.known_good:,} reviewed, {self.estimated:,} estimated)"
+        )
+
+
+def exported_origin(task: ReviewedTask, threshold: int) -> str | None:
+    """How export treats the task: "known" (a reviewer's label, or an LLM label a reviewer rated at least the
+    threshold), "estimated" (an unreviewed LLM label the judge rated at least the threshold) or None (not
+    exported). Mirrors `export.selection.select_examples` before its duplicate and empty-input checks."""
+    review = review_contribution(task)
+    if review == "unchanged" and task.human_level is not None and task.human_level < threshold:
+        return None
+    if review in ("edited", "unchanged"):
+        return "known" if (task.human_label or "").strip() else None
+    if not (task.llm_label or "").strip():
+        return None
+    if review == "rating_only":
+        return "known" if task.human_level is not None and task.human_level >= threshold else None
+    return "estimated" if task.llm_level is not None and task.llm_level >= threshold else None
+
+
+def _stratum_inputs(tasks: Sequence[ReviewedTask], threshold: int) -> tuple[Labels, Reviews]:
+    """The stratum (tasks whose LLM label the judge rated at least the threshold) as labels, and the reviews of
+    the LLM label among them."""
+    labels, reviews = Labels(), Reviews()
+    for task in tasks:
+        label = (task.llm_label or "").strip()
+        if not label or task.llm_level is None or task.llm_level < threshold:
+            continue
+        source = task.source_id or f"task {task.task_id}"
+        expected = task.llm_score * (len(LEVELS) - 1) if task.llm_score is not None else float(task.llm_level)
+        labels.items.append(LabeledItem(source, label, task.llm_level, expected))
+        if task.reviewed and task.human_level is not None:
+            reviews.reviews.append(
+                Review(
+                    where=f"task {task.task_id}",
+                    source_id=source,
+                    llm_label=label,
+                    reviewer_level=task.human_level,
+                    judge_level=task.llm_level,
+                    round=task.round,
+                    inclusion_probability=task.inclusion_probability,
+                    strategy=task.strategy,
+                    rating_anchored=bool(getattr(task, "rating_anchored", False)),
+                )
+            )
+    return labels, reviews
+
+
+def dataset_quality(
+    tasks: Sequence[ReviewedTask],
+    threshold: int,
+    *,
+    assume_random: bool = False,
+) -> DatasetQuality:
+    """The quality of the examples export would write from `tasks`."""
+    origins = [exported_origin(task, threshold) for task in tasks]
+    known = origins.count("known")
+    estimated = origins.count("estimated")
+    result = DatasetQuality(
+        threshold=threshold,
+        threshold_name=LEVELS[threshold],
+        examples=known + estimated,
+        known_good=known,
+        estimated=estimated,
+    )
+    if estimated == 0:  # every example was reviewed: nothing to estimate
+        if result.examples:
+            result.share_at_least = Interval(estimate=1.0, low=1.0, high=1.0)
+            result.method = "every example reviewed"
+        else:
+            result.unavailable = "no example to export"
+        return result
+    labels, reviews = _stratum_inputs(tasks, threshold)
+    if not reviews.reviews:
+        result.unavailable = "no reviewer rated an LLM label the judge rated at least the threshold"
+        return result
+    try:
+        report = build_report(labels, reviews, threshold, assume_random=assume_random)
+    except QualityInputError as error:
+        result.unavailable = str(error)
+        return result
+    combined = report.share_at_least.combined
+    result.judge_only = report.share_at_least.judge_only
+    result.n_reviews = report.n_reviewed
+    result.rounds = [str(r.name) for r in report.rounds if r.used]
+    result.warnings = report.warnings
+    if combined is None:
+        result.unavailable = "too few reviews in the judge-approved labels for an interval"
+        return result
+    result.method = combined.method
+    stratum = len(labels.items)
+    reviewed_good = sum(1 for review in reviews.reviews if (review.reviewer_level or 0) >= threshold)
+    unreviewed = stratum - report.n_reviewed
+
+    def unreviewed_share(value: float) -> float:
+        if unreviewed <= 0:
+            return value
+        return min(1.0, max(0.0, (stratum * value - reviewed_good) / unreviewed))
+
+    part = Interval(
+        estimate=unreviewed_share(combined.estimate),
+        low=unreviewed_share(combined.low),
+        high=unreviewed_share(combined.high),
+    )
+    result.unreviewed_share_at_least = part
+
+    def overall(value: float) -> float:
+        return (known + estimated * value) / result.examples
+
+    result.share_at_least = Interval(estimate=overall(part.estimate), low=overall(part.low), high=overall(part.high))
+    return result
+
+
+def quality_by_round(
+    tasks: Sequence[ReviewedTask], threshold: int, *, assume_random: bool = False
+) -> list[tuple[str, DatasetQuality]]:
+    """The dataset's quality as it stood after each review round (rounds in push's order): the tasks of later
+    rounds read as unreviewed, as they were then. A reader sees the interval narrow as reviews accumulate."""
+    names = sorted({task.round for task in tasks if task.reviewed}, key=round_order)
+    results = []
+    for end, name in enumerate(names):
+        included = set(names[: end + 1])
+        then = [task if not task.reviewed or task.round in included else _unreviewed(task) for task in tasks]
+        results.append((str(name or "-"), dataset_quality(then, threshold, assume_random=assume_random)))
+    return results
+
+
+def _unreviewed(task: ReviewedTask) -> ReviewedTask:
+    return task.model_copy(
+        update={"annotation_id": None, "human_label": None, "human_level": None, "annotated_at": None}
+    )
