@@ -22,6 +22,7 @@ PROVENANCE_KEYS: tuple[str, ...] = (
     "origin",
     "llm_level",
     "human_level",
+    "rating_anchored",
     "model_version",
     "round",
 )

@@ -129,6 +129,8 @@ class TrainingExample(BaseModel):
     source_id: str | None = None
     llm_level: int | None = None
     human_level: int | None = None
+    # The reviewer's rating may have started from the judge's level (pre-filled before blind reviews).
+    rating_anchored: bool = False
     model_version: str | None = None
     round: str | None = None
 
@@ -141,3 +143,4 @@ class ExportReport(BaseModel):
     files: dict[str, Path]  # relative name ("openai/train.jsonl") -> absolute path
     manifest: Path
     provenance: Path
+    anchored_ratings: int = 0  # exported examples whose reviewer's rating is possibly anchored

@@ -52,6 +52,7 @@ def export_dataset(tasks: Iterable[ReviewedTask], options: ExportOptions) -> Exp
         files={name: target / name for name in written},
         manifest=target / MANIFEST,
         provenance=target / PROVENANCE,
+        anchored_ratings=sum(1 for e in examples if e.rating_anchored),
     )
 
 
@@ -92,6 +93,8 @@ def _write_all(
         "counts": {**counts.model_dump(), "exported": counts.exported, "total": counts.total},
         "splits": {split: len(splits[split]) for split in SPLITS},
         "origins": _origins(all_examples),
+        # Reviewer ratings that started from the judge's pre-filled level (projects made before blind reviews).
+        "anchored_ratings": sum(1 for e in all_examples if e.rating_anchored),
         "options": options.manifest_options(),
         "files": files,
     }
@@ -110,6 +113,7 @@ def _provenance_rows(splits: dict[str, list[TrainingExample]]) -> Iterable[dict[
                 "origin": example.origin,
                 "llm_level": example.llm_level,
                 "human_level": example.human_level,
+                "rating_anchored": example.rating_anchored,
                 "model_version": example.model_version,
                 "round": example.round,
             }

@@ -1,9 +1,10 @@
 """What a reviewer sees: a task pushed with prelabel's prediction, opened in a real Label Studio 1.23.2 in
 headless Chromium, shows the LLM's summary, the reviewer's own rating empty (a blind review), and the judge's
-rating (the radio checked, not just the word on the page) and reason read-only: clicking another judge's level
-changes nothing, submitting without a rating of one's own is refused with the config's message, and a rated
-submission stores the reviewer's level apart from the judge's; the Data Manager's first tab shows the judge's score (empty when unrated, 0 when
-very bad) and a text preview of each dialogue, "weakest first" starts from very bad, "unrated" holds the rest.
+rating (the radio checked, not just the word on the page) and reason read-only: clicking another judge's
+level changes nothing, submitting without a rating of one's own is refused with the config's message, and a
+rated submission stores the reviewer's level apart from the judge's. The Data Manager's first tab shows the
+judge's score (empty when unrated, 0 when very bad) and a text preview of each dialogue, "weakest first"
+starts from very bad, "unrated" holds the rest.
 
 Full-page screenshots go to test-artifacts/ (reviewer_view.png, data_manager_first_view.png,
 data_manager_unrated.png), whether the tests pass or fail.

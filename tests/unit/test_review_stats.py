@@ -252,6 +252,7 @@ def test_corrections_jsonl(tmp_path: Path):
         "review": "edited",
         "accepted_unchanged": False,
         "edit_distance": approx(3 / 7),
+        "rating_anchored": False,
     }
     assert rows[4]["accepted_unchanged"] is True and rows[4]["edit_distance"] == 0.0  # task 6
     assert rows[2]["reviewer_rating"] is None  # task 3: no reviewer rating
