@@ -178,6 +178,14 @@ class LabelConfig(BaseModel):
             items.append({**self._item(self.reason, reason), "readonly": True})
         return items
 
+    def review_result(self, label: str | None, level: int | None) -> list[dict[str, Any]]:
+        """A result as a reviewer submits it: their label, and their own level in the reviewer's rating control
+        (for reviews made through the API: scripts, benchmarks, tests)."""
+        items = [] if label is None else [self._item(self.label, label)]
+        if level is not None and self.rating is not None:
+            items.append(self._level_item(self.rating, level))
+        return [{**item, "origin": "manual"} for item in items]
+
     def _level_item(self, control: Control, level: int) -> dict[str, Any]:
         if control.tag == "rating":
             # Stars 1..max; level 0..4 maps onto the scale's ends.
