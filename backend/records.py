@@ -88,8 +88,9 @@ def reason_text(config: LabelConfig, result: list[dict[str, Any]]) -> str | None
 
 
 def judge_level(config: LabelConfig, prediction: dict[str, Any]) -> int | None:
-    """The judge's level of a prediction, wherever its config shape put it; in a config of the older shape
-    without a reason box, the prediction's score (level / 4, or the G-Eval expected level / 4) rounded."""
+    """The judge's level of a prediction, wherever its config shape put it. In a config of the older shape
+    whose prediction carries it nowhere (no reason box), the score stands in: level / 4, or the G-Eval
+    expected level / 4, rounded back to a level."""
     level = config.judge_level_from_result(prediction["result"])
     score = prediction.get("score")
     if level is None and config.judge_rating is None and config.rating is not None and isinstance(score, int | float):
