@@ -1,12 +1,19 @@
-"""Reading a Label Studio labeling config: which controls hold the label, the rating and the judge's reason.
+"""Reading a Label Studio labeling config: which controls hold the label, the ratings and the judge's reason.
 
 Controls are found by their type and role, never by hard-coded names, so a team's own config works as long
 as it has an object (Paragraphs or Text), a TextArea (summaries) or Choices (classes) for the label, and
-optionally a five-level Choices or a Rating for the judge's level and a read-only TextArea for its reason.
+optionally five-level Choices or Ratings for the levels and a read-only TextArea for the judge's reason.
+
+Blind reviews: the judge's level goes into a control of its own (read-only: marked readonly="true" or named
+like "judge_rating"), and the reviewer's rating is a separate control the prediction never fills, so the
+reviewer rates before reading the judge. A config of the older shape has one five-level control shared by
+judge and reviewer: the prediction no longer fills it either; the judge's level is written at the start of
+its reason instead ("judge: good. <reason>") and, as always, as the prediction's score.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from xml.etree import ElementTree
 
@@ -18,6 +25,11 @@ TaskKind = Literal["summarization", "classification"]
 
 _OBJECT_TAGS = {"paragraphs", "text", "hypertext"}
 _REASON_HINTS = ("reason", "rationale", "explanation", "justification")
+# A level control named like these is the judge's (shown read-only), not the reviewer's.
+_JUDGE_HINTS = ("judge", "predicted", "prediction")
+# How the judge's level opens its reason in a config without a judge's control of its own.
+JUDGE_PREFIX = "judge:"
+_JUDGE_PREFIX_RE = re.compile(rf"^\s*{JUDGE_PREFIX}\s*({'|'.join(LEVELS)})\s*\.", re.IGNORECASE)
 # A Label Studio config is a handful of levels deep; far deeper nesting is refused while it is read, before
 # anything walks the tree recursively (ElementTree's serializer does).
 MAX_XML_DEPTH = 64
@@ -134,7 +146,10 @@ class LabelConfig(BaseModel):
     object_tag: str
     data_key: str
     label: Control
+    # The reviewer's rating: the control the reviewer's level is read from. The prediction never fills it.
     rating: Control | None = None
+    # The judge's level, shown read-only; None in a config of the older shape (one control for both).
+    judge_rating: Control | None = None
     reason: Control | None = None
     xml: str = ""
 
@@ -142,20 +157,41 @@ class LabelConfig(BaseModel):
     def class_labels(self) -> list[str]:
         return self.label.choices if self.kind == "classification" else []
 
+    @property
+    def rates(self) -> bool:
+        """The config has a control for a level, the judge's or the reviewer's."""
+        return self.rating is not None or self.judge_rating is not None
+
     def result_for(self, label: str, level: int | None, reason: str | None) -> list[dict[str, Any]]:
-        """Label Studio prediction result items for a label and the judge's level and reason."""
+        """Label Studio prediction result items for a label and the judge's level and reason.
+
+        The reviewer's rating control is never written: the reviewer rates with it empty. The judge's level
+        goes into its own read-only control, or, without one, at the start of the reason ("judge: good. ...")."""
         items = [self._item(self.label, label)]
-        if level is not None and self.rating is not None:
-            if self.rating.tag == "rating":
-                # Stars 1..max; level 0..4 maps onto the scale's ends.
-                stars = 1 + round(level * (self.rating.max_rating - 1) / (len(LEVELS) - 1))
-                items.append(self._raw(self.rating, {"rating": stars}))
-            else:
-                items.append(self._item(self.rating, _choice_for_level(self.rating, level)))
+        if level is not None and self.judge_rating is not None:
+            # Read-only like the reason: the reviewer sees the judge's level but cannot change or submit it as theirs.
+            items.append({**self._level_item(self.judge_rating, level), "readonly": True})
+        elif level is not None and 0 <= level < len(LEVELS):
+            reason = f"{JUDGE_PREFIX} {LEVELS[level]}. {reason or ''}".strip()
         if reason and self.reason is not None:
             # The judge's reason is shown, not edited: a read-only region has no Edit or Delete button.
             items.append({**self._item(self.reason, reason), "readonly": True})
         return items
+
+    def review_result(self, label: str | None, level: int | None) -> list[dict[str, Any]]:
+        """A result as a reviewer submits it: their label, and their own level in the reviewer's rating control
+        (for reviews made through the API: scripts, benchmarks, tests)."""
+        items = [] if label is None else [self._item(self.label, label)]
+        if level is not None and self.rating is not None:
+            items.append(self._level_item(self.rating, level))
+        return [{**item, "origin": "manual"} for item in items]
+
+    def _level_item(self, control: Control, level: int) -> dict[str, Any]:
+        if control.tag == "rating":
+            # Stars 1..max; level 0..4 maps onto the scale's ends.
+            stars = 1 + round(level * (control.max_rating - 1) / (len(LEVELS) - 1))
+            return self._raw(control, {"rating": stars})
+        return self._item(control, _choice_for_level(control, level))
 
     def _item(self, control: Control, value: str) -> dict[str, Any]:
         if control.tag == "textarea":
@@ -172,19 +208,32 @@ class LabelConfig(BaseModel):
         }
 
     def level_from_result(self, result: list[dict[str, Any]]) -> int | None:
-        """The level a result's rating control holds (a reviewer's or a prediction's), if any."""
-        if self.rating is None:
+        """The level the reviewer's rating control holds in a result (an annotation's), if any."""
+        return _level_in(self.rating, result)
+
+    def judge_level_from_result(self, result: list[dict[str, Any]]) -> int | None:
+        """The judge's level a prediction's result carries: its judge's control; else, for a prediction made
+        before blind reviews, the shared control it filled; else the "judge: <level>." opening of its reason."""
+        for control in (self.judge_rating, self.rating):
+            level = _level_in(control, result)
+            if level is not None:
+                return level
+        match = _JUDGE_PREFIX_RE.match(self.reason_from_result(result) or "")
+        return LEVELS.index(match.group(1).lower()) if match else None
+
+    def prefills_rating(self, result: list[dict[str, Any]]) -> bool:
+        """Whether a prediction's result fills the reviewer's rating control (as predictions did before blind
+        reviews): a reviewer starting from it found a level already set, so their rating may be anchored."""
+        return self.rating is not None and any(item.get("from_name") == self.rating.name for item in result)
+
+    def reason_from_result(self, result: list[dict[str, Any]]) -> str | None:
+        """The text of the judge's reason box in a result (a prediction's), if the config has one."""
+        if self.reason is None:
             return None
         for item in result:
-            if item.get("from_name") != self.rating.name:
-                continue
-            value = item.get("value", {})
-            if "rating" in value:
-                stars = int(value["rating"])
-                return round((stars - 1) * (len(LEVELS) - 1) / (self.rating.max_rating - 1))
-            for choice in value.get("choices", []):
-                if choice.strip().lower() in LEVELS:
-                    return LEVELS.index(choice.strip().lower())
+            if item.get("from_name") == self.reason.name:
+                texts = item.get("value", {}).get("text") or []
+                return "\n".join(map(str, texts)) or None
         return None
 
     def label_from_result(self, result: list[dict[str, Any]]) -> str | None:
@@ -197,6 +246,23 @@ class LabelConfig(BaseModel):
             if texts:
                 return "\n".join(str(text) for text in texts)
         return None
+
+
+def _level_in(control: Control | None, result: list[dict[str, Any]]) -> int | None:
+    """The level a control holds in a result: a five-level choice, or stars mapped onto 0..4."""
+    if control is None:
+        return None
+    for item in result:
+        if item.get("from_name") != control.name:
+            continue
+        value = item.get("value", {})
+        if "rating" in value:
+            stars = int(value["rating"])
+            return round((stars - 1) * (len(LEVELS) - 1) / (control.max_rating - 1))
+        for choice in value.get("choices", []):
+            if choice.strip().lower() in LEVELS:
+                return LEVELS.index(choice.strip().lower())
+    return None
 
 
 def _choice_for_level(control: Control, level: int) -> str:
@@ -222,6 +288,24 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"true", "1", "yes"}
 
 
+def _rating_roles(levels: list[tuple[Control, ElementTree.Element]]) -> tuple[Control | None, Control | None]:
+    """The reviewer's rating control and the judge's among a config's level controls.
+
+    A control marked readonly="true" is always the judge's. A name like "judge_rating" marks the judge's only
+    beside another level control: a lone unmarked control is the older shape's shared one, which the reviewer
+    rates in (the prediction no longer fills it). The reviewer's is the first control left; the judge's, the
+    first one marked.
+    """
+
+    def is_judge(control: Control, element: ElementTree.Element) -> bool:
+        named = len(levels) > 1 and any(hint in control.name.lower() for hint in _JUDGE_HINTS)
+        return named or _truthy(_attr(element, "readonly"))
+
+    judges = [c for c, e in levels if is_judge(c, e)]
+    reviewers = [c for c, e in levels if not is_judge(c, e)]
+    return (reviewers[0] if reviewers else None), (judges[0] if judges else None)
+
+
 def parse_label_config(xml: str) -> LabelConfig:
     """Find the object and the controls of a Label Studio config by type; raise LabelConfigError."""
     root = parse_xml(xml)
@@ -236,8 +320,8 @@ def parse_label_config(xml: str) -> LabelConfig:
         raise LabelConfigError("label config has no Paragraphs or Text object bound to task data ($field)")
 
     textareas: list[tuple[Control, ElementTree.Element]] = []
-    choice_sets: list[Control] = []
-    ratings: list[Control] = []
+    choice_sets: list[tuple[Control, ElementTree.Element]] = []
+    ratings: list[tuple[Control, ElementTree.Element]] = []
     for element in root.iter():
         tag = element.tag.lower()
         name, to_name = _attr(element, "name"), _attr(element, "toName")
@@ -250,13 +334,15 @@ def parse_label_config(xml: str) -> LabelConfig:
             textareas.append((Control(name=name, tag=tag, to_name=to_name), element))
         elif tag == "choices":
             values = [_attr(choice, "value") or "" for choice in element if choice.tag.lower() == "choice"]
-            choice_sets.append(Control(name=name, tag=tag, to_name=to_name, choices=values))
+            choice_sets.append((Control(name=name, tag=tag, to_name=to_name, choices=values), element))
         else:
             max_rating = _max_rating(name, _attr(element, "maxRating"))
-            ratings.append(Control(name=name, tag=tag, to_name=to_name, max_rating=max_rating))
+            ratings.append((Control(name=name, tag=tag, to_name=to_name, max_rating=max_rating), element))
 
-    rating = next((c for c in choice_sets if _is_level_choices(c.choices)), None) or (ratings[0] if ratings else None)
-    class_sets = [c for c in choice_sets if not _is_level_choices(c.choices)]
+    # Level controls, five-level Choices before Ratings (as before blind reviews).
+    levels = [(c, e) for c, e in choice_sets if _is_level_choices(c.choices)] + ratings
+    rating, judge_rating = _rating_roles(levels)
+    class_sets = [c for c, _ in choice_sets if not _is_level_choices(c.choices)]
 
     def is_reason(control: Control, element: ElementTree.Element) -> bool:
         return _truthy(_attr(element, "readonly")) or any(hint in control.name.lower() for hint in _REASON_HINTS)
@@ -283,6 +369,7 @@ def parse_label_config(xml: str) -> LabelConfig:
         data_key=data_key,
         label=label,
         rating=rating,
+        judge_rating=judge_rating,
         reason=reason,
         xml=xml,
     )

@@ -26,7 +26,9 @@ log = logging.getLogger("prelabel")
 REVIEWER_INSTRUCTION = (
     "<p>Each task is pre-filled by an LLM (the annotator) and rated by a second LLM of another family "
     "(the judge).</p><ol><li>Correct the label so that it is right and complete; leave it as it is if it "
-    "already is.</li><li>Set the rating to what the <b>LLM's</b> label deserved, before your correction.</li>"
+    "already is.</li><li>Rate what the <b>LLM's</b> label deserved, before your correction, on your own "
+    "reading: your rating starts empty and is required; the judge's rating and reason below it are "
+    "read-only, to compare after you rate.</li>"
     "<li>Submit. Sort the Data Manager by <i>prediction score</i> to start from the weakest labels.</li></ol>"
 )
 

@@ -72,7 +72,7 @@ class Labeler:
         self.prompts = prompts
         settings = engine.settings
         # Classification is judged only when the config has somewhere to show the rating.
-        self.uses_judge = config.kind == "summarization" or config.rating is not None
+        self.uses_judge = config.kind == "summarization" or config.rates
         self.model_version = prompts.model_version(
             engine.annotator_ref, engine.judge_ref if self.uses_judge else None, bool(engine.family_warning)
         )

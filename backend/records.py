@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from prelabel.dialogue import InputError, parse_dialogue, render_dialogue
+from prelabel.judge import MAX_LEVEL
 from prelabel.label_interface import LabelConfig, ResultError, annotation_result
 from prelabel.review_sampling import STRATEGIES
 
@@ -47,6 +48,9 @@ class ReviewedTask(BaseModel):
     annotated_at: str | None = None
     inclusion_probability: float | None = None  # None: pushed before push recorded it, or not a probability
     strategy: str | None = None
+    # The reviewer's rating may have started from the judge's level: the prediction this annotation started
+    # from filled the control the reviewer's level is read from (every prediction did before blind reviews).
+    rating_anchored: bool = False
     # Results of the wrong shape that were left out (the task then reads as if they were absent), each
     # naming the task and the field, for pull and export to report.
     problems: list[str] = []
@@ -88,13 +92,19 @@ def input_text(config: LabelConfig, data: dict[str, Any]) -> str:
 
 def reason_text(config: LabelConfig, result: list[dict[str, Any]]) -> str | None:
     """The text of the judge's reason box in a result (a prediction's), if the config has one."""
-    if config.reason is None:
-        return None
-    for item in result:
-        if item.get("from_name") == config.reason.name:
-            texts = item.get("value", {}).get("text") or []
-            return "\n".join(map(str, texts)) or None
-    return None
+    return config.reason_from_result(result)
+
+
+def judge_level(config: LabelConfig, prediction: dict[str, Any]) -> int | None:
+    """The judge's level of a prediction, wherever its config shape put it. In a config of the older shape
+    whose prediction carries it nowhere (no reason box), the score stands in: level / 4, or the G-Eval
+    expected level / 4, rounded back to a level."""
+    level = config.judge_level_from_result(prediction["result"])
+    score = prediction.get("score")
+    if level is None and config.judge_rating is None and config.rating is not None and isinstance(score, int | float):
+        if 0 <= score <= 1:
+            level = round(score * MAX_LEVEL)
+    return level
 
 
 def reviewed_task(config: LabelConfig, task: dict[str, Any]) -> ReviewedTask:
@@ -127,7 +137,7 @@ def reviewed_task(config: LabelConfig, task: dict[str, Any]) -> ReviewedTask:
     if prediction is not None:
         result = prediction["result"]
         record.llm_label = config.label_from_result(result)
-        record.llm_level = config.level_from_result(result)
+        record.llm_level = judge_level(config, prediction)
         record.llm_score = prediction.get("score")
         record.llm_reason = reason_text(config, result)
         record.model_version = prediction.get("model_version")
@@ -138,6 +148,8 @@ def reviewed_task(config: LabelConfig, task: dict[str, Any]) -> ReviewedTask:
         record.human_level = config.level_from_result(result)
         record.annotation_id = latest.get("id")
         record.annotated_at = latest.get("updated_at") or latest.get("created_at")
+        # When Label Studio recorded no parent prediction, the latest one (the llm_* above) is assumed.
+        record.rating_anchored = prediction is not None and config.prefills_rating(prediction["result"])
     return record
 
 

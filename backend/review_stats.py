@@ -5,7 +5,9 @@ records are built). Tasks are grouped by the prediction's model_version, which n
 so two prompts reviewed in one project are compared side by side.
 
 Text metrics compare the LLM's label with the reviewer's corrected label; rating agreement compares the
-judge's level with the level the reviewer set, on the tasks that have both.
+judge's level with the level the reviewer set, on the tasks that have both. A reviewer's rating that started
+from the judge's level (a prediction made before blind reviews pre-filled the control) is counted as possibly
+anchored: such pairs inflate the agreement, and the report says how many there are.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class VersionStats(BaseModel):
     macro_f1: float | None = None  # classification only
     rating_only: int = 0  # no label text, only a rating of the LLM's label
     empty: int = 0  # neither label text nor rating
+    n_anchored_pairs: int = 0  # rating pairs whose reviewer's rating started from the judge's (pre-filled)
 
 
 class WorstCase(BaseModel):
@@ -69,9 +72,21 @@ class PullReport(BaseModel):
     versions: list[VersionStats]
     overall: VersionStats | None  # every reviewed task together; model_version None
     worst_cases: list[WorstCase]
+    anchored_warning: str | None = None  # set when some rating pairs are possibly anchored
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def anchored_warning(n_anchored: int, n_pairs: int) -> str | None:
+    """The warning line for rating pairs whose reviewer's rating may have started from the judge's level."""
+    if n_anchored <= 0:
+        return None
+    return (
+        f"{n_anchored} of {n_pairs} rated pairs are possibly anchored: the reviewer's rating control was "
+        "pre-filled with the judge's level (a prediction made before blind reviews), so agreement on them "
+        "is likely inflated"
+    )
 
 
 # -- per task --------------------------------------------------------------------------------------
@@ -127,8 +142,9 @@ def version_stats(
     labelled = [t for t in reviewed if has_label_pair(t)]
     distances = [d for t in labelled if (d := edit_distance(t)) is not None]
     rouge = [metrics.rouge_l(t.llm_label or "", t.human_label or "").f1 for t in labelled]
-    levels = [(_level(t.llm_level), _level(t.human_level)) for t in reviewed]
-    rated = [(j, h) for j, h in levels if j is not None and h is not None]
+    levels = [(_level(t.llm_level), _level(t.human_level), t.rating_anchored) for t in reviewed]
+    rated = [(j, h) for j, h, _ in levels if j is not None and h is not None]
+    anchored = sum(1 for j, h, a in levels if j is not None and h is not None and a)
     judge = [j for j, _ in rated]
     human = [h for _, h in rated]
 
@@ -159,6 +175,7 @@ def version_stats(
         macro_f1=macro_f1,
         rating_only=contributions.count("rating_only"),
         empty=contributions.count("empty"),
+        n_anchored_pairs=anchored,
     )
 
 
@@ -212,13 +229,15 @@ def pull_report(
     versions = [
         version_stats(version, groups[version], kind, class_labels) for version in sorted(groups, key=_version_key)
     ]
+    overall = version_stats(None, reviewed, kind, class_labels) if reviewed else None
     return PullReport(
         kind=kind,
         n_tasks=len(tasks),
         n_reviewed=len(reviewed),
         versions=versions,
-        overall=version_stats(None, reviewed, kind, class_labels) if reviewed else None,
+        overall=overall,
         worst_cases=worst_cases(reviewed, worst_limit, ls_url, project_id),
+        anchored_warning=anchored_warning(overall.n_anchored_pairs, overall.n_rating_pairs) if overall else None,
     )
 
 
@@ -243,6 +262,7 @@ def correction_row(task: ReviewedTask) -> dict[str, Any]:
         "round": task.round,
         "inclusion_probability": task.inclusion_probability,
         "strategy": task.strategy,
+        "rating_anchored": task.rating_anchored,
     }
 
 

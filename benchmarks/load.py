@@ -327,9 +327,7 @@ def _webhook(
     task_id = project.id * 100_000 + number % len(pools[project.kind])
     label = "A reviewer's summary." if project.kind == "summarization" else config.class_labels[0]
     annotation_id = project.id * 100_000 + number
-    label_studio.add_annotation(
-        annotation_id, project=project.id, task=task_id, result=config.result_for(label, 2, None)
-    )
+    label_studio.add_annotation(annotation_id, project=project.id, task=task_id, result=config.review_result(label, 2))
     event = {
         "action": "ANNOTATION_CREATED",
         "project": {"id": project.id},

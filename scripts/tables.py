@@ -225,8 +225,11 @@ def review_versions_table(report: PullReport) -> Table:
         cells.append(num(stats.mean_edit_distance))
         if not classification:
             cells.append(num(stats.mean_rouge_l_f1))
+        rated = str(stats.n_rating_pairs)
+        if stats.n_anchored_pairs:
+            rated += f" ({stats.n_anchored_pairs} anchored)"
         cells += [
-            str(stats.n_rating_pairs),
+            rated,
             share(stats.exact_agreement),
             share(stats.within_one_agreement),
             num(stats.kappa),
@@ -239,6 +242,9 @@ def review_versions_table(report: PullReport) -> Table:
     if report.overall is not None and len(report.versions) > 1:
         table.add_section()
         row(report.overall, "all", style="bold")
+    if report.anchored_warning:
+        table.caption = f"warning: {report.anchored_warning}"
+        table.caption_style = "bold yellow"
     return table
 
 
@@ -294,6 +300,12 @@ def export_table(report: ExportReport) -> Table:
     for split, value in report.splits.items():
         table.add_row(f"  {split}", str(value))
     table.add_row("total tasks", str(counts.total))
+    if report.anchored_ratings:
+        table.caption = (
+            f"warning: {report.anchored_ratings} exported examples carry a reviewer's rating that is possibly "
+            "anchored (pre-filled with the judge's level before blind reviews)"
+        )
+        table.caption_style = "bold yellow"
     return table
 
 

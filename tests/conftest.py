@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DIALOGSUM = dialogsum_dev()  # package data, shared with the demo
 SUMMARY_CONFIG = label_config.read("summarization")
 SENTIMENT_CONFIG = label_config.read("sentiment")
+# The shipped configs as they were before blind reviews (one rating control shared by judge and reviewer,
+# pre-filled by the prediction): what projects made with them still use.
+OLD_SUMMARY_CONFIG = (DATA / "label_config_before_blind" / "summarization.xml").read_text(encoding="utf-8")
+OLD_SENTIMENT_CONFIG = (DATA / "label_config_before_blind" / "sentiment.xml").read_text(encoding="utf-8")
 # The harness's virtual environments are the checkout's, whatever folder a test runs in (`make` sets these too).
 os.environ.setdefault("PRELABEL_LS_VENV", str(ROOT / ".venv-labelstudio"))
 os.environ.setdefault("PRELABEL_LOCAL_VENV", str(ROOT / ".venv-localmodel"))

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from prelabel import metrics
 from prelabel.judge import LEVELS, MAX_LEVEL
 from prelabel.records import ReviewedTask
+from prelabel.review_stats import anchored_warning
 
 DEFAULT_KAPPA_THRESHOLD = 0.4
 
@@ -27,6 +28,8 @@ class LevelAgreement(BaseModel):
 class Calibration(BaseModel):
     n_reviewed: int
     n_pairs: int  # reviewed items with both a judge level and a reviewer level
+    # Pairs whose reviewer's rating started from the judge's level (pre-filled before blind reviews).
+    n_anchored: int = 0
     confusion: list[list[int]]  # rows reviewer level, columns judge level, very bad .. excellent
     kappa: float | None  # quadratic-weighted
     exact: float | None
@@ -47,9 +50,10 @@ def judge_calibration(
     """How far the judge's levels can stand in for reviewers' on the items nobody reviewed."""
     reviewed = [t for t in tasks if t.reviewed]
 
-    def rated(group: Iterable[ReviewedTask]) -> list[tuple[int, int]]:
+    def rated(group: Iterable[ReviewedTask]) -> list[tuple[int, int, bool]]:
+        """(judge level, reviewer level, possibly anchored) of the tasks holding both levels on the scale."""
         return [
-            (t.llm_level, t.human_level)
+            (t.llm_level, t.human_level, t.rating_anchored)
             for t in group
             if t.llm_level is not None
             and t.human_level is not None
@@ -57,7 +61,9 @@ def judge_calibration(
             and 0 <= t.human_level <= MAX_LEVEL
         ]
 
-    pairs = rated(reviewed)
+    triples = rated(reviewed)
+    pairs = [(j, h) for j, h, _ in triples]
+    n_anchored = sum(1 for *_, anchored in triples if anchored)
     judge = [j for j, _ in pairs]
     human = [h for _, h in pairs]
     kappa = metrics.quadratic_weighted_kappa(judge, human, len(LEVELS))
@@ -79,9 +85,11 @@ def judge_calibration(
         groups.setdefault(task.model_version or "-", []).append(task)
     per_version: dict[str, dict[str, float | int | None]] = {}
     for version, group in sorted(groups.items()):
-        version_pairs = rated(group)
+        version_triples = rated(group)
+        version_pairs = [(j, h) for j, h, _ in version_triples]
         per_version[version] = {
             "n": len(version_pairs),
+            "anchored": sum(1 for *_, anchored in version_triples if anchored),
             "kappa": metrics.quadratic_weighted_kappa([j for j, _ in version_pairs], [h for _, h in version_pairs]),
             "exact": metrics.exact_agreement([j for j, _ in version_pairs], [h for _, h in version_pairs]),
         }
@@ -99,9 +107,13 @@ def judge_calibration(
     if pairs and len(pairs) < min_pairs:
         few = f"only {len(pairs)} rated pairs: the agreement figures are uncertain"
         warning = f"{warning}; {few}" if warning else few
+    anchored = anchored_warning(n_anchored, len(pairs))
+    if anchored:
+        warning = f"{warning}; {anchored}" if warning else anchored
     return Calibration(
         n_reviewed=len(reviewed),
         n_pairs=len(pairs),
+        n_anchored=n_anchored,
         confusion=metrics.confusion_matrix(list(range(len(LEVELS))), human, judge),
         kappa=kappa,
         exact=metrics.exact_agreement(judge, human),

@@ -14,7 +14,10 @@ from prelabel.records import ReviewedTask, reviewed_tasks
 
 
 def reviewed_from_corrections(rows: Iterable[dict[str, Any]]) -> list[ReviewedTask]:
-    """Records from a corrections file written by `prelabel pull` (every row there was reviewed)."""
+    """Records from a corrections file written by `prelabel pull` (every row there was reviewed).
+
+    A row without `rating_anchored` comes from a pull before blind reviews, when every prediction pre-filled
+    the reviewer's rating: its rating counts as possibly anchored."""
     tasks = []
     for number, row in enumerate(rows, start=1):
         task_id = row.get("task_id")
@@ -28,6 +31,7 @@ def reviewed_from_corrections(rows: Iterable[dict[str, Any]]) -> list[ReviewedTa
                 model_version=row.get("model_version"),
                 human_label=row.get("corrected_label"),
                 human_level=row.get("reviewer_level"),
+                rating_anchored=row.get("rating_anchored", True) is not False,
                 # The file holds reviewed tasks only; the annotation id is not in it, so the row number stands in.
                 annotation_id=number,
             )

@@ -24,6 +24,7 @@ PROVENANCE_KEYS: tuple[str, ...] = (
     "origin",
     "llm_level",
     "human_level",
+    "rating_anchored",
     "model_version",
     "round",
 )

@@ -133,6 +133,8 @@ class TrainingExample(BaseModel):
     source_id: str | None = None
     llm_level: int | None = None
     human_level: int | None = None
+    # The reviewer's rating may have started from the judge's level (pre-filled before blind reviews).
+    rating_anchored: bool = False
     model_version: str | None = None
     round: str | None = None
 
@@ -147,3 +149,4 @@ class ExportReport(BaseModel):
     provenance: Path
     card: Path | None = None
     quality: DatasetQuality | None = None
+    anchored_ratings: int = 0  # exported examples whose reviewer's rating is possibly anchored

@@ -73,6 +73,7 @@ def select_examples(
                 source_id=task.source_id,
                 llm_level=task.llm_level,
                 human_level=task.human_level,
+                rating_anchored=task.rating_anchored and task.human_level is not None,
                 model_version=task.model_version,
                 round=task.round,
             )

@@ -58,6 +58,7 @@ def export_dataset(tasks: Iterable[ReviewedTask], options: ExportOptions) -> Exp
         provenance=target / PROVENANCE,
         card=target / CARD,
         quality=quality,
+        anchored_ratings=sum(1 for e in examples if e.rating_anchored),
     )
 
 
@@ -105,6 +106,8 @@ def _write_all(
         "counts": {**counts.model_dump(), "exported": counts.exported, "total": counts.total},
         "splits": {split: len(splits[split]) for split in SPLITS},
         "origins": _origins(all_examples),
+        # Reviewer ratings that started from the judge's pre-filled level (projects made before blind reviews).
+        "anchored_ratings": sum(1 for e in all_examples if e.rating_anchored),
         "options": options.manifest_options(),
         "quality": {**quality.model_dump(mode="json"), "statement": quality.statement()},
         "files": files,
@@ -137,8 +140,7 @@ def dataset_card(splits: dict[str, list[TrainingExample]], options: ExportOption
         part = quality.unreviewed_share_at_least
         lines += [
             f"- Unreviewed LLM labels: {part.estimate:.1%} (95% CI {part.low:.1%}-{part.high:.1%}) at "
-            f"{quality.threshold_name} or better; the judge alone says "
-            + (f"{quality.judge_only:.1%} (biased)." if quality.judge_only is not None else "-."),
+            f"{quality.threshold_name} or better by a reviewer's standard; the judge approved every one of them.",
             f"- Method: {quality.method}; {quality.n_reviews:,} reviews"
             + (f" in {', '.join(quality.rounds)}." if quality.rounds else "."),
             f"- Assumption: {quality.assumption}.",
@@ -164,6 +166,7 @@ def _provenance_rows(splits: dict[str, list[TrainingExample]]) -> Iterable[dict[
                 "origin": example.origin,
                 "llm_level": example.llm_level,
                 "human_level": example.human_level,
+                "rating_anchored": example.rating_anchored,
                 "model_version": example.model_version,
                 "round": example.round,
             }

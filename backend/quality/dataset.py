@@ -39,7 +39,6 @@ class DatasetQuality(BaseModel):
     estimated: int  # unreviewed LLM labels, whose share is estimated
     share_at_least: Interval | None = None  # over every exported example
     unreviewed_share_at_least: Interval | None = None  # over the unreviewed LLM labels
-    judge_only: float | None = None  # the judge's own share over the stratum: biased, for comparison
     method: str | None = None
     n_reviews: int = 0  # reviews used (of tasks in the stratum)
     rounds: list[str] = []
@@ -97,7 +96,7 @@ def _stratum_inputs(tasks: Sequence[ReviewedTask], threshold: int) -> tuple[Labe
                     round=task.round,
                     inclusion_probability=task.inclusion_probability,
                     strategy=task.strategy,
-                    rating_anchored=bool(getattr(task, "rating_anchored", False)),
+                    rating_anchored=task.rating_anchored,
                 )
             )
     return labels, reviews
@@ -137,7 +136,6 @@ def dataset_quality(
         result.unavailable = str(error)
         return result
     combined = report.share_at_least.combined
-    result.judge_only = report.share_at_least.judge_only
     result.n_reviews = report.n_reviewed
     result.rounds = [str(r.name) for r in report.rounds if r.used]
     result.warnings = report.warnings

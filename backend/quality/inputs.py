@@ -176,7 +176,8 @@ def _corrections_reviews(path: Path) -> Reviews:
             llm_label = record.get("llm_label")
             if llm_label is not None and not isinstance(llm_label, str):
                 raise _BadField(f"field `llm_label`: expected a string, got {type(llm_label).__name__}")
-            anchored = record.get("rating_anchored", False)
+            # A row without it comes from a pull before blind reviews, when every rating was pre-filled.
+            anchored = record.get("rating_anchored", True)
             if not isinstance(anchored, bool | None):
                 raise _BadField(f"field `rating_anchored`: expected true or false, got {anchored!r}")
             review = Review(
@@ -188,7 +189,7 @@ def _corrections_reviews(path: Path) -> Reviews:
                 round=_optional_text(record, "round"),
                 inclusion_probability=_probability(record.get(INCLUSION_FIELD), INCLUSION_FIELD),
                 strategy=_optional_text(record, "strategy"),
-                rating_anchored=bool(anchored),
+                rating_anchored=anchored is not False,
             )
         except _BadField as problem:
             reviews.problems.append(f"{where}: {problem}")
@@ -240,7 +241,7 @@ def _export_reviews(path: Path, label_config: Path | None) -> Reviews:
                     round=task.round,
                     inclusion_probability=task.inclusion_probability,
                     strategy=task.strategy,
-                    rating_anchored=bool(getattr(task, "rating_anchored", False)),
+                    rating_anchored=task.rating_anchored,
                 )
             )
         except _BadField as problem:

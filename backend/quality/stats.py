@@ -123,7 +123,9 @@ def ppi_round(
     import ppi_py  # lazy: it pulls numba, statsmodels and pandas (seconds to import)
 
     lam = power_tuning(y, yhat, yhat_all, w)
-    estimate = float(np.asarray(ppi_py.ppi_mean_pointestimate(y, yhat, yhat_all, lam=None, w=w)).ravel()[0])
+    # With lam given: ppi_py's own choice divides by the judge's variance, NaN when the judge says one thing
+    # throughout (a stratum of labels it all rated good); power_tuning gives 0 there, the reviews alone.
+    estimate = float(np.asarray(ppi_py.ppi_mean_pointestimate(y, yhat, yhat_all, lam=lam, w=w)).ravel()[0])
     shift = float((w * (y - lam * yhat)).sum() / w.sum())
     low, high = ppi_py.ppi_mean_ci(y - shift, yhat, yhat_all, alpha=0.05, lam=lam, w=w)
     half = (float(np.asarray(high).ravel()[0]) - float(np.asarray(low).ravel()[0])) / 2

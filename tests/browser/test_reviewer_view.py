@@ -1,7 +1,10 @@
 """What a reviewer sees: a task pushed with prelabel's prediction, opened in a real Label Studio 1.23.2 in
-headless Chromium, shows the LLM's summary, the judge's rating (the radio checked, not just the word on the
-page) and the judge's reason; the Data Manager's first tab shows the judge's score (empty when unrated, 0 when
-very bad) and a text preview of each dialogue, "weakest first" starts from very bad, "unrated" holds the rest.
+headless Chromium, shows the LLM's summary, the reviewer's own rating empty (a blind review), and the judge's
+rating (the radio checked, not just the word on the page) and reason read-only: clicking another judge's
+level changes nothing, submitting without a rating of one's own is refused with the config's message, and a
+rated submission stores the reviewer's level apart from the judge's. The Data Manager's first tab shows the
+judge's score (empty when unrated, 0 when very bad) and a text preview of each dialogue, "weakest first"
+starts from very bad, "unrated" holds the rest.
 
 Full-page screenshots go to test-artifacts/ (reviewer_view.png, data_manager_first_view.png,
 data_manager_unrated.png), whether the tests pass or fail.
@@ -9,7 +12,6 @@ data_manager_unrated.png), whether the tests pass or fail.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,8 +24,10 @@ from playwright.sync_api import Error as PlaywrightError
 
 from prelabel.engine import Engine
 from prelabel.judge import LEVELS
+from prelabel.label_interface import parse_label_config
 from prelabel.labeling.items import source_id
 from prelabel.push import push_round
+from prelabel.records import reviewed_tasks
 from prelabel.review_tabs import PREVIEW_FIELD, ReviewTabs
 from prelabel.settings import Settings
 from prelabel.testing import FakeProvider
@@ -97,22 +101,44 @@ def prelabelled_task(ls_client: Any, tmp_path: Path) -> PrelabelledTask:
         reason=f"rated {LEVELS[3]} for its coverage.",
     )
 
-    # The prediction is stored as expected, so a failure below is about what the page shows.
+    # The prediction is stored as expected, so a failure below is about what the page shows: the judge's level
+    # and reason in their own read-only controls, the reviewer's rating control not written at all.
     stored = ls_client.sdk.tasks.get(task.task_id).predictions
-    values = {item["from_name"]: item["value"] for item in stored[0].result} if stored else {}
-    assert values == {
+    items = {item["from_name"]: item for item in stored[0].result} if stored else {}
+    assert {name: item["value"] for name, item in items.items()} == {
         "summary": {"text": [task.summary]},
-        "rating": {"choices": [task.rating]},
+        "judge_rating": {"choices": [task.rating]},
         "judge_reason": {"text": [task.reason]},
     }, stored
+    assert items["judge_rating"].get("readonly") is True and items["judge_reason"].get("readonly") is True
     return task
 
 
-def test_reviewer_sees_summary_rating_and_reason(
-    label_studio: Any, prelabelled_task: PrelabelledTask, tab: Tab
+# The config's order (label_config/summarization.xml): the reviewer's rating first, the judge's after it.
+REVIEWER, JUDGE = 0, 1
+# The level Choices blocks, in page order, each as {value: (checked, disabled)}.
+LEVEL_CHOICES_JS = """(levels) => Array.from(document.querySelectorAll('.lsf-choices'))
+  .map((block) => Object.fromEntries(levels
+    .map((value) => [value, block.querySelector(`input[name="${value}"]`)])
+    .filter(([, input]) => input)
+    .map(([value, input]) => [value, [input.checked, input.disabled]])))
+  .filter((block) => Object.keys(block).length === levels.length)"""
+
+
+def level_blocks(page: Any) -> list[dict[str, list[bool]]]:
+    return page.evaluate(LEVEL_CHOICES_JS, list(LEVELS))
+
+
+def checked_in(blocks: list[dict[str, list[bool]]], index: int) -> list[str]:
+    return [value for value, (checked, _) in blocks[index].items() if checked] if len(blocks) > index else []
+
+
+def test_reviewer_rates_blind_with_the_judge_read_only(
+    label_studio: Any, ls_client: Any, prelabelled_task: PrelabelledTask, tab: Tab
 ) -> None:
     page, task = tab.page, prelabelled_task
     failed = False
+    SCREENSHOT.unlink(missing_ok=True)
     try:
         log_in(tab, label_studio)
         page.goto(f"{label_studio.url}/projects/{task.project_id}/data?task={task.task_id}")
@@ -121,32 +147,72 @@ def test_reviewer_sees_summary_rating_and_reason(
         summary = wait_for(tab, lambda: control_texts(page, "summary"), task.summary, "the LLM's summary")
         assert summary == [task.summary], f"the summary control shows {summary}"
 
-        checked = wait_for(
-            tab,
-            lambda: checked_choices(page, LEVELS),
-            [task.rating],
-            f"the rating choice {task.rating!r} to be checked",
-        )
-        assert checked == [task.rating]
+        # The judge's level shows in its own control, checked and disabled; the reviewer's starts empty.
+        wait_for(tab, lambda: checked_in(level_blocks(page), JUDGE), [task.rating], "the judge's level checked")
+        blocks = level_blocks(page)
+        assert len(blocks) == 2, f"expected the reviewer's and the judge's level controls, saw {blocks}"
+        assert checked_in(blocks, REVIEWER) == [], f"the reviewer's rating is pre-filled: {blocks[REVIEWER]}"
+        assert not any(disabled for _, disabled in blocks[REVIEWER].values()), blocks[REVIEWER]
+        assert all(disabled for _, disabled in blocks[JUDGE].values()), f"the judge's level is editable: {blocks}"
 
         reason = wait_for(tab, lambda: control_texts(page, "judge_reason"), task.reason, "the judge's reason")
         assert reason == [task.reason], f"the judge's reason control shows {reason}"
-
-        # What the reviewer reads on the page, as a whole, also carries all three.
         text = page.inner_text("body")
-        for expected in (task.summary, task.rating, task.reason):
+        for expected in (task.summary, task.rating, task.reason, "Your rating"):
             assert expected in text, debug(tab, f"{expected!r} is not in the page text")
+
+        # A click on another judge's level (forced past the disabled input) changes nothing.
+        judge_block = page.locator(".lsf-choices").filter(has=page.locator('input[name="very bad"]')).nth(JUDGE)
+        judge_block.locator(f'input[name="{LEVELS[0]}"]').click(force=True)
+        page.wait_for_timeout(500)
+        assert checked_in(level_blocks(page), JUDGE) == [task.rating], level_blocks(page)
+        assert checked_in(level_blocks(page), REVIEWER) == []
+        save_screenshot(page)  # the view as the reviewer first meets it: their rating empty, the judge's read-only
+
+        # Submitting without a rating of one's own is refused with the config's message; nothing is stored.
+        submit = page.get_by_role("button", name="Submit")
+        submit.click()
+        wait_for(tab, lambda: page.inner_text("body"), REQUIRED_MESSAGE, "the required-rating message")
+        page.wait_for_timeout(1000)
+        assert list(ls_client.sdk.annotations.list(id=task.task_id)) == [], "an unrated review was stored"
+        dismiss_modal(page)
+
+        # Rated "bad" by the reviewer: stored in the reviewer's control, the judge's "good" beside it.
+        reviewer_block = page.locator(".lsf-choices").filter(has=page.locator('input[name="very bad"]')).nth(REVIEWER)
+        reviewer_block.locator(f'input[name="{LEVELS[1]}"]').click()
+        wait_for(tab, lambda: checked_in(level_blocks(page), REVIEWER), [LEVELS[1]], "the reviewer's rating")
+        submit.click()
+        annotations = wait_for(
+            tab, lambda: len(list(ls_client.sdk.annotations.list(id=task.task_id))), 1, "the submitted review"
+        )
+        assert annotations == 1
+        config = parse_label_config(SUMMARY_CONFIG)
+        (record,) = [r for r in reviewed_tasks(config, ls_client.export(task.project_id)) if r.task_id == task.task_id]
+        assert (record.llm_level, record.human_level, record.rating_anchored) == (3, 1, False), record
+        assert record.human_label == task.summary and record.llm_reason == task.reason
     except BaseException:
         failed = True
         raise
     finally:
-        try:
-            save_screenshot(page)
-        except (PlaywrightError, OSError) as error:  # never hide the test's own failure behind the screenshot's
-            print(f"no screenshot: {error}")
+        if failed or not SCREENSHOT.exists():
+            try:
+                save_screenshot(page)
+            except (PlaywrightError, OSError) as error:  # never hide the test's own failure behind the screenshot's
+                print(f"no screenshot: {error}")
         if failed:
             print("Label Studio log tail:\n" + label_studio.log_tail(15))
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+REQUIRED_MESSAGE = "Rate the LLM's summary yourself"
+
+
+def dismiss_modal(page: Any) -> None:
+    """Close Label Studio's warning dialog (its OK button), so the form underneath can be used again."""
+    ok = page.get_by_role("button", name="OK")
+    if ok.count():
+        ok.first.click()
+    page.wait_for_timeout(300)
 
 
 def log_in(tab: Tab, label_studio: Any) -> None:
@@ -164,16 +230,6 @@ def log_in(tab: Tab, label_studio: Any) -> None:
 
 def control_texts(page: Any, name: str) -> list[str]:
     return page.evaluate(CONTROL_TEXTS_JS, name)
-
-
-def checked_choices(page: Any, values: list[str]) -> list[str]:
-    """The rating choices whose radio (or checkbox) input is checked."""
-    checked = []
-    for value in values:
-        box = page.locator(f".lsf-choices input[name={json.dumps(value)}]")
-        if box.count() and box.first.is_checked():
-            checked.append(value)
-    return checked
 
 
 def wait_for(tab: Tab, read: Any, expected: Any, what: str) -> Any:

@@ -54,8 +54,10 @@ def test_evaluate_pushes_the_set_with_scores_and_adds_new_versions_once(
         [prediction] = task["predictions"]
         assert prediction["score"] == pytest.approx(item["score"])
         assert prediction["model_version"] == item["model_version"]
-        rating = next(r for r in prediction["result"] if r["from_name"] == "rating")
-        assert rating["value"]["choices"] == [item["rating"]]
+        # The judge's rating in its own read-only control; the reviewer's rating control left empty.
+        controls = {r["from_name"]: r for r in prediction["result"]}
+        assert controls["judge_rating"]["value"]["choices"] == [item["rating"]] and "rating" not in controls
+        assert controls["judge_rating"]["readonly"] is True
     assert ls_client.project(project.id).model_version == next(iter(base.values()))["model_version"]
 
     # Reviewers start from the weakest: the tab the push created orders tasks by the judge's score.

@@ -240,7 +240,7 @@ def test_the_engineers_path_runs_as_written(label_studio, ls_client, tmp_path, r
             for index, task in enumerate(reviewed):
                 label = f"Corrected summary {index}." if index < 3 else None
                 records = reviewed_tasks(CONFIG, [task])
-                result = CONFIG.result_for(label or records[0].llm_label or "", 1 if label else 4, None)
+                result = CONFIG.review_result(label or records[0].llm_label or "", 1 if label else 4)
                 ls_client.sdk.annotations.create(id=task["id"], project=project_id, result=result)
 
             # 2. pull: agreement per prompt version and the corrections file

@@ -64,7 +64,7 @@ def test_no_key_or_token_in_any_output(ls_client, label_studio, backend_factory,
     )
     for task in tasks:
         ls_client.sdk.annotations.create(
-            id=task["id"], project=result.project_id, result=config.result_for("Corrected.", 2, None)
+            id=task["id"], project=result.project_id, result=config.review_result("Corrected.", 2)
         )
 
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)

@@ -41,7 +41,7 @@ def sentiment_round(ls_client, backend_factory):
     for task in tasks:
         record = reviewed_tasks(CONFIG, [task])[0]
         gold = truth[record.source_id]
-        result_items = CONFIG.result_for(gold, 4 if record.llm_label == gold else 0, None)
+        result_items = CONFIG.review_result(gold, 4 if record.llm_label == gold else 0)
         ls_client.sdk.annotations.create(id=task["id"], result=result_items, project=result.project_id)
     return {"backend": backend, "result": result, "truth": truth}
 

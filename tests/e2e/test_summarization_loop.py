@@ -82,6 +82,9 @@ def test_predictions_stored_with_judge_score_and_model_version(loop):
         assert prediction["score"] == pytest.approx(JUDGE_LEVELS[index] / 4)
         assert prediction["model_version"].startswith("summarize@")
         assert prediction["model_version"].endswith("gpt-4o-mini+claude-haiku-4-5")
+        # The reviewer's rating control is left empty; the judge's level is in its own read-only control.
+        controls = {item["from_name"]: item for item in prediction["result"]}
+        assert "rating" not in controls and controls["judge_rating"]["readonly"] is True
         record = reviewed_tasks(CONFIG, [task])[0]
         assert record.llm_label.startswith("Summary: ")
         assert record.llm_level == JUDGE_LEVELS[index]
@@ -97,7 +100,7 @@ def reviewed(loop, ls_client):
         index = order[task["data"]["source_id"]]
         record = reviewed_tasks(CONFIG, [task])[0]
         corrected = record.llm_label if index in ACCEPTED_UNCHANGED else loop["references"][record.source_id]["summary"]
-        result = CONFIG.result_for(corrected, REVIEWER_LEVELS[index], None)
+        result = CONFIG.review_result(corrected, REVIEWER_LEVELS[index])
         for item in result:
             item.pop("origin", None)
         ls_client.sdk.annotations.create(
@@ -206,6 +209,9 @@ def test_pull_statistics_and_corrections_file(reviewed, label_studio, tmp_path, 
     assert worst[0]["edit_distance"] >= worst[-1]["edit_distance"] > 0
     rows = [json.loads(line) for line in corrections.read_text().splitlines()]
     assert len(rows) == 15 and sum(row["accepted_unchanged"] for row in rows) == 3
+    # Blind reviews: no prediction filled the reviewer's rating, so none of the 15 ratings is anchored.
+    assert report["anchored_warning"] is None and version["n_anchored_pairs"] == 0
+    assert not any(row["rating_anchored"] for row in rows)
     assert all(row["input"].startswith("Person1: ") or row["input"].startswith("Person2: ") for row in rows)
 
 

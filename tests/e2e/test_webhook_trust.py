@@ -22,7 +22,7 @@ CONFIG = parse_label_config(SUMMARY_CONFIG)
 
 
 def result_for(summary: str, level: int) -> list[dict]:
-    items = CONFIG.result_for(summary, level, None)
+    items = CONFIG.review_result(summary, level)
     for item in items:
         item.pop("origin", None)
     return items

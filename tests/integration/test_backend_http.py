@@ -82,7 +82,9 @@ def test_predict_answers_one_prediction_per_task_in_order(backend, dialogsum, pr
         by_control = {item["from_name"]: item for item in result["result"]}
         assert by_control["summary"]["value"]["text"] == [f"Summary: {first_turn}"]
         assert by_control["summary"]["to_name"] == "dialogue" and by_control["summary"]["type"] == "textarea"
-        assert by_control["rating"]["value"]["choices"] == ["good"]
+        # Blind reviews: the judge's level in its own read-only control, the reviewer's rating left empty.
+        assert "rating" not in by_control
+        assert by_control["judge_rating"]["value"]["choices"] == ["good"] and by_control["judge_rating"]["readonly"]
         assert by_control["judge_reason"]["value"]["text"] == ["rated good for its coverage."]
         assert 0.0 <= result["score"] <= 1.0 and result["score"] == 0.75
         assert result["model_version"] == results[0]["model_version"]
@@ -127,9 +129,13 @@ def test_basic_auth(reviewed_backend, label_studio_fake, dialogsum):
 
 
 def summary_result(summary: str, rating: str) -> list[dict[str, Any]]:
+    """A reviewer's result: their summary and rating, beside the judge's read-only level it started from
+    (another level, so a webhook reading the judge's control instead of the reviewer's is caught)."""
+    judge = {"from_name": "judge_rating", "to_name": "dialogue", "type": "choices", "readonly": True}
     return [
         {"from_name": "summary", "to_name": "dialogue", "type": "textarea", "value": {"text": [summary]}},
         {"from_name": "rating", "to_name": "dialogue", "type": "choices", "value": {"choices": [rating]}},
+        {**judge, "value": {"choices": ["excellent" if rating != "excellent" else "very bad"]}},
     ]
 
 

@@ -181,21 +181,38 @@ def test_summarization_config_controls_found_by_type():
     config = parse_label_config((ROOT / "label_config/summarization.xml").read_text())
     assert config.kind == "summarization" and config.data_key == "dialogue" and config.object_tag == "paragraphs"
     assert config.label.name == "summary" and config.rating.name == "rating" and config.reason.name == "judge_reason"
+    assert config.judge_rating.name == "judge_rating"
     result = config.result_for("A summary.", 3, "fine")
+    assert [item["from_name"] for item in result] == ["summary", "judge_rating", "judge_reason"]
     assert result[0]["value"] == {"text": ["A summary."]}
-    assert result[1]["value"] == {"choices": ["good"]}
-    assert result[2]["value"] == {"text": ["fine"]}
-    assert config.level_from_result(result) == 3 and config.label_from_result(result) == "A summary."
+    assert result[1]["value"] == {"choices": ["good"]} and result[1]["readonly"] is True
+    assert result[2]["value"] == {"text": ["fine"]} and result[2]["readonly"] is True
+    # The reviewer's rating is left empty: the judge's level is read from its own control.
+    assert config.level_from_result(result) is None and config.judge_level_from_result(result) == 3
+    assert config.label_from_result(result) == "A summary." and not config.prefills_rating(result)
 
 
 def test_renamed_controls_and_rating_stars():
+    judge = '<Rating name="auto_stars" toName="conv" maxRating="5" readonly="true"/>'
     xml = """<View><Paragraphs name="conv" value="$chat" nameKey="author" textKey="text"/>
-      <TextArea name="my_sum" toName="conv"/><Rating name="stars" toName="conv" maxRating="5"/></View>"""
-    config = parse_label_config(xml)
-    assert (config.label.name, config.rating.name, config.data_key) == ("my_sum", "stars", "chat")
+      <TextArea name="my_sum" toName="conv"/><Rating name="stars" toName="conv" maxRating="5"/>{}</View>"""
+    config = parse_label_config(xml.format(judge))
+    assert (config.label.name, config.rating.name, config.judge_rating.name) == ("my_sum", "stars", "auto_stars")
+    assert config.data_key == "chat"
     assert config.result_for("s", 0, None)[1]["value"] == {"rating": 1}
-    assert config.result_for("s", 4, None)[1]["value"] == {"rating": 5}
-    assert config.level_from_result(config.result_for("s", 2, None)) == 2
+    assert config.result_for("s", 4, None)[1] == {
+        "from_name": "auto_stars",
+        "to_name": "conv",
+        "type": "rating",
+        "value": {"rating": 5},
+        "origin": "prediction",
+        "readonly": True,
+    }
+    assert config.judge_level_from_result(config.result_for("s", 2, None)) == 2
+    # One Rating alone is the older shape's shared control: the reviewer's, never filled by the prediction.
+    shared = parse_label_config(xml.format(""))
+    assert (shared.rating.name, shared.judge_rating) == ("stars", None)
+    assert [item["from_name"] for item in shared.result_for("s", 4, None)] == ["my_sum"]
 
 
 def test_sentiment_config_is_classification():

@@ -55,19 +55,17 @@ def simulated_project(seed: int, n: int = 1500, reviews: tuple[int, ...] = (150,
 
 def test_the_interval_covers_the_true_share_of_the_export():
     """200 projects of known truth: the 95% interval of the exported share covers the truth >= 93% of the time,
-    and the lenient judge's own figure would not (it is biased upward)."""
+    although the lenient judge approved every estimated label."""
     covered = 0
-    judge_above = 0
     runs = 200
     for seed in range(runs):
         tasks, truth = simulated_project(seed)
         quality = dataset_quality(tasks, GOOD)
         share = quality.share_at_least
         assert share is not None and share.low <= share.estimate <= share.high
+        assert 0 < share.high - share.low < 0.25  # about 100 reviews fall among the judge-approved labels
         covered += share.low <= truth <= share.high
-        judge_above += quality.judge_only is not None and quality.judge_only > quality.unreviewed_share_at_least.high
     assert covered / runs >= 0.93, covered / runs
-    assert judge_above / runs > 0.5  # the judge alone overstates the quality: that is why reviews are needed
 
 
 def test_the_export_counts_match_the_selection():
@@ -83,6 +81,7 @@ def test_the_interval_narrows_round_by_round():
     by_round = quality_by_round(tasks, GOOD)
     assert [name for name, _ in by_round] == ["round-1", "round-2", "round-3"]
     widths = [q.share_at_least.high - q.share_at_least.low for _, q in by_round if q.share_at_least]
+    assert all(0.5 < q.unreviewed_share_at_least.estimate < 1 for _, q in by_round)
     assert len(widths) == 3 and widths[0] > widths[1] > widths[2]
     assert [q.n_reviews for _, q in by_round] == sorted(q.n_reviews for _, q in by_round)
 

@@ -255,6 +255,7 @@ def test_corrections_jsonl(tmp_path: Path):
         "round": None,
         "inclusion_probability": None,
         "strategy": None,
+        "rating_anchored": False,
     }
     assert rows[4]["accepted_unchanged"] is True and rows[4]["edit_distance"] == 0.0  # task 6
     assert rows[2]["reviewer_rating"] is None  # task 3: no reviewer rating
