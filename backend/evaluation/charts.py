@@ -15,16 +15,18 @@ LEVEL_COLOURS = ("#c0392b", "#e67e22", "#f1c40f", "#7cb342", "#2e7d32")
 VERSION_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 
 
-def _svg(width: int, height: int, body: list[str], label: str) -> str:
+def svg(width: int, height: int, body: list[str], label: str) -> str:
+    """An inline SVG chart `width` x `height` of the given elements, labelled for screen readers."""
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" aria-label="{esc(label)}" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">' + "".join(body) + "</svg>"
     )
 
 
-def _text(
+def svg_text(
     x: float, y: float, text: object, anchor: str = "start", size: int = 12, weight: str = "normal", fill: str = "#222"
 ) -> str:
+    """An SVG text element at (x, y), its text escaped."""
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" font-weight="{weight}" '
         f'fill="{fill}">{esc(text)}</text>'
@@ -45,7 +47,7 @@ def distribution_chart(versions: Sequence[VersionSummary]) -> str:
         value = ceiling * tick / 5
         y = top + plot_h - plot_h * value / ceiling
         body.append(f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        body.append(_text(left - 6, y + 4, f"{value:.0%}", "end", 11, fill="#555"))
+        body.append(svg_text(left - 6, y + 4, f"{value:.0%}", "end", 11, fill="#555"))
     for i, name in enumerate(LEVELS):
         x0 = left + i * group_w + 8
         for j, version in enumerate(versions):
@@ -57,15 +59,15 @@ def distribution_chart(versions: Sequence[VersionSummary]) -> str:
                 f'height="{max(h, 0.5):.1f}" fill="{VERSION_COLOURS[j % len(VERSION_COLOURS)]}">'
                 f"<title>{esc(version.name)}: {esc(name)} {version.distribution[i]} ({value:.0%})</title></rect>"
             )
-        body.append(_text(left + i * group_w + group_w / 2, top + plot_h + 18, name, "middle"))
+        body.append(svg_text(left + i * group_w + group_w / 2, top + plot_h + 18, name, "middle"))
     for j, version in enumerate(versions):  # legend
         x = left + j * 150
         body.append(
             f'<rect x="{x}" y="{height - 18}" width="12" height="12" '
             f'fill="{VERSION_COLOURS[j % len(VERSION_COLOURS)]}"/>'
         )
-        body.append(_text(x + 16, height - 8, version.name[:20], size=11))
-    return _svg(width, height, body, "rating distribution per prompt version")
+        body.append(svg_text(x + 16, height - 8, version.name[:20], size=11))
+    return svg(width, height, body, "rating distribution per prompt version")
 
 
 def slice_chart(report: SliceReport, max_rows: int = 14) -> str:
@@ -89,7 +91,7 @@ def slice_chart(report: SliceReport, max_rows: int = 14) -> str:
     for tick in range(len(LEVELS)):
         x = label_w + plot_w * tick / (len(LEVELS) - 1)
         body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 6}" y2="{height - 24}" stroke="#eee"/>')
-        body.append(_text(x, height - 8, LEVELS[tick], "middle", 10, fill="#555"))
+        body.append(svg_text(x, height - 8, LEVELS[tick], "middle", 10, fill="#555"))
     worst_keys = {(s.feature, s.value) for s in report.worst}
     for i, s in enumerate(slices):
         y = top + i * row_h
@@ -97,21 +99,21 @@ def slice_chart(report: SliceReport, max_rows: int = 14) -> str:
         w = plot_w * value / (len(LEVELS) - 1)
         colour = "#c0392b" if (s.feature, s.value) in worst_keys else "#5b8def"
         title = s.title if len(s.title) <= 38 else s.title[:37] + "…"
-        body.append(_text(label_w - 8, y + 15, title, "end", 11))
+        body.append(svg_text(label_w - 8, y + 15, title, "end", 11))
         body.append(
             f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{max(w, 1.0):.1f}" height="{row_h - 8}" '
             f'fill="{colour}">'
             f"<title>{esc(s.title)}: mean level {value:.2f}, n={s.n_rated}</title></rect>"
         )
-        body.append(_text(label_w + w + 6, y + 15, f"{value:.2f} (n={s.n_rated})", size=11, fill="#333"))
+        body.append(svg_text(label_w + w + 6, y + 15, f"{value:.2f} (n={s.n_rated})", size=11, fill="#333"))
     if report.overall_mean is not None:
         x = label_w + plot_w * report.overall_mean / (len(LEVELS) - 1)
         body.append(
             f'<line class="overall" x1="{x:.1f}" x2="{x:.1f}" y1="{top - 8}" y2="{height - 24}" '
             'stroke="#222" stroke-dasharray="4 3"/>'
         )
-        body.append(_text(x, top - 10, f"all {report.overall_mean:.2f}", "middle", 10))
-    return _svg(width, height, body, f"mean judge level per slice, {report.version}")
+        body.append(svg_text(x, top - 10, f"all {report.overall_mean:.2f}", "middle", 10))
+    return svg(width, height, body, f"mean judge level per slice, {report.version}")
 
 
 def heatmap(
@@ -127,16 +129,16 @@ def heatmap(
     width = left + cell * len(col_labels) + 20
     height = top + cell * len(row_labels) + 20
     peak = max([v for row in matrix for v in row] + [1])
-    body = [_text(left + cell * len(col_labels) / 2, 16, col_title, "middle", 12, "bold")]
+    body = [svg_text(left + cell * len(col_labels) / 2, 16, col_title, "middle", 12, "bold")]
     body.append(
         f'<text x="14" y="{top + cell * len(row_labels) / 2:.1f}" font-size="12" font-weight="bold" '
         f'text-anchor="middle" transform="rotate(-90 14 {top + cell * len(row_labels) / 2:.1f})">'
         f"{esc(row_title)}</text>"
     )
     for j, name in enumerate(col_labels):
-        body.append(_text(left + j * cell + cell / 2, top - 8, name, "middle", 11))
+        body.append(svg_text(left + j * cell + cell / 2, top - 8, name, "middle", 11))
     for i, name in enumerate(row_labels):
-        body.append(_text(left - 6, top + i * cell + cell / 2 + 4, name, "end", 11))
+        body.append(svg_text(left - 6, top + i * cell + cell / 2 + 4, name, "end", 11))
         for j in range(len(col_labels)):
             value = matrix[i][j]
             alpha = 0.08 + 0.87 * value / peak if value else 0.03
@@ -148,6 +150,6 @@ def heatmap(
                 f"{esc(col_labels[j])}: {value}</title></rect>"
             )
             body.append(
-                _text(x + cell / 2, y + cell / 2 + 4, value, "middle", 13, fill="#fff" if alpha > 0.55 else "#222")
+                svg_text(x + cell / 2, y + cell / 2 + 4, value, "middle", 13, fill="#fff" if alpha > 0.55 else "#222")
             )
-    return _svg(width, height, body, label)
+    return svg(width, height, body, label)

@@ -46,7 +46,8 @@ class ReportData(BaseModel):
 
 # -- HTML ------------------------------------------------------------------------------------------
 
-_CSS = """
+# The stylesheet of every HTML report (evaluation and quality).
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222;
 padding:0 16px}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:4px}
@@ -65,9 +66,21 @@ details{margin:6px 0}summary{cursor:pointer}
 """
 
 
-def _table(
+def page_start(title: str) -> str:
+    """The opening of a self-contained report page, up to its <h1>: nothing may be fetched or run (the report is
+    one file that opens offline), the stylesheet inline."""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        'img-src data:">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body><h1>{esc(title)}</h1>"
+    )
+
+
+def html_table(
     headers: Sequence[str], rows: Sequence[Sequence[object]], text_cols: Sequence[int] = (0,), css_class: str = ""
 ) -> str:
+    """A table of escaped cells, the columns in `text_cols` left-aligned and wrapping, the others numbers."""
     head = "".join(f'<th class="{"text" if i in text_cols else ""}">{esc(h)}</th>' for i, h in enumerate(headers))
     body = "".join(
         "<tr>"
@@ -80,7 +93,8 @@ def _table(
     return f'<div class="scroll">{table}</div>'
 
 
-def _rule(text: str) -> str:
+def rule(text: str) -> str:
+    """A short note under a figure saying how it was computed."""
     return f'<p class="rule">{esc(text)}</p>'
 
 
@@ -125,12 +139,7 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
     run = data.run
     ranking = run.ranking()
     parts = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        # Nothing may be fetched or run: the report is one file that opens offline.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        'img-src data:">',
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
+        page_start(title),
         f'<p class="muted">{esc(run.kind)} · evaluation set {esc(run.eval_set)} ({run.n_items} items, sha256 '
         f"{esc(run.eval_set_sha256[:12])}) · every version measured on these same items</p>",
     ]
@@ -143,8 +152,8 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
         )
 
     parts.append("<h2>Prompt versions</h2>")
-    parts.append(_table(VERSION_HEADERS, _version_rows(run), text_cols=(0, 7), css_class="versions"))
-    parts.append(_rule(rules.RANKING))
+    parts.append(html_table(VERSION_HEADERS, _version_rows(run), text_cols=(0, 7), css_class="versions"))
+    parts.append(rule(rules.RANKING))
     parts.append(
         '<p class="muted">Tokens include answers served from the cache; cost uses list prices ("-": price unknown).</p>'
     )
@@ -156,14 +165,14 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
     bias_rows = length_bias_rows(versions)
     if bias_rows:
         parts.append("<h3>The judge and label length</h3>")
-        parts.append(_table(LENGTH_BIAS_HEADERS, bias_rows, css_class="length-bias"))
-        parts.append(_rule(rules.LENGTH_BIAS))
+        parts.append(html_table(LENGTH_BIAS_HEADERS, bias_rows, css_class="length-bias"))
+        parts.append(rule(rules.LENGTH_BIAS))
 
     text_rows = _text_metric_rows(versions)
     if text_rows:
         parts.append(f"<h3>String-matching baselines against “{esc(run.reference_field)}”</h3>")
-        parts.append(_table(["version", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"], text_rows))
-        parts.extend(_rule(line) for line in rules.text_metrics())
+        parts.append(html_table(["version", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"], text_rows))
+        parts.extend(rule(line) for line in rules.text_metrics())
 
     for v in versions:
         if v.classification is None:
@@ -172,7 +181,7 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
         parts.append(f"<h3>Ground truth ({esc(run.reference_field)}): {esc(v.name)}</h3>")
         parts.append(f"<p>accuracy <b>{share(truth.accuracy)}</b> · macro F1 {num(truth.macro_f1)} (n={truth.n})</p>")
         parts.append(
-            _table(
+            html_table(
                 ["class", "precision", "recall", "F1", "support"],
                 [[k, num(s.precision), num(s.recall), num(s.f1), s.support] for k, s in truth.per_class.items()],
             )
@@ -180,27 +189,27 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
         parts.append(
             heatmap(truth.confusion, truth.labels, truth.labels, "true", "predicted", f"confusion matrix {v.name}")
         )
-        parts.append(_table(["true \\ predicted", *truth.labels], _confusion_rows(truth.labels, truth.confusion)))
+        parts.append(html_table(["true \\ predicted", *truth.labels], _confusion_rows(truth.labels, truth.confusion)))
     if any(v.classification for v in versions):
-        parts.append(_rule(rules.CLASSIFICATION))
+        parts.append(rule(rules.CLASSIFICATION))
 
     if data.comparisons:
         parts.append("<h2>Comparisons on the same items</h2>")
         parts.append(
-            _table(
+            html_table(
                 COMPARISON_HEADERS,
                 [_comparison_row(c) for c in data.comparisons],
                 text_cols=(0, len(COMPARISON_HEADERS) - 1),
                 css_class="comparisons",
             )
         )
-        parts.append(_rule(rules.COMPARISON))
+        parts.append(rule(rules.COMPARISON))
         for c in data.comparisons:
             if not c.movers:
                 continue
             parts.append(f"<details><summary>Items that moved most: {esc(c.candidate)} vs {esc(c.base)}</summary>")
             parts.append(
-                _table(
+                html_table(
                     ["source", "base", "candidate", "change", "input", "base label", "candidate label"],
                     [
                         [
@@ -226,7 +235,7 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
             parts.append(slice_chart(report))
             if report.worst:
                 parts.append(
-                    _table(
+                    html_table(
                         ["slice", "n", "mean level", "95% interval", "≥ good", "weakest examples"],
                         [
                             [
@@ -248,7 +257,7 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
                 )
             else:
                 parts.append(f'<p class="muted">No slice with at least {report.min_n} rated items stands out.</p>')
-        parts.append(_rule(rules.slices(next(iter(data.slices.values())).min_n)))
+        parts.append(rule(rules.slices(next(iter(data.slices.values())).min_n)))
 
     cal = data.calibration
     if cal is not None:
@@ -261,7 +270,7 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
                 f"{cal.threshold:.2f}) on {cal.n_pairs} reviewed items.</p>"
             )
         parts.append(
-            _table(
+            html_table(
                 ["pairs", "weighted κ", "exact", "within one", "Spearman ρ", "mean judge", "mean reviewer"],
                 [
                     [
@@ -281,12 +290,12 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
             heatmap(cal.confusion, list(LEVELS), list(LEVELS), "reviewer", "judge", "judge vs reviewer levels")
         )
         parts.append(
-            _table(
+            html_table(
                 ["level", "reviewer n", "judge n", "precision", "recall", "F1"],
                 [[a.name, a.n_reviewer, a.n_judge, num(a.precision), num(a.recall), num(a.f1)] for a in cal.per_level],
             )
         )
-        parts.append(_rule(rules.CALIBRATION))
+        parts.append(rule(rules.CALIBRATION))
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -45,8 +45,15 @@ Rules:
   threshold per judge level, on the reviewed items (unweighted: a routed sample over-represents hard items).
 - The target is the figure over these N labeled items, whose judge ratings are all known: ppi-python's term
   for a judge mean estimated from a sample of a larger population is left out; the rest of its variance is
-  kept whole (no finite-population correction: on the safe side). In small rounds the prediction-powered
-  variance gets n/(n-2) and Student's t (lambda is fitted on the same reviews).
+  kept whole (no finite-population correction: on the safe side).
+- Power tuning is cross-fitted: lambda fitted on the reviews it corrects biases the estimate by order 1/n (half
+  a point on a share from a round of 100, which combining rounds does not average out). Each round's reviews are
+  split into 10 folds (at most; one review a fold below 10), by a seeded permutation of the reviewed items in
+  population order, so the split depends on which items were reviewed, not on what reviewers said or on the file's
+  order; each fold is corrected with the lambda fitted on the other folds, and the folds' PPI++ estimates are
+  averaged by their share of the weights. For a fixed judge the estimate is then unbiased. Its variance is the
+  Hajek variance of y - lambda_fold * (judge - judge's mean) with n/(n-1), and Student's t on n-1 degrees of
+  freedom in place of z.
 - Reviews needed: the variance shrinks as 1/n; assuming new reviews are drawn the way the current ones were
   and the judge does not change, n' = n * variance / (width / 2z)^2.
 """

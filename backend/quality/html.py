@@ -1,11 +1,12 @@
 """The quality report as one self-contained HTML page (inline SVG, no script, nothing fetched), drawn with the
-evaluation report's machinery: its stylesheet, tables and SVG helpers. Every text from data is escaped."""
+evaluation report's pieces (prelabel.evaluation.report: page opening and stylesheet, tables, rule notes;
+prelabel.evaluation.charts: SVG helpers). Every text from data is escaped."""
 
 from __future__ import annotations
 
-from prelabel.evaluation.charts import _svg, _text
+from prelabel.evaluation.charts import svg, svg_text
 from prelabel.evaluation.formatting import esc
-from prelabel.evaluation.report import _CSS, _table
+from prelabel.evaluation.report import html_table, page_start, rule
 from prelabel.judge import LEVELS, MAX_LEVEL
 from prelabel.quality.report import QualityReport, TargetFigures
 from prelabel.quality.stats import Interval
@@ -28,13 +29,13 @@ def reliability_chart(report: QualityReport) -> str:
     for level, name in enumerate(LEVELS):
         body.append(f'<line x1="{x(level):.1f}" x2="{x(level):.1f}" y1="{top}" y2="{top + plot}" stroke="#eee"/>')
         body.append(f'<line x1="{left}" x2="{left + plot}" y1="{y(level):.1f}" y2="{y(level):.1f}" stroke="#eee"/>')
-        body.append(_text(x(level), top + plot + 16, name, "middle", 10, fill="#555"))
-        body.append(_text(left - 6, y(level) + 4, level, "end", 10, fill="#555"))
+        body.append(svg_text(x(level), top + plot + 16, name, "middle", 10, fill="#555"))
+        body.append(svg_text(left - 6, y(level) + 4, level, "end", 10, fill="#555"))
     body.append(
         f'<line class="diagonal" x1="{x(0):.1f}" y1="{y(0):.1f}" x2="{x(MAX_LEVEL):.1f}" y2="{y(MAX_LEVEL):.1f}" '
         'stroke="#888" stroke-dasharray="5 4"/>'
     )
-    body.append(_text(left + plot / 2, height - 8, "judge level", "middle", 12, "bold"))
+    body.append(svg_text(left + plot / 2, height - 8, "judge level", "middle", 12, "bold"))
     middle = top + plot / 2
     body.append(
         f'<text x="14" y="{middle:.1f}" font-size="12" font-weight="bold" text-anchor="middle" '
@@ -52,7 +53,7 @@ def reliability_chart(report: QualityReport) -> str:
             f'r="{radius:.1f}" fill="#1f77b4" fill-opacity="0.75"><title>judge {esc(row.judge_rating)}: reviewers '
             f"{row.reviewer_mean_level:.2f} on average, {row.n_reviewed} reviewed</title></circle>"
         )
-    return _svg(size, height, body, "reliability: reviewer mean level per judge level")
+    return svg(size, height, body, "reliability: reviewer mean level per judge level")
 
 
 def _share(value: float | None) -> str:
@@ -91,11 +92,7 @@ def render_html(report: QualityReport, title: str = "prelabel quality") -> str:
     name = report.threshold_name
     combined = report.share_at_least.combined
     parts = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        'img-src data:">',
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
+        page_start(title),
         f'<p class="muted">{report.n_items:,} labeled items ({report.n_rated:,} rated by the judge), '
         f"{report.n_reviewed:,} reviewed</p>",
     ]
@@ -108,12 +105,14 @@ def render_html(report: QualityReport, title: str = "prelabel quality") -> str:
         parts.append(f'<p class="warning">{esc(warning)}</p>')
     parts.append(f"<h2>Share rated {esc(name)} or better</h2>")
     parts.append(
-        _table(["figure", "estimate", "95% interval"], _figures(report.share_at_least, True), css_class="share")
+        html_table(["figure", "estimate", "95% interval"], _figures(report.share_at_least, True), css_class="share")
     )
     parts.append("<h2>Mean level (0 very bad .. 4 excellent)</h2>")
-    parts.append(_table(["figure", "estimate", "95% interval"], _figures(report.mean_level, False), css_class="mean"))
+    parts.append(
+        html_table(["figure", "estimate", "95% interval"], _figures(report.mean_level, False), css_class="mean")
+    )
     if combined is not None:
-        parts.append(f'<p class="rule">method: {esc(combined.method)}</p>')
+        parts.append(rule(f"method: {combined.method}"))
     parts.append(
         '<p class="muted">The judge-only figure leans wherever the judge leans (lenient judges rate too high). The '
         "combined figure uses the judge's rating of every item and corrects its bias with the reviews: 95 in 100 "
@@ -143,7 +142,7 @@ def render_html(report: QualityReport, title: str = "prelabel quality") -> str:
         for row in report.calibration
     ]
     headers = ["judge level", "labeled", "reviewed", "reviewer mean level", f"reviewer ≥ {name}"]
-    parts.append(_table(headers, rows, css_class="calibration"))
+    parts.append(html_table(headers, rows, css_class="calibration"))
 
     needed = report.reviews_needed
     if needed is not None:
@@ -161,13 +160,13 @@ def render_html(report: QualityReport, title: str = "prelabel quality") -> str:
                 )
                 + "."
             )
-        parts.append(f'<p id="reviews-needed">{esc(text)}</p><p class="rule">assuming {esc(needed.assumption)}</p>')
+        parts.append(f'<p id="reviews-needed">{esc(text)}</p>' + rule(f"assuming {needed.assumption}"))
     rounds = [
         [r.name or "-", r.n, "yes" if r.uniform else "no", f"{r.n_eff:.1f}", ", ".join(r.strategies) or "-"]
         for r in report.rounds
     ]
     parts.append("<h2>Reviews</h2>")
-    parts.append(_table(["round", "reviews", "uniform", "effective n", "strategy"], rounds, css_class="rounds"))
+    parts.append(html_table(["round", "reviews", "uniform", "effective n", "strategy"], rounds, css_class="rounds"))
     m = report.matching
     parts.append(
         f'<p class="muted">{m.reviews_read} reviews read, {m.used} used; left out: {m.other_version} of another '

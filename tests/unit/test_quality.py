@@ -29,18 +29,34 @@ def test_power_tuning_is_the_lambda_ppi_py_chooses() -> None:
         tuned = ppi_py.ppi_mean_pointestimate(y, yhat_all[index], yhat_all, lam=None, w=w)
         fixed = ppi_py.ppi_mean_pointestimate(y, yhat_all[index], yhat_all, lam=lam, w=w)
         assert float(tuned[0]) == pytest.approx(float(fixed[0]), abs=1e-12)
-    # with uniform weights the centred interval is ppi_py's own, up to the small-round factor
-    estimate, variance, reviews_part, lam = stats.ppi_round(y, yhat_all[index], yhat_all, np.ones(150))
-    low, high = ppi_py.ppi_mean_ci(y, yhat_all[index], yhat_all, alpha=0.05, lam=None)
-    imputed = lam**2 * np.var(yhat_all) / len(yhat_all)  # ppi_py's term for the judge's mean, known here
+
+
+def test_ppi_round_is_cross_fitted_ppi_py_on_a_split_fixed_by_the_reviewed_items() -> None:
+    """Each fold's PPI++ estimate (ppi_py's, with the lambda fitted on the other folds) weighted by the fold's share
+    of the weights is the Hajek mean of y - lambda_fold * (yhat - judge mean), whose variance is the interval's."""
     from scipy.stats import t
 
-    factor = 150 / 148 * (t.ppf(0.975, 148) / stats.Z95) ** 2
-    assert variance == reviews_part
-    assert ((float(high[0]) - float(low[0])) / 2 / stats.Z95) ** 2 == pytest.approx(
-        imputed + reviews_part / factor, rel=1e-9
-    )
-    assert estimate == pytest.approx((float(high[0]) + float(low[0])) / 2, abs=1e-12)
+    rng = np.random.default_rng(4)
+    yhat_all = rng.normal(2.5, 1, 3000)
+    index = rng.choice(3000, 150, replace=False)
+    y = 0.5 * yhat_all[index] + 0.4 + rng.normal(0, 1, 150)
+    w = 1 / rng.uniform(0.02, 0.2, 150)
+    estimate, variance, reviews_part, lam = stats.ppi_round(y, yhat_all[index], yhat_all, w, index)
+    fold = stats.folds(index, stats.FOLDS)
+    assert sorted(np.bincount(fold).tolist()) == [15] * 10
+    lams = [stats.power_tuning(y[fold != j], yhat_all[index][fold != j], yhat_all, w[fold != j]) for j in range(10)]
+    assert len(set(lams)) == 10 and lam == pytest.approx(np.mean(lams))
+    z = y - np.array(lams)[fold] * (yhat_all[index] - yhat_all.mean())
+    mean, hajek_variance = stats.hajek(z, w)
+    assert estimate == pytest.approx(mean, abs=1e-12)
+    assert variance == reviews_part == pytest.approx(hajek_variance * (t.ppf(0.975, 149) / stats.Z95) ** 2)
+    # the split follows the reviewed items, not the order of the reviews file
+    shuffled = rng.permutation(150)
+    again = stats.ppi_round(y[shuffled], yhat_all[index][shuffled], yhat_all, w[shuffled], index[shuffled])
+    assert again[0] == pytest.approx(estimate, abs=1e-12) and again[1] == pytest.approx(variance, rel=1e-12)
+    # the smallest round a variance needs: each review's lambda from the other two
+    small = stats.ppi_round(y[:3], yhat_all[index][:3], yhat_all, w[:3], index[:3])
+    assert all(np.isfinite(small)) and small[1] > 0
 
 
 def test_vectorised_kappa_is_scikit_learns() -> None:
