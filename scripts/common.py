@@ -89,9 +89,14 @@ def ls_client(settings: Settings, url: str | None, api_key: str | None) -> Label
 
 def warn_result_problems(problems: list[str], shown: int = 5) -> None:
     """Say which exported results were left out for their shape (the rest of the project is still used)."""
+    warn_problems(problems, "annotation or prediction results left out (wrong shape)", shown)
+
+
+def warn_problems(problems: list[str], what: str, shown: int = 5) -> None:
+    """ "N <what>:" and the first `shown` problems, each naming its file or task and field, as typed."""
     if not problems:
         return
-    console.print(f"[yellow]{len(problems)} annotation or prediction results left out (wrong shape):[/yellow]")
+    console.print(f"[yellow]{len(problems)} {what}:[/yellow]")
     for problem in problems[:shown]:
         console.print(f"  {problem}", markup=False, highlight=False)
     if len(problems) > shown:

@@ -11,11 +11,12 @@ import typer
 from rich import box
 
 from prelabel.judge import LEVELS
-from prelabel.scripts.common import console, fail
+from prelabel.scripts.common import console, fail, warn_problems
 from prelabel.scripts.table_layout import Table
 
 if TYPE_CHECKING:
     from prelabel.quality import QualityReport
+    from prelabel.quality.inputs import Labels, Reviews
     from prelabel.quality.stats import Interval
 
 PROBLEMS_SHOWN = 5
@@ -31,8 +32,19 @@ def _threshold(value: str) -> int:
 
 
 def quality(
-    labels: Annotated[Path, typer.Option(help="the labeled items: a `prelabel label` output (JSONL)")],
-    reviews: Annotated[Path, typer.Option(help="the reviews: pull's corrections JSONL, or a Label Studio JSON export")],
+    labels: Annotated[
+        Path | None, typer.Option(help="the labeled items: a `prelabel label` output (JSONL); or give --project")
+    ] = None,
+    reviews: Annotated[
+        Path | None,
+        typer.Option(
+            help="the reviews: pull's corrections JSONL, or a Label Studio JSON export (default: --project's)"
+        ),
+    ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(help="a Label Studio project (id or title) whose tasks are the labeled items and their reviews"),
+    ] = None,
     threshold: Annotated[
         str, typer.Option(help="the level a reviewer's rating must reach to count (very bad .. excellent)")
     ] = "good",
@@ -52,6 +64,8 @@ def quality(
         Path | None,
         typer.Option("--label-config", "-c", help="Label Studio config of an export (default: the summarization one)"),
     ] = None,
+    url: Annotated[str | None, typer.Option(help="Label Studio URL, with --project (default LABEL_STUDIO_URL)")] = None,
+    api_key: Annotated[str | None, typer.Option(help="token, with --project (default LABEL_STUDIO_API_KEY)")] = None,
 ) -> None:
     """How good is the dataset: the share of labels a reviewer would rate at least good, with a 95% interval."""
     from prelabel.quality import QualityInputError, build_report, read_labels, read_reviews
@@ -59,9 +73,18 @@ def quality(
     level = _threshold(threshold)
     if not 0 < target_width < 1:
         raise fail(f"--target-width {target_width}: expected a width between 0 and 1 (0.05 = ±2.5 points)")
+    if (labels is None) == (project is None):
+        raise fail("give the labeled items: --labels LABELED.jsonl or --project PROJECT (one of them)")
+    if labels is not None and reviews is None:
+        raise fail("--labels needs --reviews (pull's corrections.jsonl or a Label Studio export)")
     try:
-        labeled = read_labels(labels)
-        reviewed = read_reviews(reviews, label_config)
+        if project is not None:
+            labeled, reviewed = _project_inputs(project, url, api_key)
+        else:
+            assert labels is not None
+            labeled = read_labels(labels)
+        if reviews is not None:
+            reviewed = read_reviews(reviews, label_config)
         with console.status("estimating..."):
             report = build_report(labeled, reviewed, level, assume_random=assume_random, target_width=target_width)
     except QualityInputError as error:
@@ -70,7 +93,9 @@ def quality(
         from prelabel.quality.html import render_html
 
         try:
-            html.write_text(render_html(report, title=f"prelabel quality: {labels.name}"), encoding="utf-8")
+            html.write_text(
+                render_html(report, title=f"prelabel quality: {labels.name if labels else project}"), encoding="utf-8"
+            )
         except OSError as error:
             raise fail(f"--html {html}: {error.strerror or error}") from None
     _print_problems(report.problems)
@@ -83,13 +108,7 @@ def quality(
 
 
 def _print_problems(problems: list[str]) -> None:
-    if not problems:
-        return
-    console.print(f"[yellow]{len(problems)} bad line(s) left out:[/yellow]")
-    for problem in problems[:PROBLEMS_SHOWN]:
-        console.print(f"  {problem}", markup=False, highlight=False)
-    if len(problems) > PROBLEMS_SHOWN:
-        console.print(f"  ... and {len(problems) - PROBLEMS_SHOWN} more")
+    warn_problems(problems, "bad line(s) left out", PROBLEMS_SHOWN)
 
 
 def _pct(value: float | None) -> str:
@@ -180,3 +199,25 @@ def _print_report(report: QualityReport) -> None:
         out.print(f"reviews needed: {text}", highlight=False)
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+def _project_inputs(project: str, url: str | None, api_key: str | None) -> tuple[Labels, Reviews]:
+    """A project's tasks: their LLM labels as the labeled items, their reviews as the reviews."""
+    from prelabel.label_interface import LabelConfigError, parse_label_config
+    from prelabel.labelstudio import LabelStudioError
+    from prelabel.quality.inputs import QualityInputError, from_tasks
+    from prelabel.records import reviewed_tasks
+    from prelabel.scripts.common import ls_client, settings_or_exit
+
+    client = ls_client(settings_or_exit(), url, api_key)
+    try:
+        project_id = client.project_id_for(project)
+        config = parse_label_config(client.project(project_id).label_config)
+        with console.status(f"exporting project {project_id} from Label Studio..."):
+            tasks = reviewed_tasks(config, client.export(project_id))
+    except (LabelStudioError, LabelConfigError) as error:
+        raise fail(str(error)) from None
+    labels, reviews = from_tasks(tasks)
+    if not labels.items:
+        raise QualityInputError(f"project {project}: no task holds an LLM label to measure")
+    return labels, reviews

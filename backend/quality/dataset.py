@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from prelabel.judge import LEVELS
-from prelabel.quality.inputs import LabeledItem, Labels, QualityInputError, Review, Reviews, round_order
+from prelabel.quality.inputs import QualityInputError, from_tasks, round_order
 from prelabel.quality.report import build_report
 from prelabel.quality.stats import Interval
 from prelabel.records import ReviewedTask, review_contribution
@@ -74,34 +74,6 @@ def exported_origin(task: ReviewedTask, threshold: int) -> str | None:
     return "estimated" if task.llm_level is not None and task.llm_level >= threshold else None
 
 
-def _stratum_inputs(tasks: Sequence[ReviewedTask], threshold: int) -> tuple[Labels, Reviews]:
-    """The stratum (tasks whose LLM label the judge rated at least the threshold) as labels, and the reviews of
-    the LLM label among them."""
-    labels, reviews = Labels(), Reviews()
-    for task in tasks:
-        label = (task.llm_label or "").strip()
-        if not label or task.llm_level is None or task.llm_level < threshold:
-            continue
-        source = task.source_id or f"task {task.task_id}"
-        expected = task.llm_score * (len(LEVELS) - 1) if task.llm_score is not None else float(task.llm_level)
-        labels.items.append(LabeledItem(source, label, task.llm_level, expected))
-        if task.reviewed and task.human_level is not None:
-            reviews.reviews.append(
-                Review(
-                    where=f"task {task.task_id}",
-                    source_id=source,
-                    llm_label=label,
-                    reviewer_level=task.human_level,
-                    judge_level=task.llm_level,
-                    round=task.round,
-                    inclusion_probability=task.inclusion_probability,
-                    strategy=task.strategy,
-                    rating_anchored=task.rating_anchored,
-                )
-            )
-    return labels, reviews
-
-
 def dataset_quality(
     tasks: Sequence[ReviewedTask],
     threshold: int,
@@ -126,7 +98,7 @@ def dataset_quality(
         else:
             result.unavailable = "no example to export"
         return result
-    labels, reviews = _stratum_inputs(tasks, threshold)
+    labels, reviews = from_tasks(tasks, min_judge_level=threshold)
     if not reviews.reviews:
         result.unavailable = "no reviewer rated an LLM label the judge rated at least the threshold"
         return result

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prelabel.judge import MAX_LEVEL
+from prelabel.records import ReviewedTask
 
 INCLUSION_FIELD = "inclusion_probability"
 
@@ -107,6 +109,15 @@ def _json_lines(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
+def _object(record: Any) -> dict[str, Any]:
+    """A JSON line's record (_BadField when the line is not JSON or not an object)."""
+    if isinstance(record, _BadField):
+        raise record
+    if not isinstance(record, dict):
+        raise _BadField(f"a JSON {type(record).__name__}, not a record")
+    return record
+
+
 def read_labels(path: Path) -> Labels:
     """The labeled items of a `prelabel label` output file (BulkRecord lines)."""
     labels = Labels()
@@ -114,10 +125,7 @@ def read_labels(path: Path) -> Labels:
     for number, record in _json_lines(path):
         where = f"{path} line {number}"
         try:
-            if isinstance(record, _BadField):
-                raise record
-            if not isinstance(record, dict):
-                raise _BadField(f"a JSON {type(record).__name__}, not a record")
+            record = _object(record)
             source_id = record.get("source_id")
             if not isinstance(source_id, str) or not source_id:
                 raise _BadField(f"field `source_id`: expected a non-empty string, got {source_id!r}")
@@ -166,10 +174,7 @@ def _corrections_reviews(path: Path) -> Reviews:
     for number, record in _json_lines(path):
         where = f"{path} line {number}"
         try:
-            if isinstance(record, _BadField):
-                raise record
-            if not isinstance(record, dict):
-                raise _BadField(f"a JSON {type(record).__name__}, not a record")
+            record = _object(record)
             source_id = record.get("source_id")
             if not isinstance(source_id, str | int) or isinstance(source_id, bool) or source_id == "":
                 raise _BadField(f"field `source_id`: expected a non-empty string, got {source_id!r}")
@@ -255,3 +260,40 @@ def round_order(name: str | None) -> tuple[int, list[tuple[int, int | str]]]:
         return (0, [])
     parts = re.split(r"(\d+)", name)
     return (1, [(0, int(p)) if p.isdigit() else (1, p) for p in parts if p])
+
+
+def from_tasks(tasks: Sequence[ReviewedTask], min_judge_level: int | None = None) -> tuple[Labels, Reviews]:
+    """A Label Studio project's tasks as labels (each task's LLM label and the judge's level) and reviews (the
+    reviewer's rating of that label). `min_judge_level`: only the labels the judge rated at least this (the
+    stratum an export takes unreviewed LLM labels from)."""
+    labels, reviews = Labels(), Reviews()
+    for task in tasks:
+        reviews.problems.extend(task.problems)
+        label = (task.llm_label or "").strip()
+        if not label:
+            labels.failed += 1
+            continue
+        if min_judge_level is not None and (task.llm_level is None or task.llm_level < min_judge_level):
+            continue
+        source = task.source_id or f"task {task.task_id}"
+        expected = None
+        if task.llm_level is not None:
+            expected = task.llm_score * MAX_LEVEL if task.llm_score is not None else float(task.llm_level)
+        labels.items.append(LabeledItem(source, label, task.llm_level, expected))
+        if not task.reviewed:
+            reviews.unreviewed += 1
+        elif task.human_level is not None:
+            reviews.reviews.append(
+                Review(
+                    where=f"task {task.task_id}",
+                    source_id=source,
+                    llm_label=label,
+                    reviewer_level=task.human_level,
+                    judge_level=task.llm_level,
+                    round=task.round,
+                    inclusion_probability=task.inclusion_probability,
+                    strategy=task.strategy,
+                    rating_anchored=task.rating_anchored,
+                )
+            )
+    return labels, reviews

@@ -90,14 +90,16 @@ def test_routed_rounds_record_their_probabilities_through_review_and_pull(
         assert CONFIG.label_from_result(prediction["result"]) == labels[sid].label
         assert prediction["score"] == pytest.approx(labels[sid].score)
 
-    # Reviewers rate every label (a lenient judge: they rate one level lower) and edit one.
+    # Reviewers rate every label blind, in their own control (a lenient judge: they rate one level lower), and
+    # edit one.
     for index, task in enumerate(tasks):
         [prediction] = task["predictions"]
         label_text = CONFIG.label_from_result(prediction["result"])
+        assert CONFIG.rating is not None and all(
+            item["from_name"] != CONFIG.rating.name for item in prediction["result"]
+        )
         level = max(0, CONFIG.level_from_result(prediction["result"]) - 1)
-        result = CONFIG.result_for(label_text if index else "A reviewer's own summary.", level, None)
-        for item in result:
-            item.pop("origin", None)
+        result = CONFIG.review_result(label_text if index else "A reviewer's own summary.", level)
         ls_client.sdk.annotations.create(
             id=task["id"], result=result, parent_prediction=prediction["id"], project=project.id
         )
@@ -110,6 +112,24 @@ def test_routed_rounds_record_their_probabilities_through_review_and_pull(
     for row in written:
         assert row["round"] == "round-1" and row["strategy"] == "uncertain"
         assert row["inclusion_probability"] == pytest.approx(expected[row["source_id"]], rel=1e-12)
+        assert row["reviewer_level"] == max(0, row["judge_level"] - 1) and row["rating_anchored"] is False
+    assert "share rated good or better, round by round" in said(pulled)  # the export's quality, per round
+
+    # The quality of the labeled pool, from the labels file and the corrections, and from the project itself:
+    # every review weighted by its recorded probability; the same eight reviews either way.
+    from_file = run("quality", "--labels", labeled, "--reviews", corrections, "--json")
+    assert from_file.exit_code == 0, from_file.output
+    report = json.loads(from_file.stdout)
+    assert report["n_items"] == 30 and report["n_reviewed"] == 8 and report["agreement"]["n_pairs"] == 8
+    combined = report["share_at_least"]["combined"]
+    assert (
+        combined["low"] <= combined["estimate"] <= combined["high"] and "1/inclusion-probability" in combined["method"]
+    )
+    assert report["share_at_least"]["judge_only"] > report["share_at_least"]["reviewed_only"]["estimate"]
+    from_project = run("quality", "--project", str(project.id), "--json")
+    assert from_project.exit_code == 0, from_project.output
+    project_report = json.loads(from_project.stdout)
+    assert project_report["n_items"] == 8 and project_report["n_reviewed"] == 8  # the project holds the round only
 
     # Round two: calibrated by the eight reviews, drawn from the 22 items never pushed.
     second = run(
