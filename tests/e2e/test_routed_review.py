@@ -98,7 +98,7 @@ def test_routed_rounds_record_their_probabilities_through_review_and_pull(
         assert CONFIG.rating is not None and all(
             item["from_name"] != CONFIG.rating.name for item in prediction["result"]
         )
-        level = max(0, CONFIG.level_from_result(prediction["result"]) - 1)
+        level = max(0, CONFIG.judge_level_from_result(prediction["result"]) - 1)
         result = CONFIG.review_result(label_text if index else "A reviewer's own summary.", level)
         ls_client.sdk.annotations.create(
             id=task["id"], result=result, parent_prediction=prediction["id"], project=project.id
