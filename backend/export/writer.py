@@ -148,8 +148,8 @@ def dataset_card(splits: dict[str, list[TrainingExample]], options: ExportOption
     lines += [f"- Note: {warning}." for warning in quality.warnings]
     lines += [
         "",
-        "A 95% interval means: estimated this way, the true share lies inside it for 95 of 100 datasets. Its "
-        "validity does not rest on the judge being right; the judge only narrows it.",
+        "A 95% interval means: estimated this way, the true share lies inside it for 95 of 100 datasets. It rests "
+        "on reviews drawn at random with recorded probabilities, not on the judge being right.",
         "",
     ]
     return "\n".join(lines)

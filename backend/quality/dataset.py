@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from prelabel.judge import LEVELS
 from prelabel.quality.inputs import QualityInputError, from_tasks, round_order
-from prelabel.quality.report import build_report
+from prelabel.quality.report import REVIEWED_METHOD, build_report
 from prelabel.quality.stats import Interval
 from prelabel.records import ReviewedTask, review_contribution
 
@@ -107,14 +107,19 @@ def dataset_quality(
     except QualityInputError as error:
         result.unavailable = str(error)
         return result
-    combined = report.share_at_least.combined
+    # Every label of the stratum is one the judge rated at least the threshold: its "at least the threshold"
+    # is the same for all, so it cannot narrow the share (prediction-powered inference would only add noise),
+    # and the reviews' own interval (Wilson on their effective number) is the one that holds at small n.
+    combined = report.share_at_least.reviewed_only
     result.n_reviews = report.n_reviewed
     result.rounds = [str(r.name) for r in report.rounds if r.used]
     result.warnings = report.warnings
     if combined is None:
         result.unavailable = "too few reviews in the judge-approved labels for an interval"
         return result
-    result.method = combined.method
+    result.method = (
+        f"{REVIEWED_METHOD}, over the labels the judge approved; Wilson interval on the reviews' effective number"
+    )
     stratum = len(labels.items)
     reviewed_good = sum(1 for review in reviews.reviews if (review.reviewer_level or 0) >= threshold)
     unreviewed = stratum - report.n_reviewed

@@ -18,6 +18,7 @@ from prelabel.quality.stats import Interval
 DEFAULT_THRESHOLD = 3  # good
 DEFAULT_TARGET_WIDTH = 0.05
 COMBINED_METHOD = "prediction-powered inference (PPI++, power-tuned, ppi-python)"
+REVIEWED_METHOD = "the reviews alone, weighted by 1/inclusion probability"
 WEIGHTED_METHOD = COMBINED_METHOD + " with 1/inclusion-probability weights (active inference)"
 
 
@@ -207,11 +208,16 @@ def build_report(
         method += f"; {used_rounds} rounds combined with design-based inverse-variance weights"
 
     def figures(judge_only: float | None, estimates: stats.Estimates) -> TargetFigures:
-        combined = estimates.combined_interval
+        combined, reviewed = estimates.combined_interval, estimates.reviewed_interval
+        how = method
+        if combined is not None and reviewed is not None and combined.width <= 0 < reviewed.width:
+            # Reviews without any spread (every one at the threshold or above, the judge alike): a normal
+            # interval of width 0 claims certainty; the reviewed-only one (Wilson for a share) does not.
+            combined, how = reviewed, f"{REVIEWED_METHOD} (the reviews show no spread to correct the judge with)"
         return TargetFigures(
             judge_only=judge_only,
-            reviewed_only=estimates.reviewed_interval,
-            combined=None if combined is None else CombinedInterval(**combined.model_dump(), method=method),
+            reviewed_only=reviewed,
+            combined=None if combined is None else CombinedInterval(**combined.model_dump(), method=how),
         )
 
     share = figures(judge_share, share_estimates)

@@ -12,6 +12,8 @@ from prelabel.export.options import ExportOptions
 from prelabel.export.selection import select_examples
 from prelabel.export.writer import export_dataset
 from prelabel.quality.dataset import dataset_quality, exported_origin, quality_by_round
+from prelabel.quality.inputs import from_tasks
+from prelabel.quality.report import build_report
 from prelabel.records import ReviewedTask
 
 GOOD = 3
@@ -114,7 +116,7 @@ def test_the_manifest_and_the_card_carry_the_statement(tmp_path):
     quality = manifest["quality"]
     assert quality["share_at_least"]["low"] < quality["share_at_least"]["estimate"] < quality["share_at_least"]["high"]
     in_stratum = sum(1 for task in tasks if task.reviewed and task.llm_level >= GOOD)  # the reviews it rests on
-    assert quality["n_reviews"] == in_stratum and "prediction-powered" in quality["method"]
+    assert quality["n_reviews"] == in_stratum and "1/inclusion probability" in quality["method"]
     assert report.quality is not None and quality["statement"] == report.quality.statement()
     card = (tmp_path / "dataset" / "README.md").read_text()
     assert report.quality.statement() in card and f"{in_stratum} reviews" in card and "95% CI" in card
@@ -127,3 +129,22 @@ def test_exported_origin_follows_the_selection_rules(level):
     assert exported_origin(unreviewed, GOOD) == ("estimated" if level >= GOOD else None)
     rated = ReviewedTask(task_id=2, input_text="A: hi", llm_label="x", llm_level=4, annotation_id=1, human_level=level)
     assert exported_origin(rated, GOOD) == ("known" if level >= GOOD else None)
+
+
+def test_reviews_without_spread_never_claim_certainty(tmp_path):
+    """Every reviewed label at good or better (a small round): the interval stays open below, in the export's
+    figure and in `prelabel quality`'s combined one."""
+    tasks, _ = simulated_project(6, reviews=(12,))
+    for task in tasks:
+        if task.reviewed:
+            task.human_level = 4
+    quality = dataset_quality(tasks, GOOD)
+    part = quality.unreviewed_share_at_least
+    assert part is not None and part.estimate == 1.0 and part.low < 0.85
+    for task in tasks:
+        if task.reviewed:
+            task.llm_level = 4
+    labels, reviews = from_tasks(tasks)
+    report = build_report(labels, reviews, GOOD)
+    combined = report.share_at_least.combined
+    assert combined is not None and combined.high - combined.low > 0 and "no spread" in combined.method
