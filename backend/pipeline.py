@@ -297,8 +297,15 @@ class Labeler:
             for i, (client, params, part) in enumerate(zip(clients, self.juror_params, parts))
         ]
         if self.engine.cache_only():
-            for ask in asks:  # driven by hand, without a loop: one after the other, each a cache hit or a miss
-                await ask
+            # Driven by hand, without a loop: one after the other, each a cache hit or a miss (CacheMiss), after
+            # which the jurors not yet asked are closed, never left unawaited.
+            for index, ask in enumerate(asks):
+                try:
+                    await ask
+                except BaseException:
+                    for rest in asks[index + 1 :]:
+                        rest.close()
+                    raise
         else:
             done = await asyncio.gather(*asks, return_exceptions=True)
             failure = next((result for result in done if isinstance(result, BaseException)), None)

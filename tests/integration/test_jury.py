@@ -391,3 +391,19 @@ def test_evaluate_reports_the_jurors_pairwise_kappa(jury, provider, llm, tmp_pat
     html = (out / REPORT_HTML).read_text(encoding="utf-8")
     assert "The jurors' agreement" in report and f"{expected:.2f}" in report and "Jury agreement:" in report
     assert 'class="jury-agreement"' in html and f"{expected:.2f}" in html
+
+
+def test_an_item_with_one_juror_cached_is_not_answered_from_the_cache_alone(jury, provider, llm, dialogsum, tmp_path):
+    llm.replies["llama-3.1-8b"] = FakeReply(status=400, error_message="gone")
+    settings = jury()
+    pool = tmp_path / "pool.jsonl"
+    write_pool(pool, dialogsum, 3)
+    label_file(settings, SUMMARY, pool, tmp_path / "one.jsonl")
+    assert all(row["jury"] == {CLAUDE: 3, LLAMA: None} for row in read_output(tmp_path / "one.jsonl"))
+    # Claude's answers are cached, llama's are not: the rerun asks llama alone, through the live path.
+    del llm.replies["llama-3.1-8b"]
+    before = provider.count
+    label_file(jury(), SUMMARY, pool, tmp_path / "two.jsonl")
+    assert [r.model for r in provider.requests[before:]] == ["llama-3.1-8b"] * 3
+    rows = read_output(tmp_path / "two.jsonl")
+    assert all(row["jury"] == {CLAUDE: 3, LLAMA: 1} and row["disagreement"] == 2 for row in rows)
