@@ -320,13 +320,14 @@ class Labeler:
         outcome.jury = [juror_verdict(ref, part) for ref, part in zip(refs, parts)]
         raws = [f"{ref.spec}: {part.judge_raw}" for ref, part in zip(refs, parts) if part.judge_raw is not None]
         outcome.judge_raw = "\n".join(raws) or None
-        for juror in outcome.jury:
-            if juror.level is None:
-                outcome.warnings.append(f"juror {juror.model} left out of the jury: {juror.unrated_reason}")
         levels = [juror.level for juror in outcome.jury if juror.level is not None]
         outcome.verdict = aggregate(outcome.jury)
         outcome.disagreement = max(levels) - min(levels) if levels else None
-        if outcome.verdict is None:
+        if outcome.verdict is not None:
+            for juror in outcome.jury:
+                if juror.level is None:
+                    outcome.warnings.append(f"juror {juror.model} left out of the jury: {juror.unrated_reason}")
+        else:
             # A passing failure first, so a rerun asks the jury again (unrated_is_transient reads the start).
             reasons = sorted(
                 (f"{juror.unrated_reason} ({juror.model})" for juror in outcome.jury),

@@ -407,3 +407,14 @@ def test_an_item_with_one_juror_cached_is_not_answered_from_the_cache_alone(jury
     assert [r.model for r in provider.requests[before:]] == ["llama-3.1-8b"] * 3
     rows = read_output(tmp_path / "two.jsonl")
     assert all(row["jury"] == {CLAUDE: 3, LLAMA: 1} and row["disagreement"] == 2 for row in rows)
+
+
+def test_a_jury_that_gave_no_rating_warns_nothing_beyond_its_reason(jury, provider, llm, dialogsum):
+    llm.replies["llama-3.1-8b"] = FakeReply(status=400, error_message="gone")
+    llm.replies["claude-haiku-4-5"] = FakeReply(status=400, error_message="gone too")
+    outcome, _ = label_one(jury(PRELABEL_MAX_RETRIES="0"), dialogsum[6])
+    assert outcome.verdict is None and not outcome.warnings and outcome.score is None
+    assert outcome.unrated_reason.count("judge call failed") == 2
+    prediction = prediction_for(outcome, SUMMARY)
+    assert "score" not in prediction
+    assert SUMMARY.reason_from_result(prediction["result"]).startswith("unrated: judge call failed")
