@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 "model_class": "PrelabelModel",
                 "annotator": engine.annotator_ref.spec,
                 "judge": engine.judge_ref.spec,
+                **({"jury": [ref.spec for ref in engine.judge_refs]} if len(engine.judge_refs) > 1 else {}),
                 "warning": engine.family_warning,
             }
         )

@@ -116,19 +116,22 @@ class RoleUsage(BaseModel):
 
 
 class UsageMeter:
-    """Tokens and cost of the calls that reached a provider (cache hits cost nothing), per role."""
+    """Tokens and cost of the calls that reached a provider (cache hits cost nothing), per role and model (each
+    juror of a jury is a "judge" row of its own)."""
 
     def __init__(self, prices: dict[str, Price] | None = None):
         """`prices`: load_prices(settings.prelabel_prices) for the user's table; the built-in one by default."""
         self.prices = prices if prices is not None else load_prices()
         self._lock = threading.Lock()
-        self._roles: dict[str, RoleUsage] = {}
+        self._roles: dict[tuple[str, str], RoleUsage] = {}
         self._prices_by_model: dict[str, Price | None] = {}
 
     def add(self, role: str, model: str, completion: Completion) -> None:
         price = self._price(model)
         with self._lock:
-            usage = self._roles.setdefault(role, RoleUsage(role=role, model=model, cost_usd=0.0 if price else None))
+            usage = self._roles.setdefault(
+                (role, model), RoleUsage(role=role, model=model, cost_usd=0.0 if price else None)
+            )
             usage.calls += 1
             usage.input_tokens += completion.usage.input_tokens
             usage.output_tokens += completion.usage.output_tokens
@@ -206,7 +209,11 @@ class CostEstimate(BaseModel):
 def offline_labeler(settings: Settings, config: LabelConfig, prompts: PromptSet | None = None) -> Any:
     """A Labeler for rendering prompts and reading inputs without provider clients (no key needed)."""
     engine = SimpleNamespace(
-        settings=settings, annotator_ref=settings.annotator, judge_ref=settings.judge, family_warning=None
+        settings=settings,
+        annotator_ref=settings.annotator,
+        judge_ref=settings.judge,
+        judge_refs=settings.judges,
+        family_warning=None,
     )
     prompts = prompts or PromptSet.load(
         config.kind, settings.prelabel_annotator_prompt, settings.prelabel_judge_prompt, settings.prelabel_prompt_name
@@ -253,9 +260,9 @@ def estimate_cost(
         prices = batch_prices(prices)
     labeler = offline_labeler(settings, config)
     sample, remaining = reservoir(tasks, sample_size, seed)
-    annotator_ref, judge_ref = settings.annotator, settings.judge
-    a_counter, j_counter = counter_for(annotator_ref), counter_for(judge_ref)
-    a_params, j_params = labeler.annotator_params, labeler.judge_params
+    annotator_ref, jurors = settings.annotator, settings.judges
+    a_counter, j_counters = counter_for(annotator_ref), [counter_for(ref) for ref in jurors]
+    a_params = labeler.annotator_params
 
     labels: list[str] = []
     verdicts: list[str] = []
@@ -276,15 +283,16 @@ def estimate_cost(
     else:
         a_out = float(a_params.max_tokens)
         a_basis = f"max_tokens {a_params.max_tokens} (an upper bound)"
+    # Each juror of a jury is a call of its own: its tokens counted with its own tokenizer.
     if verdicts:
-        j_out = sum(j_counter.count(text) for text in verdicts) / len(verdicts)
+        j_outs = [sum(counter.count(text) for text in verdicts) / len(verdicts) for counter in j_counters]
         j_basis = f"mean of {len(verdicts)} verdicts already in the output"
     else:
-        j_out = float(j_counter.count(json.dumps(TYPICAL_VERDICT)))
+        j_outs = [float(counter.count(json.dumps(TYPICAL_VERDICT))) for counter in j_counters]
         j_basis = "a typical one-sentence verdict"
 
     a_in_total = 0
-    j_in_total = 0
+    j_in_totals = [0] * len(jurors)
     readable = 0
     unreadable = 0
     for task in sample:
@@ -298,10 +306,11 @@ def estimate_cost(
         a_in_total += prompt_tokens(annotator_ref, a_counter, annotator_prompt, a_params)
         if labeler.uses_judge:
             judge_prompt = render(labeler.prompts.judge, input=text, label="")
-            j_in_total += prompt_tokens(judge_ref, j_counter, judge_prompt, j_params)
+            for i, (ref, counter, params) in enumerate(zip(jurors, j_counters, labeler.juror_params)):
+                j_in_totals[i] += prompt_tokens(ref, counter, judge_prompt, params)
     a_in = a_in_total / readable if readable else 0.0
     # The judge reads the annotator's label too: its estimated length, counted with the judge's tokenizer.
-    j_in = (j_in_total / readable + a_out) if readable else 0.0
+    j_ins = [(total / readable + a_out) if readable else 0.0 for total in j_in_totals]
 
     def role(
         name: str,
@@ -335,9 +344,10 @@ def estimate_cost(
 
     roles = [role("annotator", annotator_ref, a_counter, a_in, a_out, a_basis, a_in, a_params.max_tokens)]
     if labeler.uses_judge:
-        # At the upper bound the judge reads a label of the annotator's full max_tokens.
-        j_upper_in = j_in - a_out + a_params.max_tokens if readable else 0.0
-        roles.append(role("judge", judge_ref, j_counter, j_in, j_out, j_basis, j_upper_in, j_params.max_tokens))
+        for ref, counter, j_in, j_out, params in zip(jurors, j_counters, j_ins, j_outs, labeler.juror_params):
+            # At the upper bound the judge reads a label of the annotator's full max_tokens.
+            j_upper_in = j_in - a_out + a_params.max_tokens if readable else 0.0
+            roles.append(role("judge", ref, counter, j_in, j_out, j_basis, j_upper_in, params.max_tokens))
     notes = []
     if not all(r.exact for r in roles):
         notes.append("token counts marked as estimates use about 4 characters per token (or a related tokenizer)")

@@ -17,14 +17,14 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prelabel.concurrency import clamp_to_rate_limits
 from prelabel.costs import UsageMeter
 from prelabel.event_loop import EngineLoop
-from prelabel.families import ModelRef, check_families
+from prelabel.families import ModelRef, check_jury
 from prelabel.faults import RunStopped
 from prelabel.label_interface import LabelConfig
 from prelabel.pipeline import Labeler, LabelOutcome
@@ -45,7 +45,8 @@ _CACHE_ONLY: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.C
     "prelabel_cache_only", default=None
 )
 # Set by a caller that wants to know which cache entries a labeling flow was answered from (the item memo of bulk
-# runs, prelabel.labeling.memo): every call that returns a usable answer records its role's cache key there.
+# runs, prelabel.labeling.memo): every call that returns a usable answer records its role's cache key there, and
+# under `answer_slot` (role and model: one per juror of a jury) too.
 ANSWER_KEYS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "prelabel_answer_keys", default=None
 )
@@ -67,14 +68,22 @@ class Engine:
         annotator_client: LLMClient | None = None,
         judge_client: LLMClient | None = None,
         meter: UsageMeter | None = None,
+        juror_clients: Sequence[LLMClient] | None = None,
     ):
+        """`judge_client`: the (first) judge's client; `juror_clients`: every juror's, in PRELABEL_JUDGE's order."""
         self.settings = settings
         self.annotator_ref: ModelRef = settings.annotator
-        self.judge_ref: ModelRef = settings.judge
-        # Raises SameFamilyError at start, before any call is made.
-        self.family_warning = check_families(self.annotator_ref, self.judge_ref, settings.prelabel_allow_same_family)
+        # The judge, or the jurors of a jury (PRELABEL_JUDGE lists several); judge_ref is the first.
+        self.judge_refs: list[ModelRef] = list(settings.judges)
+        self.judge_ref: ModelRef = self.judge_refs[0]
+        # Raises SameFamilyError at start, before any call is made, for the first juror of the annotator's family.
+        self.family_warning, self.jury_warning = check_jury(
+            self.annotator_ref, self.judge_refs, settings.prelabel_allow_same_family
+        )
         if self.family_warning:
             log.warning(self.family_warning)
+        if self.jury_warning:
+            log.warning(self.jury_warning)
         self.store = store or Store(settings.store_path)
         client_options: dict[str, Any] = dict(
             openai_api_key=settings.openai_api_key,
@@ -86,7 +95,13 @@ class Engine:
             transport=settings.prelabel_http,
         )
         self.annotator = annotator_client or make_client(self.annotator_ref, **client_options)
-        self.judge = judge_client or make_client(self.judge_ref, **client_options)
+        clients = list(juror_clients or ())
+        if judge_client is not None:
+            clients[:1] = [judge_client]
+        self.jurors: list[LLMClient] = [
+            clients[i] if i < len(clients) else make_client(ref, **client_options)
+            for i, ref in enumerate(self.judge_refs)
+        ]
         self.meter = meter  # every answer a provider was paid for is counted here
         # At most this many calls in flight for run_batch and label_task (a bulk run sets its own, clamped alike).
         self.concurrency, self.concurrency_note = clamp_to_rate_limits(
@@ -100,6 +115,15 @@ class Engine:
         self._loop: EngineLoop | None = None  # started by the first call that needs it
         self._gate: asyncio.Semaphore | None = None  # made on the loop
         self._stop_reason: str | None = None
+
+    @property
+    def judge(self) -> LLMClient:
+        """The (first) judge's client."""
+        return self.jurors[0]
+
+    @judge.setter
+    def judge(self, client: LLMClient) -> None:
+        self.jurors[0] = client
 
     # -- the loop and the blocking facade ----------------------------------------------------------------
 
@@ -166,7 +190,7 @@ class Engine:
             return
 
         async def close_clients() -> None:
-            for client in (self.annotator, self.judge):
+            for client in (self.annotator, *self.jurors):
                 try:
                     await client.aclose()
                 except Exception:  # a client that fails to close must not hide the run's own outcome
@@ -279,6 +303,11 @@ class Engine:
         return result
 
     @staticmethod
+    def cache_only() -> bool:
+        """Whether the running labeling flow is driven from the cache alone (nothing may be scheduled on a loop)."""
+        return _CACHE_ONLY.get() is not None
+
+    @staticmethod
     def key_for(ref: ModelRef, prompt: str, params: CallParams) -> str:
         """The cache key of one call."""
         return cache_key(ref.provider, ref.model, ref.base_url, params.cache_fields(), prompt)
@@ -314,7 +343,7 @@ class Engine:
             parsed = parse(hit)
         except ValueError:
             return None  # an entry that no longer parses (e.g. a changed label set): ask again
-        _note_answer(role, key)
+        _note_answer(role, ref, key)
         row: dict[str, Any] = dict(role=role, provider=ref.provider, model=ref.model, key=key, completion=hit)
         deferred = _CACHE_ONLY.get()
         if deferred is None:
@@ -347,7 +376,7 @@ class Engine:
             self.meter.add(role, ref.model, completion)
         self.store.queue_log_call(role=role, provider=ref.provider, model=ref.model, key=key, completion=completion)
         parsed = parse(completion)  # ValueError for the caller: not cached, so a retry asks afresh
-        _note_answer(role, key)
+        _note_answer(role, ref, key)
         if not self.settings.prelabel_cache:
             return completion, parsed
         loop = asyncio.get_running_loop()
@@ -409,10 +438,16 @@ class Engine:
             return completion, parsed
 
 
-def _note_answer(role: str, key: str) -> None:
+def answer_slot(role: str, ref: ModelRef) -> str:
+    """Where ANSWER_KEYS holds the key of one model's answer in a role (each juror of a jury has its own)."""
+    return f"{role} {ref.provider}:{ref.model}@{ref.base_url or ''}"
+
+
+def _note_answer(role: str, ref: ModelRef, key: str) -> None:
     answered = ANSWER_KEYS.get()
     if answered is not None:
         answered[role] = key
+        answered[answer_slot(role, ref)] = key
 
 
 def _settle(future: asyncio.Future[Result], value: Result) -> None:
@@ -423,7 +458,7 @@ def _settle(future: asyncio.Future[Result], value: Result) -> None:
 def build_engine(
     settings: Settings,
     meter: UsageMeter | None = None,
-    clients: tuple[LLMClient, LLMClient] | None = None,
+    clients: tuple[LLMClient, ...] | None = None,
     *,
     store: Store | None = None,
 ) -> Engine:
@@ -432,7 +467,7 @@ def build_engine(
     MODEL_DIR shares: the backend's workers and `prelabel label` runs draw on one.
 
     `store` defaults to the usage log batched for bulk runs; the backend and short commands pass a plain
-    `Store`, whose rows are written at once.
+    `Store`, whose rows are written at once. `clients`: the annotator's, then every juror's.
     """
     store = store or BatchedLogStore(settings.store_path)
     try:
@@ -440,7 +475,7 @@ def build_engine(
             settings,
             store=store,
             annotator_client=clients[0] if clients else None,
-            judge_client=clients[1] if clients else None,
+            juror_clients=clients[1:] if clients else None,
             meter=meter,
         )
     except Exception:
@@ -448,7 +483,8 @@ def build_engine(
         raise
     shared_dir = rate_limit_dir(settings)
     engine.annotator = limited(engine.annotator, "annotator", settings, shared_dir)
-    engine.judge = limited(engine.judge, "judge", settings, shared_dir)
+    # Each juror waits for the judge's limits in a bucket of its own (the buckets are per model).
+    engine.jurors = [limited(juror, "judge", settings, shared_dir) for juror in engine.jurors]
     return engine
 
 

@@ -83,6 +83,33 @@ class ModelRef(BaseModel, frozen=True):
         return f"{self.provider}:{self.model}"
 
 
+# A model entry's own endpoint: "provider:model@http://host/v1". Only an "@" that starts a URL splits, so a model
+# name with an "@" of its own stays whole.
+_ENTRY_URL = re.compile(r"^(?P<spec>.*?)@(?P<url>[A-Za-z][A-Za-z0-9+.-]*://\S*)$")
+
+
+def parse_model_list(value: str, setting: str) -> list[tuple[str, str | None]]:
+    """The comma-separated entries `provider:model[@base_url]` of a setting, as (spec, base_url) pairs; a
+    ValueError naming the setting and the bad entry when one is malformed or repeated."""
+    entries = [entry.strip() for entry in value.split(",")]
+    parsed: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for number, entry in enumerate(entries, start=1):
+        if not entry:
+            raise ValueError(f"{setting} entry {number} of {value!r} is empty: list models as provider:model,...")
+        match = _ENTRY_URL.match(entry)
+        spec, url = (match.group("spec"), match.group("url")) if match else (entry, None)
+        try:
+            ref = ModelRef.parse(spec, base_url=url)
+        except ValueError as error:
+            raise ValueError(f"{setting} entry {entry!r}: {error}") from None
+        if ref.spec in seen:
+            raise ValueError(f"{setting} entry {entry!r}: {ref.spec} is listed twice (each juror once)")
+        seen.add(ref.spec)
+        parsed.append((spec, url))
+    return parsed
+
+
 class SameFamilyError(ValueError):
     """The judge belongs to the annotator's family and the override is off."""
 
@@ -105,3 +132,22 @@ def check_families(annotator: ModelRef, judge: ModelRef, allow_same_family: bool
             "(PRELABEL_JUDGE), or set PRELABEL_ALLOW_SAME_FAMILY=1 to accept this pair."
         )
     return f"WARNING same-family judge: {message}"
+
+
+def check_jury(annotator: ModelRef, jurors: list[ModelRef], allow_same_family: bool) -> tuple[str | None, str | None]:
+    """Every juror checked against the annotator as a lone judge is (SameFamilyError for the first refused), and
+    (the same-family warnings joined, or None; a warning when two jurors share a family, or None). One judge:
+    exactly `check_families`."""
+    warnings = [w for w in (check_families(annotator, juror, allow_same_family) for juror in jurors) if w]
+    family_warning = "; ".join(warnings) or None
+    by_family: dict[str, list[str]] = {}
+    for juror in jurors:
+        by_family.setdefault(juror.family, []).append(juror.spec)
+    shared = [f"{', '.join(specs)} ({family})" for family, specs in by_family.items() if len(specs) > 1]
+    jury_warning = (
+        f"jurors of one family: {'; '.join(shared)}: they tend to agree with each other, so the jury counts "
+        "their view more than once"
+        if shared
+        else None
+    )
+    return family_warning, jury_warning

@@ -10,6 +10,7 @@ engine's blocking `run`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -18,13 +19,23 @@ from pydantic import BaseModel
 
 from prelabel.dialogue import InputError, parse_dialogue, parse_text, render_dialogue, truncate
 from prelabel.faults import RunStopped
-from prelabel.judge import JUDGE_SCHEMA_NAME, JudgeParseError, Verdict, expected_level, judge_schema, parse_verdict
+from prelabel.judge import (
+    JUDGE_SCHEMA_NAME,
+    LEVELS,
+    JudgeParseError,
+    Verdict,
+    expected_level,
+    judge_schema,
+    parse_verdict,
+)
 from prelabel.label_interface import LabelConfig
 from prelabel.prompts import PromptSet, render
 from prelabel.providers import CallParams, Completion, ProviderError
 
 if TYPE_CHECKING:
     from prelabel.engine import Engine
+    from prelabel.families import ModelRef
+    from prelabel.providers import LLMClient
 
 log = logging.getLogger("prelabel")
 
@@ -41,8 +52,60 @@ def unrated_is_transient(reason: str | None) -> bool:
     return reason is not None and reason.startswith(TRANSIENT_UNRATED)
 
 
+class JurorVerdict(BaseModel):
+    """One juror's part in a jury's verdict: its level (None when it gave none, with the reason why)."""
+
+    model: str  # the juror's provider:model
+    level: int | None = None
+    expected_level: float | None = None  # G-Eval where its log-probs exist, else its level
+    reason: str | None = None
+    unrated_reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The model's name without its provider, as the reviewer reads it."""
+        return self.model.partition(":")[2] or self.model
+
+
+def juror_verdict(ref: ModelRef, part: LabelOutcome) -> JurorVerdict:
+    """One juror's outcome as its part in the jury."""
+    verdict = part.verdict
+    if verdict is None:
+        return JurorVerdict(model=ref.spec, unrated_reason=part.unrated_reason)
+    expected = verdict.expected_level if verdict.expected_level is not None else float(verdict.level)
+    return JurorVerdict(model=ref.spec, level=verdict.level, expected_level=expected, reason=verdict.reason)
+
+
+def jury_summary(jury: list[JurorVerdict], disagreement: int | None) -> str:
+    """How the reviewer reads a jury: "jury: claude-haiku-4-5 good, llama-3.1-8b bad (spread 2)."."""
+    levels = ", ".join(f"{j.name} {LEVELS[j.level] if j.level is not None else 'unrated'}" for j in jury)
+    spread = f" (spread {disagreement})" if disagreement is not None else ""
+    return f"jury: {levels}{spread}."
+
+
+def aggregate(jury: list[JurorVerdict]) -> Verdict | None:
+    """The jury's verdict from the jurors that rated: the median level (the lower median for an even count: the
+    stricter of the two middle levels), the mean of their expected levels (G-Eval where log-probs exist, else
+    their levels) as the expected level, so score = mean / 4, and their reasons, each after its model's name."""
+    rated = [juror for juror in jury if juror.level is not None]
+    if not rated:
+        return None
+    levels = sorted(juror.level for juror in rated if juror.level is not None)
+    expected = [
+        juror.expected_level if juror.expected_level is not None else float(juror.level or 0) for juror in rated
+    ]
+    return Verdict(
+        level=levels[(len(levels) - 1) // 2],
+        reason=" | ".join(f"{juror.name}: {juror.reason or '-'}" for juror in rated),
+        expected_level=round(sum(expected) / len(expected), 4),
+    )
+
+
 class LabelOutcome(BaseModel):
-    """The result of labeling one task. `error` set means no label; `unrated_reason` set means no rating."""
+    """The result of labeling one task. `error` set means no label; `unrated_reason` set means no rating.
+
+    With a jury (several judges), `verdict` is the jury's aggregate, `jury` every juror's part in PRELABEL_JUDGE's
+    order and `disagreement` the spread of their levels (max - min); with one judge both stay empty."""
 
     task_id: Any = None
     model_version: str
@@ -53,6 +116,8 @@ class LabelOutcome(BaseModel):
     error: str | None = None
     truncated: bool = False
     warnings: list[str] = []
+    jury: list[JurorVerdict] = []
+    disagreement: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,7 +139,7 @@ class Labeler:
         # Classification is judged only when the config has somewhere to show the rating.
         self.uses_judge = config.kind == "summarization" or config.rates
         self.model_version = prompts.model_version(
-            engine.annotator_ref, engine.judge_ref if self.uses_judge else None, bool(engine.family_warning)
+            engine.annotator_ref, engine.judge_refs if self.uses_judge else None, bool(engine.family_warning)
         )
         labels = config.class_labels
         self.annotator_params = CallParams(
@@ -83,13 +148,18 @@ class Labeler:
             schema_name="choose_label" if labels else None,
             json_schema=_label_schema(labels) if labels else None,
         )
-        self.judge_params = CallParams(
-            max_tokens=settings.prelabel_judge_max_tokens,
-            temperature=settings.prelabel_temperature,
-            schema_name=JUDGE_SCHEMA_NAME,
-            json_schema=judge_schema(settings.prelabel_judge_reason_max_chars),
-            logprobs=settings.prelabel_judge_logprobs and engine.judge_ref.provider == "openai",
-        )
+        # One set of parameters per juror: log-probs are asked of OpenAI-compatible jurors only.
+        self.juror_params = [
+            CallParams(
+                max_tokens=settings.prelabel_judge_max_tokens,
+                temperature=settings.prelabel_temperature,
+                schema_name=JUDGE_SCHEMA_NAME,
+                json_schema=judge_schema(settings.prelabel_judge_reason_max_chars),
+                logprobs=settings.prelabel_judge_logprobs and ref.provider == "openai",
+            )
+            for ref in engine.judge_refs
+        ]
+        self.judge_params = self.juror_params[0]
 
     def failed(self, task: Any, error: str) -> LabelOutcome:
         task_id = task.get("id") if isinstance(task, dict) else None
@@ -212,7 +282,68 @@ class Labeler:
         raise ValueError(f"answer {answer!r} is not one of the labels {self.config.class_labels}")
 
     async def rate(self, prompt: str, outcome: LabelOutcome, earlier: JudgeParseError | None = None) -> None:
-        """Ask the judge (twice at most); `earlier` is a first answer that did not parse, so one try is left."""
+        """Ask the judge (twice at most); `earlier` is a first answer that did not parse, so one try is left.
+        With a jury every juror is asked (at once, each through the cache), and the outcome gets their aggregate."""
+        if len(self.engine.judge_refs) == 1:
+            await self.rate_with(self.engine.judge, self.judge_params, prompt, outcome, earlier)
+            return
+        await self._rate_jury(prompt, outcome, earlier)
+
+    async def _rate_jury(self, prompt: str, outcome: LabelOutcome, earlier: JudgeParseError | None) -> None:
+        refs, clients = self.engine.judge_refs, self.engine.jurors
+        parts = [LabelOutcome(model_version=outcome.model_version) for _ in refs]
+        asks = [
+            self.rate_with(client, params, prompt, part, earlier if i == 0 else None)
+            for i, (client, params, part) in enumerate(zip(clients, self.juror_params, parts))
+        ]
+        if self.engine.cache_only():
+            # Driven by hand, without a loop: one after the other, each a cache hit or a miss (CacheMiss), after
+            # which the jurors not yet asked are closed, never left unawaited.
+            for index, ask in enumerate(asks):
+                try:
+                    await ask
+                except BaseException:
+                    for rest in asks[index + 1 :]:
+                        rest.close()
+                    raise
+        else:
+            done = await asyncio.gather(*asks, return_exceptions=True)
+            failure = next((result for result in done if isinstance(result, BaseException)), None)
+            if failure is not None:
+                raise failure
+        self.accept_jury(outcome, refs, parts)
+
+    @staticmethod
+    def accept_jury(outcome: LabelOutcome, refs: list[ModelRef], parts: list[LabelOutcome]) -> None:
+        """The jurors' outcomes as the item's: their aggregate verdict, each one's part, their spread; a juror
+        that gave no rating is left out and named in a warning; unrated only when none rated."""
+        outcome.jury = [juror_verdict(ref, part) for ref, part in zip(refs, parts)]
+        raws = [f"{ref.spec}: {part.judge_raw}" for ref, part in zip(refs, parts) if part.judge_raw is not None]
+        outcome.judge_raw = "\n".join(raws) or None
+        levels = [juror.level for juror in outcome.jury if juror.level is not None]
+        outcome.verdict = aggregate(outcome.jury)
+        outcome.disagreement = max(levels) - min(levels) if levels else None
+        if outcome.verdict is not None:
+            for juror in outcome.jury:
+                if juror.level is None:
+                    outcome.warnings.append(f"juror {juror.model} left out of the jury: {juror.unrated_reason}")
+        else:
+            # A passing failure first, so a rerun asks the jury again (unrated_is_transient reads the start).
+            reasons = sorted(
+                (f"{juror.unrated_reason} ({juror.model})" for juror in outcome.jury),
+                key=lambda reason: not unrated_is_transient(reason),
+            )
+            outcome.unrated_reason = "; ".join(reasons)
+
+    async def rate_with(
+        self,
+        client: LLMClient,
+        params: CallParams,
+        prompt: str,
+        outcome: LabelOutcome,
+        earlier: JudgeParseError | None = None,
+    ) -> None:
+        """One judge asked (twice at most), its verdict or why there is none recorded on `outcome`."""
         errors: list[str] = []
         if earlier is not None:
             errors.append(str(earlier))
@@ -220,7 +351,7 @@ class Labeler:
         for attempt in range(len(errors), 2):
             try:
                 completion, verdict = await self.engine.call(
-                    "judge", self.engine.judge, prompt, self.judge_params, parse_judge, read_cache=attempt == 0
+                    "judge", client, prompt, params, parse_judge, read_cache=attempt == 0
                 )
             except ProviderError as error:
                 outcome.unrated_reason = f"{JUDGE_FAILED}: {error}"

@@ -12,6 +12,7 @@ from xml.etree import ElementTree
 from pydantic import BaseModel
 
 from prelabel.label_interface import LabelConfigError, parse_xml
+from prelabel.pipeline import jury_summary
 
 if TYPE_CHECKING:
     from prelabel.label_interface import LabelConfig
@@ -55,6 +56,9 @@ def prediction_for(outcome: LabelOutcome, config: LabelConfig) -> dict[str, Any]
         return {"model_version": outcome.model_version, "error": outcome.error or "failed"}
     verdict = outcome.verdict
     reason = verdict.reason if verdict else f"{UNRATED_PREFIX} {outcome.unrated_reason or 'the judge gave no rating'}"
+    if verdict and len(outcome.jury) > 1:
+        # The reviewer sees every juror's level and how far apart they are, read-only like the reason.
+        reason = f"{jury_summary(outcome.jury, outcome.disagreement)} {reason}"
     notes = [warning for warning in outcome.warnings]
     if notes and reason is not None:
         reason = f"{reason} [{'; '.join(notes)}]"

@@ -17,6 +17,7 @@ import hashlib
 import re
 import sqlite3
 import time
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 
@@ -140,9 +141,13 @@ class PromptSet(BaseModel, frozen=True):
             digest.update(part.encode("utf-8"))
         return digest.hexdigest()[:8]
 
-    def model_version(self, annotator: ModelRef, judge: ModelRef | None, same_family: bool = False) -> str:
-        """Changes whenever a prompt or a model changes, so Label Studio predicts again."""
-        models = annotator.model + (f"+{judge.model}" if judge else "")
+    def model_version(
+        self, annotator: ModelRef, judge: ModelRef | Sequence[ModelRef] | None, same_family: bool = False
+    ) -> str:
+        """Changes whenever a prompt or a model changes, so Label Studio predicts again. A jury names every
+        juror, in order ("...:gpt-4o-mini+claude-haiku-4-5+llama-3.1-8b")."""
+        jurors = [] if judge is None else [judge] if isinstance(judge, ModelRef) else list(judge)
+        models = annotator.model + "".join(f"+{juror.model}" for juror in jurors)
         flag = "+SAME-FAMILY" if same_family else ""
         return f"{self.name}@{self.content_hash}:{models}{flag}"
 

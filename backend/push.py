@@ -18,7 +18,7 @@ from prelabel.judge import MAX_LEVEL, Verdict
 from prelabel.label_interface import LabelConfig, parse_label_config
 from prelabel.labeling.items import IdTypeError, content_digest, iter_items, source_id
 from prelabel.labeling.output import BulkRecord
-from prelabel.pipeline import LabelOutcome
+from prelabel.pipeline import JurorVerdict, LabelOutcome
 from prelabel.predictions import UNRATED_PREFIX, prediction_for, split_prompt_control
 from prelabel.records import (
     INCLUSION_PROBABILITY_FIELD,
@@ -154,7 +154,12 @@ def judge_rating(record: BulkRecord) -> JudgeRating | None:
     outcome = outcome_from_record(record)
     if not outcome.ok or outcome.verdict is None:
         return None
-    return JudgeRating(level=outcome.verdict.level, expected_level=outcome.verdict.expected_level)
+    jury = [juror.level for juror in outcome.jury if juror.level is not None]
+    return JudgeRating(
+        level=outcome.verdict.level,
+        expected_level=outcome.verdict.expected_level,
+        jury_levels=jury if len(outcome.jury) > 1 else None,
+    )
 
 
 def review_calibration(client: LabelStudioClient, project_id: int, config: LabelConfig, threshold: int) -> Calibration:
@@ -405,7 +410,18 @@ def outcome_from_record(record: BaseModel) -> LabelOutcome:
         verdict=verdict,
         unrated_reason=values.get("unrated_reason"),
         error=values.get("error") or (None if values.get("label") is not None else "no label"),
+        jury=_jury_of(values.get("jury")),
+        disagreement=values.get("disagreement"),
     )
+
+
+def _jury_of(saved: Any) -> list[JurorVerdict]:
+    """A saved jury: a labels line's {provider:model: level}, or an evaluation item's list of jurors."""
+    if isinstance(saved, dict):
+        return [JurorVerdict(model=str(model), level=level) for model, level in saved.items()]
+    if isinstance(saved, list):
+        return [JurorVerdict.model_validate(juror) for juror in saved]
+    return []
 
 
 def tally_stored(client: LabelStudioClient, project_id: int, task_ids: list[int], config: LabelConfig) -> Tally:

@@ -9,7 +9,8 @@ Three designs over a round's candidates (the items never pushed before):
   proportion to the square root of each stratum's size, so the rarer (usually low) levels are over-sampled;
   a simple random sample in each; probability n_h / N_h.
 - `uncertain`: probability proportional to half a uniform floor and half the judge's uncertainty about whether
-  the label is at least the threshold level, sqrt(p (1 - p)) (the optimal rule for a binary target when
+  the label is at least the threshold level, sqrt(p (1 - p)) (with a jury, p is its smoothed share of jurors at
+  or above the threshold) (the optimal rule for a binary target when
   sampling for active inference). The floor bounds every weight 1 / probability at twice the uniform one.
 
 `uncertain` is drawn by randomized systematic sampling with probabilities proportional to size (the order
@@ -39,15 +40,19 @@ FLOOR_SHARE = 0.5
 # How far from the truth a judge's (expected) level is taken to be, without reviews to calibrate it: the
 # probability that a label is at least the threshold is logistic in its distance from the half-level boundary.
 JUDGE_SPREAD = 0.25
+# A jury's share at or above the threshold is smoothed by half a juror each way (never quite 0 or 1).
+JURY_SMOOTHING = 0.5
 PRIOR_REVIEWS = 2.0  # the judge-only probability counts as this many reviews in a calibrated level's share
 _ONE = 1.0 - 1e-9  # a probability this close to 1 is taken as certain (float sums of capped shares)
 
 
 class JudgeRating(BaseModel):
-    """What the judge said of one candidate's label: its level and, when log-probs exist, the expected level."""
+    """What the judge said of one candidate's label: its level and, when log-probs exist, the expected level;
+    with a jury, the aggregate and every juror's level that was given."""
 
     level: int
     expected_level: float | None = None
+    jury_levels: list[int] | None = None
 
 
 class Calibration(BaseModel):
@@ -215,7 +220,12 @@ def uncertain_draw(
 
 
 def judge_probability(rating: JudgeRating, threshold: int = DEFAULT_THRESHOLD) -> float:
-    """From the judge alone: logistic in how far its (expected) level is above the boundary threshold - 1/2."""
+    """From the judge alone: logistic in how far its (expected) level is above the boundary threshold - 1/2. From
+    a jury of m (two or more that rated): the share of jurors at or above the threshold, smoothed as
+    (k + 1/2) / (m + 1), so a split jury is near 1/2 and its item is reviewed more often."""
+    jury = rating.jury_levels
+    if jury is not None and len(jury) > 1:
+        return (sum(level >= threshold for level in jury) + JURY_SMOOTHING) / (len(jury) + 2 * JURY_SMOOTHING)
     level = rating.expected_level if rating.expected_level is not None else float(rating.level)
     return 1.0 / (1.0 + math.exp(-(level - (threshold - 0.5)) / JUDGE_SPREAD))
 
@@ -297,6 +307,8 @@ def draw_round(
     draw = uncertain_draw([probability_at_least(r, threshold, calibration) for r in ratings], wanted, rng)
     if calibration is not None and calibration.n_reviews:
         draw.basis = f"calibrated by {calibration.n_reviews} earlier reviews"
+    elif any(rating is not None and rating.jury_levels for rating in ratings):
+        draw.basis = "the jurors' shares at the threshold"
     else:
         draw.basis = "the judge's levels"
     return draw

@@ -13,14 +13,14 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prelabel.concurrency import MAX_CONCURRENCY
-from prelabel.families import ModelRef
+from prelabel.families import ModelRef, parse_model_list
 from prelabel.redact import remember_secrets
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    # Models, as "provider:model"
+    # Models, as "provider:model"; the judge may be a jury: comma-separated "provider:model[@base_url]" entries
     prelabel_annotator: str = Field("openai:gpt-4o-mini", alias="PRELABEL_ANNOTATOR")
     prelabel_judge: str = Field("anthropic:claude-haiku-4-5", alias="PRELABEL_JUDGE")
     prelabel_annotator_base_url: str | None = Field(None, alias="PRELABEL_ANNOTATOR_BASE_URL")
@@ -94,10 +94,16 @@ class Settings(BaseSettings):
         remember_secrets(key.get_secret_value() for key in keys if key)
         super().model_post_init(context)
 
-    @field_validator("prelabel_annotator", "prelabel_judge")
+    @field_validator("prelabel_annotator")
     @classmethod
     def _provider_model(cls, value: str) -> str:
         ModelRef.parse(value)  # raises a clear error on a malformed value
+        return value
+
+    @field_validator("prelabel_judge")
+    @classmethod
+    def _jurors(cls, value: str) -> str:
+        parse_model_list(value, "PRELABEL_JUDGE")  # names the setting and the bad entry
         return value
 
     @field_validator("prelabel_ls_venv", "prelabel_local_venv", "prelabel_cache_dir", "prelabel_prices", mode="before")
@@ -136,15 +142,30 @@ class Settings(BaseSettings):
         )
 
     @cached_property
+    def judges(self) -> list[ModelRef]:
+        """The judge, or the jurors of a jury, in PRELABEL_JUDGE's order. PRELABEL_JUDGE_BASE_URL and
+        PRELABEL_JUDGE_FAMILY apply to the first entry only (its own @base_url wins); the others' families come
+        from their names."""
+        refs = []
+        for number, (spec, base_url) in enumerate(parse_model_list(self.prelabel_judge, "PRELABEL_JUDGE")):
+            first = number == 0
+            refs.append(
+                ModelRef.parse(
+                    spec,
+                    base_url=base_url or (self.prelabel_judge_base_url if first else None),
+                    family=self.prelabel_judge_family if first else None,
+                )
+            )
+        return refs
+
+    @cached_property
     def judge(self) -> ModelRef:
-        return ModelRef.parse(
-            self.prelabel_judge,
-            base_url=self.prelabel_judge_base_url,
-            family=self.prelabel_judge_family,
-        )
+        """The (first) judge."""
+        return self.judges[0]
 
     def rate_limits(self, role: str) -> tuple[float | None, float | None]:
-        """(requests, tokens) per minute for "annotator" or "judge"; None where there is no limit."""
+        """(requests, tokens) per minute for "annotator" or "judge"; None where there is no limit. In a jury the
+        judge's limits hold for each juror, each with its own bucket (prelabel.ratelimit keys them by model)."""
         if role == "annotator":
             rpm, tpm = self.prelabel_annotator_rpm, self.prelabel_annotator_tpm
         else:

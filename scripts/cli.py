@@ -44,7 +44,7 @@ def serve(
 
     console.print(
         f"prelabel ML backend on http://{host}:{port} "
-        f"(annotator {settings.annotator.spec}, judge {settings.judge.spec})"
+        f"(annotator {settings.annotator.spec}, judge {', '.join(ref.spec for ref in settings.judges)})"
     )
     run_server(host, port, workers=workers, threads=threads)
 
@@ -93,7 +93,8 @@ def predict(
             sink.close()
     engine.close()
     console.print(
-        f"{len(outcomes) - failed} labeled, {failed} failed ({engine.annotator_ref.spec} -> {engine.judge_ref.spec})"
+        f"{len(outcomes) - failed} labeled, {failed} failed "
+        f"({engine.annotator_ref.spec} -> {', '.join(ref.spec for ref in engine.judge_refs)})"
     )
     if engine.family_warning:
         console.print(f"[yellow]{engine.family_warning}[/yellow]")

@@ -147,6 +147,7 @@ def _print_report(data: ReportData, html_path: Path, md_path: Path) -> None:
         calibration_table,
         classification_tables,
         comparisons_table,
+        jury_agreement_table,
         length_bias_table,
         movers_table,
         versions_table,
@@ -159,6 +160,9 @@ def _print_report(data: ReportData, html_path: Path, md_path: Path) -> None:
     length_bias = length_bias_table(data.run)
     if length_bias is not None:
         console.print(length_bias)
+    jury = jury_agreement_table(data.run)
+    if jury is not None:
+        console.print(jury)
     baselines = baselines_table(data.run)
     if baselines is not None:
         console.print(baselines)

@@ -376,12 +376,16 @@ def _run_batch(
     from prelabel.costs import UsageMeter
     from prelabel.engine import build_engine, close_engine
     from prelabel.families import SameFamilyError
-    from prelabel.labeling.batch import BatchOptions, BatchStateError, label_file_batch
+    from prelabel.labeling.batch import BatchOptions, BatchStateError, label_file_batch, refuse_jury
     from prelabel.labeling.output import prepare_output
     from prelabel.pricing import load_prices
     from prelabel.providers import ProviderError
     from prelabel.providers.batch import BatchError
 
+    try:
+        refuse_jury(settings)  # before anything is built or the output touched
+    except BatchError as error:
+        raise fail(str(error)) from None
     meter = UsageMeter(load_prices(settings.prelabel_prices))
     try:
         engine = build_engine(settings, meter)

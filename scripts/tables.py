@@ -14,8 +14,10 @@ from prelabel.evaluation import rules
 from prelabel.evaluation.calibration import Calibration
 from prelabel.evaluation.compare import Comparison
 from prelabel.evaluation.formatting import (
+    JURY_AGREEMENT_HEADERS,
     LENGTH_BIAS_HEADERS,
     ci_text,
+    jury_agreement_rows,
     length_bias_rows,
     money,
     num,
@@ -61,6 +63,19 @@ def length_bias_table(run: RunSummary) -> Table | None:
     table.caption = rules.LENGTH_BIAS
     for header in LENGTH_BIAS_HEADERS:
         table.add_column(header, justify="right" if header == "n" else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*map(str, row))
+    return table
+
+
+def jury_agreement_table(run: RunSummary) -> Table | None:
+    rows = jury_agreement_rows(run.versions.values())
+    if not rows:
+        return None
+    table = Table(title="the jurors' agreement", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.caption = rules.JURY_AGREEMENT
+    for header in JURY_AGREEMENT_HEADERS:
+        table.add_column(header, justify="right" if header in ("n", "κ quadratic") else "left", overflow="fold")
     for row in rows:
         table.add_row(*map(str, row))
     return table

@@ -81,6 +81,14 @@ def length_bias_rows(versions: Iterable[VersionSummary]) -> list[list[object]]:
 LENGTH_BIAS_HEADERS = ["version", "n", "ρ level vs length", "ρ level vs length ÷ input", "judge"]
 
 
+def jury_agreement_rows(versions: Iterable[VersionSummary]) -> list[list[object]]:
+    """One row per pair of jurors per version with a jury: version, the two jurors, n, quadratic kappa."""
+    return [[v.name, pair.a, pair.b, pair.n, num(pair.kappa)] for v in versions for pair in v.jury_agreement or []]
+
+
+JURY_AGREEMENT_HEADERS = ["version", "juror", "juror", "n", "κ quadratic"]
+
+
 def one_line(text: str, limit: int) -> str:
     """The text's non-blank lines joined with " / ", cut to `limit` characters."""
     flat = " / ".join(line.strip() for line in text.splitlines() if line.strip())

@@ -17,9 +17,11 @@ from prelabel.evaluation.calibration import Calibration
 from prelabel.evaluation.charts import distribution_chart, heatmap, slice_chart
 from prelabel.evaluation.compare import Comparison
 from prelabel.evaluation.formatting import (
+    JURY_AGREEMENT_HEADERS,
     LENGTH_BIAS_HEADERS,
     ci_text,
     esc,
+    jury_agreement_rows,
     length_bias_rows,
     md,
     money,
@@ -167,6 +169,12 @@ def render_html(data: ReportData, title: str = "prelabel evaluation") -> str:
         parts.append("<h3>The judge and label length</h3>")
         parts.append(html_table(LENGTH_BIAS_HEADERS, bias_rows, css_class="length-bias"))
         parts.append(rule(rules.LENGTH_BIAS))
+
+    jury_rows = jury_agreement_rows(versions)
+    if jury_rows:
+        parts.append("<h3>The jurors' agreement</h3>")
+        parts.append(html_table(JURY_AGREEMENT_HEADERS, jury_rows, css_class="jury-agreement"))
+        parts.append(rule(rules.JURY_AGREEMENT))
 
     text_rows = _text_metric_rows(versions)
     if text_rows:
@@ -334,6 +342,11 @@ def render_markdown(data: ReportData, title: str = "prelabel evaluation") -> str
         lines += ["The judge and label length:", ""]
         lines += _md_table(LENGTH_BIAS_HEADERS, bias_rows)
         lines += [md(rules.LENGTH_BIAS), ""]
+    jury_rows = jury_agreement_rows(run.versions.values())
+    if jury_rows:
+        lines += ["The jurors' agreement:", ""]
+        lines += _md_table(JURY_AGREEMENT_HEADERS, jury_rows)
+        lines += [md(rules.JURY_AGREEMENT), ""]
     text_rows = _text_metric_rows(run.versions.values())
     if text_rows:
         lines += [f"String-matching baselines against {md(run.reference_field)} (not the verdict):", ""]

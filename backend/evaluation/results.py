@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from prelabel import metrics
 from prelabel.evaluation.evalset import input_features, reference_class
 from prelabel.label_interface import LabelConfig
+from prelabel.pipeline import JurorVerdict
 from prelabel.push import PoolItem
 from prelabel.subsets import SliceRow
 
@@ -39,6 +40,9 @@ class ItemResult(BaseModel):
     rouge1: float | None = None  # F1 against the reference (summaries)
     rouge2: float | None = None
     rougeL: float | None = None
+    # A jury's: every juror's part (model, level, expected level, reason) and their spread; None with one judge.
+    jury: list[JurorVerdict] | None = None
+    disagreement: int | None = None
 
     def slice_row(self, extra: dict[str, Any] | None = None) -> SliceRow:
         return SliceRow(
@@ -93,6 +97,8 @@ def item_result(
         features=features,
         fields=_scalar_fields(item.record, {input_field, reference_field or "", "source_id"}),
         input_preview=_preview(text),
+        jury=list(outcome.jury) or None,
+        disagreement=outcome.disagreement if outcome.jury else None,
     )
     if config.kind == "summarization" and reference is not None and outcome.label is not None:
         rouge = metrics.rouge_scores(outcome.label, reference)

@@ -29,6 +29,12 @@ LENGTH_BIAS = (
     "the interval of the relative measure lies above 0. Longer can also mean more complete: reviewers decide."
 )
 
+JURY_AGREEMENT = (
+    "Jury agreement: Cohen's kappa with quadratic weights on the five levels (scikit-learn) for each pair of jurors, "
+    "over the n items both rated; the jury's level is the median of its jurors' (the lower one for an even count), "
+    "its score the mean of their expected levels / 4. Low agreement: the rating depends on who judges; review more."
+)
+
 
 def slices(min_n: int) -> str:
     return (

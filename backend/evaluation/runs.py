@@ -100,9 +100,14 @@ def open_run(
 
 
 def save_version(run_dir: Path, run: RunSummary, items: Sequence[ItemResult], summary: VersionSummary) -> None:
-    write_atomic(items_path(run_dir, summary.name), "".join(item.model_dump_json() + "\n" for item in items))
+    write_atomic(items_path(run_dir, summary.name), "".join(item_line(item) for item in items))
     run.versions[summary.name] = summary
     save_run(run_dir, run)
+
+
+def item_line(item: ItemResult) -> str:
+    """An item's line; a single judge's items leave out the jury's fields, as they did before juries."""
+    return item.model_dump_json(exclude={"jury", "disagreement"} if item.jury is None else None) + "\n"
 
 
 def save_run(run_dir: Path, run: RunSummary) -> None:

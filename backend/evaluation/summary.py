@@ -81,6 +81,16 @@ class LengthBias(BaseModel):
         return low is not None and low > 0
 
 
+class JurorAgreement(BaseModel):
+    """Two jurors' agreement over the items both rated: Cohen's kappa with quadratic weights (None when it is
+    undefined, e.g. one of them gave a single level throughout)."""
+
+    a: str  # provider:model
+    b: str
+    n: int
+    kappa: float | None = None
+
+
 class VersionSummary(BaseModel):
     name: str
     model_version: str
@@ -110,6 +120,7 @@ class VersionSummary(BaseModel):
     seconds: float | None = None
     evaluated_at: float | None = None
     length_bias: LengthBias | None = None
+    jury_agreement: list[JurorAgreement] | None = None  # with several judges: every pair of jurors
 
 
 def _reason_category(text: str) -> str:
@@ -168,6 +179,7 @@ def summarize_version(
         evaluated_at=time.time(),
     )
     summary.length_bias = length_bias(items)
+    summary.jury_agreement = jury_agreement(items)
     with_reference = [item for item in items if item.reference is not None]
     if reference_field and with_reference:
         if kind == "classification":
@@ -196,6 +208,25 @@ def length_bias(items: Sequence[ItemResult]) -> LengthBias:
         if ratio is not None:
             bias.relative_rho, bias.relative_low, bias.relative_high = ratio.rho, ratio.low, ratio.high
     return bias
+
+
+def jury_agreement(items: Sequence[ItemResult]) -> list[JurorAgreement] | None:
+    """Every pair of jurors (in PRELABEL_JUDGE's order), over the items both rated; None without a jury."""
+    jurors: list[str] = []
+    for item in items:
+        for juror in item.jury or []:
+            if juror.model not in jurors:
+                jurors.append(juror.model)
+    if len(jurors) < 2:
+        return None
+    levels = [{juror.model: juror.level for juror in item.jury or [] if juror.level is not None} for item in items]
+    pairs = []
+    for i, a in enumerate(jurors):
+        for b in jurors[i + 1 :]:
+            both = [(rated[a], rated[b]) for rated in levels if a in rated and b in rated]
+            kappa = metrics.quadratic_weighted_kappa([x for x, _ in both], [y for _, y in both]) if both else None
+            pairs.append(JurorAgreement(a=a, b=b, n=len(both), kappa=kappa))
+    return pairs
 
 
 def _total(values: Sequence[float | None]) -> float | None:
@@ -289,7 +320,7 @@ def run_version(
         class_labels=config.class_labels,
         prompt_hash=labeler.prompts.content_hash,
         annotator=engine.annotator_ref.spec,
-        judge=engine.judge_ref.spec if labeler.uses_judge else None,
+        judge=",".join(ref.spec for ref in engine.judge_refs) if labeler.uses_judge else None,
         reference_field=reference_field,
         usage=usage,
         family_warning=engine.family_warning,

@@ -28,6 +28,9 @@ Retries:
 - a request the provider answered with an error is not resubmitted: the item fails (annotator) or stays
   unrated (judge) with the provider's message, as on the live path.
 
+A jury (several judges in PRELABEL_JUDGE) is refused here (`refuse_jury`): the judge stage runs one judge. Label
+with a jury on the live path.
+
 Between a provider accepting a job and the state file recording it lies one HTTP round trip; a process killed
 exactly there leaves a job that nothing collects (its items are submitted again by the next run, and the
 output still holds each item once).
@@ -61,6 +64,7 @@ from prelabel.providers import CallParams, Completion, ProviderError
 from prelabel.providers.batch import (
     PROVIDER_LIMITS,
     BatchAPI,
+    BatchError,
     BatchLimits,
     JobStatus,
     RequestResult,
@@ -550,6 +554,15 @@ class BatchRun:
         return None if any(cost is None for cost in costs) else sum(c for c in costs if c is not None)
 
 
+def refuse_jury(settings: Settings) -> None:
+    """BatchError when PRELABEL_JUDGE names a jury: the Batch API path has one judge stage."""
+    if len(settings.judges) > 1:
+        raise BatchError(
+            f"PRELABEL_JUDGE lists {len(settings.judges)} judges ({settings.prelabel_judge}), but --batch-api rates "
+            "with one judge: label with the jury without --batch-api (live calls), or name a single judge"
+        )
+
+
 def label_file_batch(
     settings: Settings,
     config: LabelConfig,
@@ -568,6 +581,7 @@ def label_file_batch(
 
     `engine` (with `meter` on its clients) serves the cache, the usage log and the live retries.
     """
+    refuse_jury(settings)
     options = options or BatchOptions()
     meter = meter or UsageMeter(load_prices(settings.prelabel_prices))
     own_engine = engine is None

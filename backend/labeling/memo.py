@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prelabel.engine import ANSWER_KEYS
+from prelabel.engine import ANSWER_KEYS, answer_slot
 from prelabel.fencing import RENDER_FORMAT
 from prelabel.labeling.output import LINE_START, BulkRecord
 from prelabel.pipeline import Labeler, LabelOutcome, unrated_is_transient
@@ -58,7 +58,10 @@ RECORD_CODE = (
 )
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # ASCII: no lone surrogate breaks it
-Hit = tuple[str, str, str | None]  # (record, annotator_key, judge_key), as Store.memo_records gives it
+# (record, annotator_key, judge_key), as Store.memo_records gives it. A jury's judge_key holds every juror's key in
+# PRELABEL_JUDGE's order, joined by JURY_KEYS_SEPARATOR (empty for a juror that gave no rating).
+Hit = tuple[str, str, str | None]
+JURY_KEYS_SEPARATOR = ","
 Labeling = Callable[[Any, tuple[str, bool] | None], Awaitable[LabelOutcome]]  # as Labeler.label
 
 
@@ -115,14 +118,17 @@ def fingerprint(engine: Engine, labeler: Labeler) -> str | None:
     code = code_digest()
     if code is None:
         return None
-    annotator, judge = engine.annotator.ref, engine.judge.ref
+    annotator = engine.annotator.ref
     parts: dict[str, Any] = {
         "memo_format": MEMO_FORMAT,
         "code": code,
         "model_version": labeler.model_version,
         "prompts": [labeler.prompts.name, labeler.prompts.annotator, labeler.prompts.judge, RENDER_FORMAT],
         "annotator": [annotator.provider, annotator.model, annotator.base_url, labeler.annotator_params.cache_fields()],
-        "judge": [judge.provider, judge.model, judge.base_url, labeler.judge_params.cache_fields()],
+        "judges": [
+            [juror.ref.provider, juror.ref.model, juror.ref.base_url, params.cache_fields()]
+            for juror, params in zip(engine.jurors, labeler.juror_params)
+        ],
         "uses_judge": labeler.uses_judge,
         "config": labeler.config.model_dump_json(),
         "max_input_chars": engine.settings.prelabel_max_input_chars,
@@ -144,7 +150,7 @@ def memo_line(source_id: str, record: str) -> bytes:
 def stored_record(record: BulkRecord) -> str | None:
     """The record as the memo keeps it: its line's JSON without source_id (None when its text cannot be UTF-8,
     so its line would not be the stored one with another id in front)."""
-    data = record.model_dump(exclude={"warnings"} if not record.warnings else None)
+    data = record.line_data()
     del data["source_id"]
     text = json.dumps(data, ensure_ascii=False)
     try:
@@ -165,9 +171,10 @@ class ItemMemo:
         self.enabled = digest is not None
         self._base = hashlib.sha256(digest.encode("ascii")) if digest is not None else None
         self._data_key = labeler.config.data_key
-        annotator, judge = engine.annotator.ref, engine.judge.ref
+        annotator = engine.annotator.ref
         self._annotator = ("annotator", annotator.provider, annotator.model)
-        self._judge = ("judge", judge.provider, judge.model)
+        self._jurors = [juror.ref for juror in engine.jurors]
+        self._judges = [("judge", juror.provider, juror.model) for juror in self._jurors]
         self._hit_rows: list[tuple[str, str, str, str]] = []  # usage rows of the hits written
         self._hits_queued = time.monotonic()
         self._memo_rows: list[tuple[str, str, str, str | None]] = []  # records to remember, queued per block
@@ -244,7 +251,8 @@ class ItemMemo:
         record = MemoHit(source_id, line, fields)
         self._hit_rows.append((*self._annotator, annotator_key))
         if judge_key is not None:
-            self._hit_rows.append((*self._judge, judge_key))
+            keys = judge_key.split(JURY_KEYS_SEPARATOR) if len(self._judges) > 1 else [judge_key]
+            self._hit_rows.extend((*juror, key) for juror, key in zip(self._judges, keys) if key)
         return record
 
     def label_from_cache(self, item: Item, read: tuple[str, bool], entry: MemoEntry | None) -> BulkRecord | None:
@@ -286,8 +294,18 @@ class ItemMemo:
             return
         if unrated_is_transient(outcome.unrated_reason):
             return  # a rerun asks the judge again
+        if any(unrated_is_transient(juror.unrated_reason) for juror in outcome.jury):
+            return  # a rerun asks that juror again
         annotator_key = answered.get("annotator")
         judge_key = answered.get("judge") if outcome.verdict is not None else None
+        if outcome.jury and outcome.verdict is not None:
+            keys = [
+                answered.get(answer_slot("judge", ref), "") if juror.level is not None else ""
+                for ref, juror in zip(self._jurors, outcome.jury)
+            ]
+            if any(juror.level is not None and not key for juror, key in zip(outcome.jury, keys)):
+                return  # a juror's rating this run cannot name
+            judge_key = JURY_KEYS_SEPARATOR.join(keys)
         if annotator_key is None or (outcome.verdict is not None and judge_key is None):
             return  # not wholly from answers this run can name
         try:

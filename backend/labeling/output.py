@@ -41,6 +41,10 @@ class BulkRecord(BaseModel):
     error: str | None = None
     model_version: str | None = None
     warnings: list[str] | None = None
+    # A jury's: each juror's level by its provider:model (None: it gave none), and their spread (max - min).
+    # Written only with several jurors, so a single judge's lines are as they were.
+    jury: dict[str, int | None] | None = None
+    disagreement: int | None = None
 
     @property
     def rated(self) -> bool:
@@ -60,12 +64,19 @@ class BulkRecord(BaseModel):
             error=outcome.error,
             model_version=outcome.model_version,
             warnings=outcome.warnings or None,
+            jury={juror.model: juror.level for juror in outcome.jury} or None,
+            disagreement=outcome.disagreement if outcome.jury else None,
         )
+
+    def line_data(self) -> dict[str, Any]:
+        """The fields a line holds: every one, but warnings and the jury's only when there are some."""
+        optional = {"warnings": self.warnings, "jury": self.jury, "disagreement": self.disagreement}
+        return self.model_dump(exclude={name for name, value in optional.items() if not value and value != 0} or None)
 
     def line(self) -> bytes:
         """The record as one UTF-8 JSON line, whatever its text holds: a lone surrogate (JSON allows "\\ud800"
         in an id) cannot be UTF-8, so such a record is written with \\u escapes, which read back the same."""
-        data = self.model_dump(exclude_none=False, exclude={"warnings"} if not self.warnings else None)
+        data = self.line_data()
         text = json.dumps(data, ensure_ascii=False)
         try:
             return (text + "\n").encode("utf-8")
@@ -75,7 +86,7 @@ class BulkRecord(BaseModel):
 
 # Every line prelabel writes has all of these keys and no other than BulkRecord's, and starts with LINE_START.
 RECORD_FIELDS = frozenset(BulkRecord.model_fields)
-REQUIRED_FIELDS = frozenset(RECORD_FIELDS - {"warnings"})
+REQUIRED_FIELDS = frozenset(RECORD_FIELDS - {"warnings", "jury", "disagreement"})
 LINE_START = b'{"source_id": '
 
 

@@ -150,3 +150,32 @@ def test_batch_estimate_is_half_the_list_price(settings, dialogsum):
     assert batch.cost_usd == pytest.approx(listed.cost_usd / 2)
     assert any("batch prices" in note for note in batch.notes)
     assert not any("batch prices" in note for note in listed.notes)
+
+
+def test_a_jury_is_estimated_and_metered_one_judge_row_per_juror(settings, dialogsum, tmp_path):
+    config = parse_label_config(SUMMARY_CONFIG)
+    tasks = [{"id": r["fname"], "data": {"dialogue": r["dialogue"]}} for r in dialogsum[:3]]
+    single = estimate_cost(settings, config, iter(tasks), sample_size=10)
+    jury = Settings(
+        PRELABEL_ANNOTATOR="openai:gpt-4",
+        PRELABEL_JUDGE="anthropic:claude-haiku-4-5,openai:gpt-4o-mini@http://127.0.0.1:9/v1",
+        PRELABEL_ALLOW_SAME_FAMILY="1",
+        MODEL_DIR=str(tmp_path),
+    )
+    estimate = estimate_cost(jury, config, iter(tasks), sample_size=10)
+    annotator, claude, gpt = estimate.roles
+    assert [r.role for r in estimate.roles] == ["annotator", "judge", "judge"]
+    assert (claude.model, gpt.model) == ("anthropic:claude-haiku-4-5", "openai:gpt-4o-mini")
+    # The first juror costs what the lone judge did; the second adds its own call, counted with its own tokenizer.
+    assert claude == single.roles[1] and annotator == single.roles[0]
+    assert gpt.tokenizer.startswith("tiktoken") and gpt.input_tokens != claude.input_tokens and gpt.cost_usd > 0
+    assert estimate.cost_usd == pytest.approx(single.cost_usd + gpt.cost_usd)
+
+    meter = UsageMeter(load_prices())
+    for model, tokens in (("claude-haiku-4-5", 1_000_000), ("gpt-4o-mini", 1_000_000), ("gpt-4o-mini", 1_000_000)):
+        meter.add("judge", model, Completion(text="", usage=Usage(input_tokens=tokens, output_tokens=0)))
+    rows = {row.model: row for row in meter.roles()}
+    assert rows["claude-haiku-4-5"].calls == 1 and rows["gpt-4o-mini"].calls == 2
+    assert rows["gpt-4o-mini"].cost_usd == pytest.approx(0.30) and rows["claude-haiku-4-5"].cost_usd == pytest.approx(
+        1.0
+    )
