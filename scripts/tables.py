@@ -57,25 +57,26 @@ def versions_table(run: RunSummary) -> Table:
 
 def length_bias_table(run: RunSummary) -> Table | None:
     rows = length_bias_rows(run.versions.values())
-    if not rows:
-        return None
-    table = Table(title="the judge and label length", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.caption = rules.LENGTH_BIAS
-    for header in LENGTH_BIAS_HEADERS:
-        table.add_column(header, justify="right" if header == "n" else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*map(str, row))
-    return table
+    return _rows_table("the judge and label length", rules.LENGTH_BIAS, LENGTH_BIAS_HEADERS, rows, ("n",))
 
 
 def jury_agreement_table(run: RunSummary) -> Table | None:
     rows = jury_agreement_rows(run.versions.values())
+    return _rows_table(
+        "the jurors' agreement", rules.JURY_AGREEMENT, JURY_AGREEMENT_HEADERS, rows, ("n", "κ quadratic")
+    )
+
+
+def _rows_table(
+    title: str, caption: str, headers: Sequence[str], rows: list[list[object]], right: Sequence[str]
+) -> Table | None:
+    """A simple table of ready-made rows (None when there are none), the named columns right-aligned."""
     if not rows:
         return None
-    table = Table(title="the jurors' agreement", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.caption = rules.JURY_AGREEMENT
-    for header in JURY_AGREEMENT_HEADERS:
-        table.add_column(header, justify="right" if header in ("n", "κ quadratic") else "left", overflow="fold")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.caption = caption
+    for header in headers:
+        table.add_column(header, justify="right" if header in right else "left", overflow="fold")
     for row in rows:
         table.add_row(*map(str, row))
     return table
