@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich import box
 
-from prelabel.judge import LEVELS
 from prelabel.scripts.common import console, fail, warn_problems
 from prelabel.scripts.table_layout import Table
 
@@ -23,6 +22,8 @@ PROBLEMS_SHOWN = 5
 
 
 def _threshold(value: str) -> int:
+    from prelabel.judge import LEVELS  # with pydantic's models: not for `prelabel --help`
+
     name = value.strip().lower()
     if name in LEVELS:
         return LEVELS.index(name)

@@ -21,3 +21,11 @@ def test_help_screens_do_not_load_the_sdks_arrow_or_the_tokenizer():
             + "\n".join(f"  {imports.explain(module)}" for module in offending),
             pytrace=False,
         )
+
+
+def test_the_top_help_screen_builds_no_pydantic_model():
+    """`prelabel --help` itself stays clear of pydantic (about 100 ms of model building at import): a command
+    module that needs a model or a constant from a model's module imports it inside the command."""
+    imports = help_imports(heavy=("pydantic",))
+    steps = dict(imports.steps)
+    assert "pydantic" not in steps["prelabel --help"], imports.explain("pydantic")
