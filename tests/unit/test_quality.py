@@ -105,6 +105,7 @@ def review_line(i: int, reviewer: int | None, judge: int | None, **extra: Any) -
         "judge_level": judge,
         "reviewer_level": reviewer,
         "review": "unchanged",
+        "rating_anchored": False,  # as pull writes it since blind reviews
         **extra,
     }
     return json.dumps(row) + "\n"
@@ -268,3 +269,23 @@ def test_a_label_studio_export_is_read_as_reviews(tmp_path: Path) -> None:
         f"{path}: task 100 data.prelabel_inclusion_probability: 'often' is not a probability in (0, 1]"
     ]
     assert report["rounds"][0]["name"] == "round-1"
+
+
+def test_a_corrections_row_from_before_blind_reviews_counts_as_anchored(files, tmp_path):
+    """A row without `rating_anchored` comes from an older pull, when every rating was pre-filled: flagged."""
+    labels, reviews = files
+    old = tmp_path / "old_corrections.jsonl"
+    lines = []
+    for line in reviews.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            lines.append(line)  # the fixture's bad line stays bad
+            continue
+        lines.append(json.dumps({key: value for key, value in row.items() if key != "rating_anchored"}))
+    old.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result_ = run("--labels", labels, "--reviews", old, "--json")
+    assert result_.exit_code == 0, result_.output
+    report = json.loads(result_.stdout)
+    assert report["matching"]["rating_anchored"] == report["n_reviewed"] > 0
+    assert any("anchored" in warning for warning in report["warnings"])
