@@ -80,3 +80,5 @@ def _print_quality(records: list[ReviewedTask], threshold: int, assume_random: b
     console.print(quality_rounds_table(by_round))
     latest = by_round[-1][1]
     console.print(f"quality: {latest.statement()}")
+    for warning in latest.warnings:
+        console.print(f"[yellow]note: {warning}[/yellow]", highlight=False)

@@ -102,6 +102,7 @@ def dataset_quality(
     if not reviews.reviews:
         result.unavailable = "no reviewer rated an LLM label the judge rated at least the threshold"
         return result
+    partial = partly_reviewed_rounds(tasks)
     try:
         report = build_report(labels, reviews, threshold, assume_random=assume_random)
     except QualityInputError as error:
@@ -113,7 +114,7 @@ def dataset_quality(
     combined = report.share_at_least.reviewed_only
     result.n_reviews = report.n_reviewed
     result.rounds = [str(r.name) for r in report.rounds if r.used]
-    result.warnings = report.warnings
+    result.warnings = report.warnings + partial
     if combined is None:
         result.unavailable = "too few reviews in the judge-approved labels for an interval"
         return result
@@ -141,6 +142,25 @@ def dataset_quality(
 
     result.share_at_least = Interval(estimate=overall(part.estimate), low=overall(part.low), high=overall(part.high))
     return result
+
+
+def partly_reviewed_rounds(tasks: Sequence[ReviewedTask]) -> list[str]:
+    """A warning per pushed round whose tasks were not all reviewed: the estimates take the reviewed ones as a
+    random part of the round, which reviewing in score order (the "weakest first" tab) or skipping hard tasks
+    breaks. Finishing the round, or reviewing in random order, keeps them valid."""
+    pushed: dict[str, list[bool]] = {}
+    for task in tasks:
+        if task.inclusion_probability is not None and task.round is not None:  # drawn by push as a review round
+            pushed.setdefault(task.round, []).append(task.reviewed)
+    warnings = []
+    for name in sorted(pushed, key=round_order):
+        done = sum(pushed[name])
+        if 0 < done < len(pushed[name]):
+            warnings.append(
+                f"{name}: {done} of {len(pushed[name])} pushed tasks reviewed; the estimate takes them as a random "
+                "part of the round (review the rest, or in random order, not weakest first)"
+            )
+    return warnings
 
 
 def quality_by_round(

@@ -148,3 +148,15 @@ def test_reviews_without_spread_never_claim_certainty(tmp_path):
     report = build_report(labels, reviews, GOOD)
     combined = report.share_at_least.combined
     assert combined is not None and combined.high - combined.low > 0 and "no spread" in combined.method
+
+
+def test_a_partly_reviewed_round_is_named():
+    """Reviews are taken as a random part of their round: a round left half done says so."""
+    tasks, _ = simulated_project(7, reviews=(150,))
+    drawn = [task for task in tasks if task.reviewed]
+    for task in drawn[:50]:  # pushed in the round, not reviewed yet
+        task.annotation_id, task.human_level = None, None
+    quality = dataset_quality(tasks, GOOD)
+    assert any("round-1: 100 of 150 pushed tasks reviewed" in warning for warning in quality.warnings)
+    finished, _ = simulated_project(7, reviews=(150,))
+    assert not any("pushed tasks reviewed" in warning for warning in dataset_quality(finished, GOOD).warnings)
