@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from prelabel.scripts.common import console, fail, ls_client, settings_or_exit, warn_result_problems
 
@@ -71,9 +72,9 @@ def export(
     warn_result_problems(result_problems(records))
     console.print(export_table(report))
     if report.quality is not None:
-        console.print(f"quality: {report.quality.statement()}")
+        console.print(f"quality: {report.quality.statement()}", markup=False, highlight=False)
         for warning in report.quality.warnings:
-            console.print(f"[yellow]note: {warning}[/yellow]")
+            console.print(f"[yellow]note: {escape(warning)}[/yellow]", highlight=False)
     console.print(
         f"dataset written to {report.out_dir} (manifest.json lists every file with its sha256; "
         "README.md is the dataset card)"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from prelabel.records import ReviewedTask
@@ -79,6 +80,6 @@ def _print_quality(records: list[ReviewedTask], threshold: int, assume_random: b
         return
     console.print(quality_rounds_table(by_round))
     latest = by_round[-1][1]
-    console.print(f"quality: {latest.statement()}")
+    console.print(f"quality: {latest.statement()}", markup=False, highlight=False)
     for warning in latest.warnings:
-        console.print(f"[yellow]note: {warning}[/yellow]", highlight=False)
+        console.print(f"[yellow]note: {escape(warning)}[/yellow]", highlight=False)

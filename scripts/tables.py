@@ -340,10 +340,17 @@ def quality_rounds_table(by_round: Sequence[tuple[str, DatasetQuality]]) -> Tabl
     for name, quality in by_round:
         share = quality.share_at_least
         if share is None:
-            table.add_row(name, f"{quality.n_reviews:,}", "-", quality.unavailable or "-", "-", f"{quality.examples:,}")
+            table.add_row(
+                Text(name),
+                f"{quality.n_reviews:,}",
+                "-",
+                Text(quality.unavailable or "-"),
+                "-",
+                f"{quality.examples:,}",
+            )
             continue
         table.add_row(
-            name,
+            Text(name),  # a round's name comes from task data: shown as typed, never read as markup
             f"{quality.n_reviews:,}",
             f"{share.estimate:.1%}",
             f"{share.low:.1%}–{share.high:.1%}",

@@ -160,3 +160,18 @@ def test_a_partly_reviewed_round_is_named():
     assert any("round-1: 100 of 150 pushed tasks reviewed" in warning for warning in quality.warnings)
     finished, _ = simulated_project(7, reviews=(150,))
     assert not any("pushed tasks reviewed" in warning for warning in dataset_quality(finished, GOOD).warnings)
+
+
+def test_round_names_print_as_typed():
+    """A round's name is task data: the round-by-round table shows it literally, never as terminal markup."""
+    from rich.console import Console
+
+    from prelabel.scripts.tables import quality_rounds_table
+
+    tasks, _ = simulated_project(8, reviews=(30,))
+    for task in tasks:
+        if task.round is not None:
+            task.round = "[red]round[/red]"
+    console = Console(record=True, width=140)
+    console.print(quality_rounds_table(quality_by_round(tasks, GOOD)))
+    assert "[red]round[/red]" in console.export_text()
