@@ -168,6 +168,21 @@ def fake_provider() -> Iterator[FakeProvider]:
         yield fake
 
 
+def fake_provider_settings(provider: FakeProvider, model_dir: Path, **overrides: str) -> Settings:
+    """Settings for an engine built in a test around a fake provider: both roles pointed at it, the store in
+    `model_dir`; keyword arguments are further settings by their environment names."""
+    return Settings(
+        PRELABEL_ANNOTATOR="openai:gpt-4o-mini",
+        PRELABEL_JUDGE="anthropic:claude-haiku-4-5",
+        OPENAI_API_KEY="sk-test",
+        ANTHROPIC_API_KEY="sk-test",
+        OPENAI_BASE_URL=provider.base_url,
+        ANTHROPIC_BASE_URL=provider.anthropic_base_url,
+        MODEL_DIR=str(model_dir),
+        **overrides,
+    )
+
+
 @pytest.fixture
 def make_settings(provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
     """Settings pointing both roles at the fake provider; keyword arguments are environment overrides."""

@@ -29,10 +29,9 @@ from prelabel.labeling.items import source_id
 from prelabel.push import push_round
 from prelabel.records import reviewed_tasks
 from prelabel.review_tabs import PREVIEW_FIELD, ReviewTabs
-from prelabel.settings import Settings
 from prelabel.testing import FakeProvider
 from tests.browser.conftest import ARTIFACTS, Tab
-from tests.conftest import DIALOGSUM, SUMMARY_CONFIG, ScriptedLLM, load_jsonl
+from tests.conftest import DIALOGSUM, SUMMARY_CONFIG, ScriptedLLM, fake_provider_settings, load_jsonl
 from tests.e2e.review_round import prediction_score_and_reason, push_spread_round
 
 pytestmark = pytest.mark.browser
@@ -73,17 +72,7 @@ class PrelabelledTask:
 def prelabelled_task(ls_client: Any, tmp_path: Path) -> PrelabelledTask:
     """One DialogSum task imported with prelabel's prediction (annotator + judge behind a fake provider)."""
     with FakeProvider(ScriptedLLM()) as provider:
-        engine = Engine(
-            Settings(
-                PRELABEL_ANNOTATOR="openai:gpt-4o-mini",
-                PRELABEL_JUDGE="anthropic:claude-haiku-4-5",
-                OPENAI_API_KEY="sk-test",
-                ANTHROPIC_API_KEY="sk-test",
-                OPENAI_BASE_URL=provider.base_url,
-                ANTHROPIC_BASE_URL=provider.anthropic_base_url,
-                MODEL_DIR=str(tmp_path),
-            )
-        )
+        engine = Engine(fake_provider_settings(provider, tmp_path))
         try:
             result = push_round(ls_client, SUMMARY_CONFIG, "browser review", POOL, sample=1, seed=3, engine=engine)
         finally:

@@ -10,9 +10,8 @@ from typing import Any
 
 from prelabel.engine import Engine
 from prelabel.push import PushResult, push_round
-from prelabel.settings import Settings
 from prelabel.testing import FakeProvider, FakeReply, FakeRequest
-from tests.conftest import DIALOGSUM, SUMMARY_CONFIG, ScriptedLLM, section
+from tests.conftest import DIALOGSUM, SUMMARY_CONFIG, ScriptedLLM, fake_provider_settings, section
 
 
 class SpreadJudge(ScriptedLLM):
@@ -34,18 +33,7 @@ class SpreadJudge(ScriptedLLM):
 def push_spread_round(ls_client: Any, model_dir: Path, project: str, sample: int, seed: int) -> PushResult:
     """`push_round` of DialogSum dialogues, labelled and rated here by the spread judge behind fake providers."""
     with FakeProvider(SpreadJudge()) as provider:
-        engine = Engine(
-            Settings(
-                PRELABEL_ANNOTATOR="openai:gpt-4o-mini",
-                PRELABEL_JUDGE="anthropic:claude-haiku-4-5",
-                OPENAI_API_KEY="sk-test",
-                ANTHROPIC_API_KEY="sk-test",
-                OPENAI_BASE_URL=provider.base_url,
-                ANTHROPIC_BASE_URL=provider.anthropic_base_url,
-                PRELABEL_MAX_RETRIES="0",
-                MODEL_DIR=str(model_dir),
-            )
-        )
+        engine = Engine(fake_provider_settings(provider, model_dir, PRELABEL_MAX_RETRIES="0"))
         try:
             return push_round(ls_client, SUMMARY_CONFIG, project, DIALOGSUM, sample=sample, seed=seed, engine=engine)
         finally:

@@ -16,9 +16,8 @@ import pytest
 from prelabel.engine import Engine
 from prelabel.label_interface import parse_label_config
 from prelabel.push import push_round
-from prelabel.settings import Settings
 from prelabel.testing import FakeProvider
-from tests.conftest import DIALOGSUM, OLD_SUMMARY_CONFIG, ScriptedLLM
+from tests.conftest import DIALOGSUM, OLD_SUMMARY_CONFIG, ScriptedLLM, fake_provider_settings
 from tests.e2e.cli_env import run
 
 pytestmark = pytest.mark.e2e
@@ -45,17 +44,7 @@ def test_an_old_project_keeps_working_and_flags_pre_filled_ratings(
     ls_client: Any, label_studio: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with FakeProvider(ScriptedLLM()) as provider:
-        engine = Engine(
-            Settings(
-                PRELABEL_ANNOTATOR="openai:gpt-4o-mini",
-                PRELABEL_JUDGE="anthropic:claude-haiku-4-5",
-                OPENAI_API_KEY="sk-test",
-                ANTHROPIC_API_KEY="sk-test",
-                OPENAI_BASE_URL=provider.base_url,
-                ANTHROPIC_BASE_URL=provider.anthropic_base_url,
-                MODEL_DIR=str(tmp_path / "model_dir"),
-            )
-        )
+        engine = Engine(fake_provider_settings(provider, tmp_path / "model_dir"))
         try:
             title = f"old shape {uuid.uuid4().hex[:8]}"
             pushed = push_round(ls_client, OLD_SUMMARY_CONFIG, title, DIALOGSUM, sample=2, seed=4, engine=engine)
