@@ -70,6 +70,19 @@ def level_from_name(name: Any) -> int:
     return LEVELS.index(cleaned)
 
 
+def threshold_level(value: str | int) -> int:
+    """A threshold given as a level name ("good") or number ("3")."""
+    text = str(value).strip()
+    if text.isdigit() and int(text) <= MAX_LEVEL:
+        return int(text)
+    try:
+        return level_from_name(text)
+    except JudgeParseError:
+        raise ValueError(
+            f"threshold must be a level 0..{MAX_LEVEL} or one of {', '.join(LEVELS)}, got {value!r}"
+        ) from None
+
+
 def parse_verdict(text: str) -> Verdict:
     """Parse the judge's JSON answer (or a bare level name from endpoints without structured output)."""
     stripped = text.strip()

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from prelabel.judge import LEVELS, MAX_LEVEL, JudgeParseError, level_from_name
+from prelabel.judge import MAX_LEVEL
 
 Strategy = Literal["random", "uncertain", "stratified"]
 STRATEGIES: tuple[str, ...] = ("random", "uncertain", "stratified")
@@ -251,19 +251,6 @@ def probability_at_least(
         return prior
     seen = calibration.reviewed.get(rating.level, 0)
     return (calibration.at_least.get(rating.level, 0) + PRIOR_REVIEWS * prior) / (seen + PRIOR_REVIEWS)
-
-
-def threshold_level(value: str | int) -> int:
-    """A threshold given as a level name ("good") or number ("3")."""
-    text = str(value).strip()
-    if text.isdigit() and int(text) <= MAX_LEVEL:
-        return int(text)
-    try:
-        return level_from_name(text)
-    except JudgeParseError:
-        raise ValueError(
-            f"threshold must be a level 0..{MAX_LEVEL} or one of {', '.join(LEVELS)}, got {value!r}"
-        ) from None
 
 
 # -- one round ----------------------------------------------------------------------------------------------------

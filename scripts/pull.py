@@ -30,7 +30,7 @@ def pull(
     api_key: Annotated[str | None, typer.Option(help="token (default LABEL_STUDIO_API_KEY)")] = None,
 ) -> None:
     """Compare reviewers with the LLM and the judge; list the worst cases; write corrections for the next prompt."""
-    from prelabel.judge import JudgeParseError, level_from_name
+    from prelabel.judge import threshold_level
     from prelabel.label_interface import LabelConfigError, parse_label_config
     from prelabel.labelstudio import LabelStudioError
     from prelabel.records import result_problems, reviewed_tasks
@@ -38,9 +38,9 @@ def pull(
     from prelabel.scripts.tables import review_versions_table, worst_cases_table
 
     try:
-        level = level_from_name(threshold)
-    except JudgeParseError as error:
-        raise fail(f"--threshold: {error}") from None
+        level = threshold_level(threshold)
+    except ValueError as error:
+        raise fail(f"--threshold {threshold!r}: {error}") from None
     settings = settings_or_exit()
     client = ls_client(settings, url, api_key)
     try:

@@ -57,9 +57,10 @@ def push(
 ) -> None:
     """Push a sample of unlabeled items to Label Studio, pre-labelled and rated."""
     from prelabel.dialogue import InputError
+    from prelabel.judge import threshold_level
     from prelabel.labelstudio import LabelStudioError
     from prelabel.push import push_round
-    from prelabel.review_sampling import check_strategy, threshold_level
+    from prelabel.review_sampling import check_strategy
 
     try:
         check_strategy(strategy, labels is not None)

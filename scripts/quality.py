@@ -22,14 +22,12 @@ PROBLEMS_SHOWN = 5
 
 
 def _threshold(value: str) -> int:
-    from prelabel.judge import LEVELS  # with pydantic's models: not for `prelabel --help`
+    from prelabel.judge import threshold_level  # with pydantic's models: not for `prelabel --help`
 
-    name = value.strip().lower()
-    if name in LEVELS:
-        return LEVELS.index(name)
-    if name.isdigit() and int(name) < len(LEVELS):
-        return int(name)
-    raise fail(f"--threshold {value!r}: expected one of {', '.join(LEVELS)} (or a level 0..{len(LEVELS) - 1})")
+    try:
+        return threshold_level(value)
+    except ValueError as error:
+        raise fail(f"--threshold {value!r}: {error}") from None
 
 
 def quality(

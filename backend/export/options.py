@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from prelabel.judge import LEVELS, MAX_LEVEL, JudgeParseError, level_from_name
+from prelabel.judge import LEVELS, MAX_LEVEL, threshold_level
 from prelabel.label_interface import TaskKind
 from prelabel.quality.dataset import DatasetQuality
 
@@ -49,14 +49,7 @@ class ExportOptions(BaseModel):
     def _threshold_level(cls, value: Any) -> int:
         # Accept "good", "3" or 3: the CLI and config files pass names, code passes ints.
         if isinstance(value, str):
-            stripped = value.strip()
-            if stripped.isdigit():
-                value = int(stripped)
-            else:
-                try:
-                    return level_from_name(stripped)
-                except JudgeParseError as error:
-                    raise ValueError(str(error)) from None
+            return threshold_level(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LEVEL:
             raise ValueError(f"threshold must be a level 0..{MAX_LEVEL} or one of {list(LEVELS)}, got {value!r}")
         return value

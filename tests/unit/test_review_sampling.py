@@ -11,6 +11,7 @@ import random
 import pytest
 from typer.testing import CliRunner
 
+from prelabel.judge import threshold_level
 from prelabel.push import PoolItem, plan_round, read_labels
 from prelabel.records import reviewed_task
 from prelabel.review_sampling import (
@@ -25,7 +26,6 @@ from prelabel.review_sampling import (
     judge_probability,
     probability_at_least,
     systematic_sample,
-    threshold_level,
 )
 from prelabel.review_stats import correction_row
 from prelabel.scripts.cli import app
