@@ -236,19 +236,7 @@ def _export_reviews(path: Path, label_config: Path | None) -> Reviews:
                 raise _BadField("field `data.source_id`: missing (tasks pushed by prelabel carry it)")
             if task.inclusion_probability is None and task.data.get(INCLUSION_PROBABILITY_FIELD) is not None:
                 continue  # present but unreadable: reviewed_tasks named the task and the field in its problems
-            reviews.reviews.append(
-                Review(
-                    where=where,
-                    source_id=task.source_id,
-                    llm_label=task.llm_label,
-                    reviewer_level=_level({"reviewer level": task.human_level}, "reviewer level"),
-                    judge_level=_level({"judge level": task.llm_level}, "judge level"),
-                    round=task.round,
-                    inclusion_probability=task.inclusion_probability,
-                    strategy=task.strategy,
-                    rating_anchored=task.rating_anchored,
-                )
-            )
+            reviews.reviews.append(_task_review(task, where, task.source_id, task.llm_label))
         except _BadField as problem:
             reviews.problems.append(f"{where}: {problem}")
     return reviews
@@ -283,17 +271,24 @@ def from_tasks(tasks: Sequence[ReviewedTask], min_judge_level: int | None = None
         if not task.reviewed:
             reviews.unreviewed += 1
         elif task.human_level is not None:
-            reviews.reviews.append(
-                Review(
-                    where=f"task {task.task_id}",
-                    source_id=source,
-                    llm_label=label,
-                    reviewer_level=task.human_level,
-                    judge_level=task.llm_level,
-                    round=task.round,
-                    inclusion_probability=task.inclusion_probability,
-                    strategy=task.strategy,
-                    rating_anchored=task.rating_anchored,
-                )
-            )
+            try:
+                reviews.reviews.append(_task_review(task, f"task {task.task_id}", source, label))
+            except _BadField as problem:
+                reviews.problems.append(f"task {task.task_id}: {problem}")
     return labels, reviews
+
+
+def _task_review(task: ReviewedTask, where: str, source_id: str, label: str | None) -> Review:
+    """A reviewed task's review of `label` (_BadField for a level off the five-point scale, which a hand-edited
+    config can give)."""
+    return Review(
+        where=where,
+        source_id=source_id,
+        llm_label=label,
+        reviewer_level=_level({"reviewer level": task.human_level}, "reviewer level"),
+        judge_level=_level({"judge level": task.llm_level}, "judge level"),
+        round=task.round,
+        inclusion_probability=task.inclusion_probability,
+        strategy=task.strategy,
+        rating_anchored=task.rating_anchored,
+    )

@@ -175,3 +175,13 @@ def test_round_names_print_as_typed():
     console = Console(record=True, width=140)
     console.print(quality_rounds_table(quality_by_round(tasks, GOOD)))
     assert "[red]round[/red]" in console.export_text()
+
+
+def test_a_level_off_the_scale_is_named_not_used():
+    """A project's review read as level 7 (a hand-edited config) is left out and named, as in an export file."""
+    tasks, _ = simulated_project(9)
+    odd = next(task for task in tasks if task.reviewed)
+    odd.human_level = 7
+    labels, reviews = from_tasks(tasks)
+    assert all(review.source_id != odd.source_id for review in reviews.reviews)
+    assert any(f"task {odd.task_id}" in problem and "reviewer level" in problem for problem in reviews.problems)
