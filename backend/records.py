@@ -80,6 +80,34 @@ def review_contribution(task: ReviewedTask) -> ReviewContribution:
     return "rating_only" if task.human_level is not None else "empty"
 
 
+# Why a task gives the dataset no example (export's SelectionCounts names a counter after each).
+Dropped = Literal["dropped_unedited_low_rating", "dropped_unrated", "dropped_low_rating", "dropped_no_label"]
+
+
+def dataset_label(task: ReviewedTask, threshold: int) -> tuple[str, Literal["human", "llm"]] | Dropped:
+    """The label a task gives the fine-tuning dataset and where it came from, or why it gives none. One rule,
+    read by export's selection and by the quality statement export writes with it.
+
+    A reviewer's rating outranks the judge's: when a reviewer rated the LLM label but left no label of their
+    own, their level decides whether the LLM label is kept; when they submitted the LLM's label unedited but
+    rated it below the threshold, it is not gold and is dropped. An empty review leaves the task to the judge.
+    """
+    review = review_contribution(task)
+    if review == "unchanged" and task.human_level is not None and task.human_level < threshold:
+        return "dropped_unedited_low_rating"
+    if review in ("edited", "unchanged"):
+        return (task.human_label or "").strip(), "human"
+    llm = (task.llm_label or "").strip()
+    if not llm:
+        return "dropped_no_label"
+    level = task.human_level if review == "rating_only" else task.llm_level
+    if level is None:
+        return "dropped_unrated"
+    if level < threshold:
+        return "dropped_low_rating"
+    return llm, "llm"
+
+
 def input_text(config: LabelConfig, data: dict[str, Any]) -> str:
     value = data.get(config.data_key)
     if config.kind == "summarization":

@@ -7,7 +7,7 @@ import random
 from collections.abc import Iterable, Sequence
 
 from prelabel.export.options import DEFAULT_THRESHOLD, SelectionCounts, TrainingExample
-from prelabel.records import ReviewedTask, review_contribution
+from prelabel.records import ReviewedTask, dataset_label
 
 SPLITS: tuple[str, ...] = ("train", "validation")
 
@@ -20,37 +20,17 @@ def normalize_text(text: str) -> str:
 def select_examples(
     tasks: Iterable[ReviewedTask], threshold: int = DEFAULT_THRESHOLD
 ) -> tuple[list[TrainingExample], SelectionCounts]:
-    """Pick each task's label, in task-id order, dropping exact duplicates of an earlier pick.
-
-    What a review contributes is read by `review_contribution`, as pull reads it. A reviewer's rating
-    outranks the judge's: when a reviewer rated the LLM label but left no label of their own, their level
-    decides whether the LLM label is kept; when they submitted the LLM's label unedited but rated it below
-    the threshold, it is not gold and is dropped. An empty review leaves the task to the judge.
-    """
+    """Pick each task's label (`records.dataset_label`, the one rule), in task-id order, dropping exact
+    duplicates of an earlier pick and tasks without input."""
     counts = SelectionCounts()
     examples: list[TrainingExample] = []
     seen: set[tuple[str, str]] = set()
     for task in sorted(tasks, key=lambda t: t.task_id):
-        review = review_contribution(task)
-        human = (task.human_label or "").strip()
-        llm = (task.llm_label or "").strip()
-        if review == "unchanged" and task.human_level is not None and task.human_level < threshold:
-            counts.dropped_unedited_low_rating += 1
+        choice = dataset_label(task, threshold)
+        if isinstance(choice, str):
+            setattr(counts, choice, getattr(counts, choice) + 1)
             continue
-        if review in ("edited", "unchanged"):
-            label, origin = human, "human"
-        elif llm:
-            level = task.human_level if review == "rating_only" else task.llm_level
-            if level is None:
-                counts.dropped_unrated += 1
-                continue
-            if level < threshold:
-                counts.dropped_low_rating += 1
-                continue
-            label, origin = llm, "llm"
-        else:
-            counts.dropped_no_label += 1
-            continue
+        label, origin = choice
         text = task.input_text.strip()
         if not text:
             counts.dropped_no_input += 1

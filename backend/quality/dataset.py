@@ -21,7 +21,7 @@ from prelabel.judge import LEVELS
 from prelabel.quality.inputs import QualityInputError, from_tasks, round_order
 from prelabel.quality.report import REVIEWED_METHOD, build_report
 from prelabel.quality.stats import Interval
-from prelabel.records import ReviewedTask, review_contribution
+from prelabel.records import ReviewedTask, dataset_label, review_contribution
 
 ASSUMPTION = (
     "reviewers' labels, and LLM labels a reviewer rated at least the threshold, count as meeting it; the share "
@@ -61,17 +61,13 @@ class DatasetQuality(BaseModel):
 def exported_origin(task: ReviewedTask, threshold: int) -> str | None:
     """How export treats the task: "known" (a reviewer's label, or an LLM label a reviewer rated at least the
     threshold), "estimated" (an unreviewed LLM label the judge rated at least the threshold) or None (not
-    exported). Mirrors `export.selection.select_examples` before its duplicate and empty-input checks."""
-    review = review_contribution(task)
-    if review == "unchanged" and task.human_level is not None and task.human_level < threshold:
+    exported), by export's own rule (`records.dataset_label`; its later duplicate and empty-input checks aside)."""
+    choice = dataset_label(task, threshold)
+    if isinstance(choice, str):
         return None
-    if review in ("edited", "unchanged"):
-        return "known" if (task.human_label or "").strip() else None
-    if not (task.llm_label or "").strip():
-        return None
-    if review == "rating_only":
-        return "known" if task.human_level is not None and task.human_level >= threshold else None
-    return "estimated" if task.llm_level is not None and task.llm_level >= threshold else None
+    if choice[1] == "human" or review_contribution(task) == "rating_only":
+        return "known"
+    return "estimated"
 
 
 def dataset_quality(
